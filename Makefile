@@ -1,0 +1,64 @@
+# gpuctl — developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+K8S_BIN := bin/k8s
+CP_DIR := hack/controlplane
+CP_SRCS := $(CP_DIR)/go.mod $(CP_DIR)/go.sum $(wildcard $(CP_DIR)/*/main.go) Makefile
+# Must match k8s.io/kubernetes in hack/controlplane/go.mod (a unit test checks).
+K8S_VERSION := v1.37.2
+K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
+VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
+CP_LDFLAGS := -s -w $(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(K8S_VERSION) \
+  -X $(p).gitMajor=1 -X $(p).gitMinor=$(K8S_MINOR) -X $(p).gitTreeState=clean)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: install
+install: $(VENV)/.installed ## create .venv and install gpuctl with test and dev extras
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $@
+
+.PHONY: controlplane
+controlplane: ## build etcd, kube-apiserver and kubectl into bin/k8s (skipped with KUBEBUILDER_ASSETS)
+	@if [ -n "$$KUBEBUILDER_ASSETS" ] && [ -x "$$KUBEBUILDER_ASSETS/kube-apiserver" ] \
+	    && [ -x "$$KUBEBUILDER_ASSETS/etcd" ] && [ -x "$$KUBEBUILDER_ASSETS/kubectl" ]; then \
+	  echo "using control-plane binaries from KUBEBUILDER_ASSETS=$$KUBEBUILDER_ASSETS"; \
+	else \
+	  $(MAKE) --no-print-directory $(K8S_BIN)/.built; \
+	fi
+
+$(K8S_BIN)/.built: $(CP_SRCS)
+	mkdir -p $(K8S_BIN)
+	cd $(CP_DIR) && GOFLAGS=-mod=readonly go build -trimpath -ldflags '$(CP_LDFLAGS)' -o ../../$(K8S_BIN)/ ./kube-apiserver ./etcd ./kubectl
+	touch $@
+
+.PHONY: lint
+lint: install ## ruff, mypy --strict on gpuctl/, layering check
+	$(BIN)/ruff check gpuctl tests hack
+	$(BIN)/ruff format --check gpuctl tests hack
+	$(BIN)/mypy --strict gpuctl
+	$(BIN)/python hack/check_layers.py
+
+.PHONY: fmt
+fmt: install ## format and auto-fix
+	$(BIN)/ruff format gpuctl tests hack
+	$(BIN)/ruff check --fix gpuctl tests hack
+
+.PHONY: test
+test: install controlplane lint ## everything CI checks
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: clean
+clean: ## remove build outputs (keeps .venv)
+	rm -rf bin build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

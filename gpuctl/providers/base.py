@@ -1,0 +1,225 @@
+"""The one protocol every cloud driver implements, its value types and typed errors.
+
+Controllers only ever see `Driver`, `Offer`, `Instance` and `ProviderError`
+subclasses; which cloud is behind a driver is a detail of `gpuctl.providers.<cloud>`.
+Modelled on Karpenter's CloudProvider: a small surface with typed errors that tell
+the caller what to do (fail over, back off, stop, or retry).
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+
+class CapacityType(enum.StrEnum):
+    ON_DEMAND = "on-demand"
+    SPOT = "spot"
+
+
+class JoinMethod(enum.StrEnum):
+    """How a cloud hands join data to a new machine."""
+
+    USER_DATA = "user-data"  # cloud-init user data (Lambda)
+    CONTAINER_ENV = "container-env"  # environment of the pod's container (RunPod)
+    STARTUP_SCRIPT = "startup-script"  # a startup script object run at boot (Paperspace)
+
+
+class InstanceState(enum.StrEnum):
+    """Cloud states normalised; each driver documents its mapping."""
+
+    PENDING = "pending"  # accepted, booting or provisioning
+    RUNNING = "running"  # up; the machine may or may not have joined yet
+    STOPPED = "stopped"  # exists but not running (exited, off)
+    TERMINATING = "terminating"
+    TERMINATED = "terminated"
+    PREEMPTED = "preempted"  # spot capacity reclaimed by the cloud
+    FAILED = "failed"  # the cloud reports an error state
+    UNKNOWN = "unknown"
+
+    @property
+    def gone(self) -> bool:
+        """No longer billed and never coming back."""
+        return self in (InstanceState.TERMINATED, InstanceState.PREEMPTED)
+
+
+@attrs.frozen
+class Capabilities:
+    spot: bool
+    join_method: JoinMethod
+    billing_granularity_seconds: int
+    max_join_data_bytes: int
+
+
+@attrs.frozen
+class Offer:
+    """One thing a cloud will rent: a machine type in a region at a price."""
+
+    provider: str  # the GPUProvider object's name
+    cloud: str  # lambda | runpod | paperspace
+    region: str  # normalised, e.g. us-east
+    native_region: str  # the cloud's own, e.g. us-east-1, US-GA-1, ny2
+    gpu_type: str  # normalised, e.g. H100-80GB
+    gpu_count: int
+    instance_type: str  # the cloud's own machine type / GPU type id
+    capacity_type: CapacityType
+    price_per_hour: Decimal  # USD per instance-hour
+    available: bool = True
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """The capacity-error cache key: (provider, native region, GPU type, capacity type)."""
+        return (self.provider, self.native_region, self.gpu_type, self.capacity_type.value)
+
+
+@attrs.frozen
+class JoinData:
+    """What a machine needs to join the cluster, rendered by the controller.
+
+    `script` is cloud-init user data or a shell script; `env` is for clouds that
+    start a container (RunPod). A driver passes whichever its cloud supports.
+    """
+
+    script: str = ""
+    env: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class LaunchRequest:
+    name: str  # deterministic: the idempotency key, looked up before any launch
+    offer: Offer
+    join: JoinData = attrs.field(factory=JoinData)
+    tags: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Instance:
+    id: str
+    name: str
+    state: InstanceState
+    native_state: str
+    region: str = ""  # native region
+    instance_type: str = ""
+    capacity_type: CapacityType | None = None
+    public_ip: str | None = None
+    private_ip: str | None = None
+    price_per_hour: Decimal | None = None  # the rate actually charged, where reported
+    launched_at: datetime.datetime | None = None
+
+
+@attrs.frozen
+class DriverConfig:
+    """Everything a driver needs, taken from a GPUProvider and its Secret."""
+
+    name: str  # GPUProvider name
+    cloud: str
+    api_key: str = attrs.field(repr=False)  # never logged, never in errors
+    endpoint: str | None = None  # None: the cloud's public API
+    regions: tuple[str, ...] = ()  # normalised allow-list; empty: all
+    options: Mapping[str, str] = attrs.field(factory=dict)  # the per-cloud block
+    prices: Mapping[str, Decimal] = attrs.field(factory=dict)  # instance type -> $/h override
+    rate_limit_per_second: float | None = None  # override of the documented default
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """Base of every driver error. `code` is the cloud's code or HTTP status, for metrics."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, code: str = "", provider: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.provider = provider
+
+
+class CapacityError(ProviderError):
+    """No capacity for this offer now: mark the capacity cache, fail over."""
+
+
+class QuotaError(ProviderError):
+    """Account quota or balance exhausted: stop launching on this provider."""
+
+
+class AuthError(ProviderError):
+    """Credentials rejected: surface on the GPUProvider, stop using it."""
+
+
+class InvalidRequestError(ProviderError):
+    """The cloud refused the request's content: never retried as is."""
+
+
+class NotFoundError(ProviderError):
+    """The instance (or other object) does not exist."""
+
+
+class TransientError(ProviderError):
+    """Outage, 5xx, 429, timeout, malformed answer: retry later."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "",
+        provider: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, provider=provider)
+        self.retry_after = retry_after
+
+
+# -- the protocol ----------------------------------------------------------------
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """One cloud account, as configured by one GPUProvider."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cloud(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def list_offers(self) -> list[Offer]:
+        """Every offer of this account (all GPU types, counts, regions, capacity types)."""
+        ...
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        """Launch, idempotently: an instance named `request.name` is returned, not duplicated."""
+        ...
+
+    async def get(self, instance_id: str) -> Instance:
+        """Raises NotFoundError when the cloud no longer knows the instance."""
+        ...
+
+    async def find(self, name: str) -> Instance | None:
+        """The live (not terminated) instance with exactly this name, if any."""
+        ...
+
+    async def list_instances(self, name_prefix: str) -> list[Instance]:
+        """Live instances whose name starts with `name_prefix`."""
+        ...
+
+    async def terminate(self, instance_id: str) -> None:
+        """Ask the cloud to terminate; an unknown or already gone instance is not an error."""
+        ...
+
+    async def validate_credentials(self) -> None:
+        """Raises AuthError when the key is rejected."""
+        ...
+
+    async def close(self) -> None: ...

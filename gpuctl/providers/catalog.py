@@ -1,0 +1,56 @@
+"""GPU and region translation between gpuctl's normalised names and each cloud's.
+
+The tables are data (`tables/gpus.yaml`, `tables/regions.yaml`), loaded once.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any
+
+import yaml
+
+CLOUDS = ("lambda", "runpod", "paperspace")
+
+
+@functools.cache
+def _table(name: str) -> dict[str, Any]:
+    text = resources.files("gpuctl.providers").joinpath("tables", name).read_text()
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+def gpu_types() -> list[str]:
+    """Every normalised GPU name, e.g. H100-80GB."""
+    return sorted(_table("gpus.yaml"))
+
+
+def regions() -> list[str]:
+    """Every normalised region, e.g. us-east."""
+    return sorted(_table("regions.yaml"))
+
+
+def native_gpu_names(cloud: str, gpu_type: str) -> list[str]:
+    entry = _table("gpus.yaml").get(gpu_type, {})
+    return list(entry.get(cloud, []))
+
+
+def gpu_type_of(cloud: str, native: str) -> str | None:
+    """The normalised GPU name of a cloud's GPU name, or None if gpuctl does not know it."""
+    for name, entry in _table("gpus.yaml").items():
+        if native in entry.get(cloud, []):
+            return str(name)
+    return None
+
+
+def native_regions(cloud: str, region: str) -> list[str]:
+    return list(_table("regions.yaml").get(region, {}).get(cloud, []))
+
+
+def region_of(cloud: str, native: str) -> str | None:
+    """The normalised region of a cloud's region or data centre id, or None."""
+    for name, entry in _table("regions.yaml").items():
+        if native in entry.get(cloud, []):
+            return str(name)
+    return None
