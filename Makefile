@@ -26,7 +26,7 @@ install: $(VENV)/.installed ## create .venv and install gpuctl with test and dev
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	$(BIN)/pip install --quiet -e '.[sim,test,dev]'
 	touch $@
 
 .PHONY: controlplane
