@@ -194,8 +194,14 @@ class Driver(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...
 
-    async def list_offers(self) -> list[Offer]:
-        """Every offer of this account (all GPU types, counts, regions, capacity types)."""
+    async def list_offers(
+        self, *, gpu_type: str | None = None, gpu_count: int | None = None
+    ) -> list[Offer]:
+        """Offers of this account, filtered by normalised GPU type and count when given.
+
+        Served from the driver's price cache (one catalog fetch per TTL, however many
+        callers); covers every allowed region and both capacity types where supported.
+        """
         ...
 
     async def launch(self, request: LaunchRequest) -> Instance:
