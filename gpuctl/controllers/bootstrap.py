@@ -1,0 +1,192 @@
+"""Join data for a new machine: a bootstrap token and the rendered bootstrap payload.
+
+Whatever the method (`kubeadm` cloud-init, `k3s`, `talos`, `script`), the payload
+carries the join contract variables (docs/providers.md#join-contract):
+GPUCTL_API_SERVER, GPUCTL_BOOTSTRAP_TOKEN, GPUCTL_CA_CERT_HASH, GPUCTL_NODE_NAME,
+GPUCTL_NODE_LABELS and GPUCTL_NODE_TAINTS — as `export NAME='value'` lines in the
+script (for YAML payloads, as `# export ...` comment lines) and as environment
+entries for clouds that start a container.
+
+Bootstrap tokens are kube-system Secrets of type `bootstrap.kubernetes.io/token`
+(the format kube-apiserver's bootstrap-token authenticator reads), labelled with
+the request and attempt so they can be found again after a crash and deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import enum
+import secrets
+import shlex
+import string
+from collections.abc import Mapping
+
+import attrs
+
+from gpuctl.providers.base import JoinData
+
+TOKEN_GROUP = "system:bootstrappers:gpuctl"
+TOKEN_NAMESPACE = "kube-system"
+_TOKEN_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class Method(enum.StrEnum):
+    KUBEADM = "kubeadm"
+    K3S = "k3s"
+    TALOS = "talos"
+    SCRIPT = "script"
+
+
+@attrs.frozen
+class Token:
+    id: str
+    secret: str = attrs.field(repr=False)
+
+    @property
+    def value(self) -> str:
+        return f"{self.id}.{self.secret}"
+
+    @property
+    def secret_name(self) -> str:
+        return f"bootstrap-token-{self.id}"
+
+    @classmethod
+    def generate(cls) -> Token:
+        pick = secrets.choice
+        return cls(
+            "".join(pick(_TOKEN_ALPHABET) for _ in range(6)),
+            "".join(pick(_TOKEN_ALPHABET) for _ in range(16)),
+        )
+
+    @classmethod
+    def from_secret(cls, secret: Mapping[str, object]) -> Token:
+        data = secret.get("data") or {}
+        assert isinstance(data, Mapping)
+
+        def field(name: str) -> str:
+            return base64.b64decode(str(data[name])).decode()
+
+        return cls(field("token-id"), field("token-secret"))
+
+
+def token_secret(
+    token: Token, *, request: str, attempt: int, expires: datetime.datetime
+) -> dict[str, object]:
+    """The kube-system Secret that makes `token` valid until `expires`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "bootstrap.kubernetes.io/token",
+        "metadata": {
+            "name": token.secret_name,
+            "namespace": TOKEN_NAMESPACE,
+            "labels": {"gpuctl.io/request": request, "gpuctl.io/attempt": str(attempt)},
+        },
+        "stringData": {
+            "token-id": token.id,
+            "token-secret": token.secret,
+            "expiration": expires.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "usage-bootstrap-authentication": "true",
+            "usage-bootstrap-signing": "true",
+            "auth-extra-groups": TOKEN_GROUP,
+            "description": f"gpuctl join token for {request} attempt {attempt}",
+        },
+    }
+
+
+@attrs.frozen
+class JoinParams:
+    api_server: str  # https://host:port reachable from the cloud
+    token: Token
+    ca_cert_hash: str  # sha256:<hex>
+    node_name: str
+    labels: Mapping[str, str]
+    taints: tuple[str, ...] = ()  # key=value:Effect
+    kubernetes_version: str = ""
+    extra_args: tuple[str, ...] = ()
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "GPUCTL_API_SERVER": self.api_server,
+            "GPUCTL_BOOTSTRAP_TOKEN": self.token.value,
+            "GPUCTL_CA_CERT_HASH": self.ca_cert_hash,
+            "GPUCTL_NODE_NAME": self.node_name,
+            "GPUCTL_NODE_LABELS": ",".join(f"{k}={v}" for k, v in sorted(self.labels.items())),
+            "GPUCTL_NODE_TAINTS": ",".join(self.taints),
+        }
+
+
+def _exports(variables: Mapping[str, str], prefix: str = "") -> str:
+    return "".join(f"{prefix}export {k}={shlex.quote(v)}\n" for k, v in variables.items())
+
+
+def _kubeadm(params: JoinParams) -> str:
+    env = _exports(params.variables(), "      ")
+    extra = " ".join(shlex.quote(a) for a in params.extra_args)
+    return (
+        "#cloud-config\n"
+        "write_files:\n"
+        "  - path: /etc/gpuctl/join.env\n"
+        '    permissions: "0600"\n'
+        "    content: |\n"
+        f"{env}"
+        "runcmd:\n"
+        "  - - bash\n"
+        "    - -c\n"
+        "    - >-\n"
+        "      . /etc/gpuctl/join.env &&\n"
+        '      echo "KUBELET_EXTRA_ARGS=--node-labels=$GPUCTL_NODE_LABELS'
+        ' --register-with-taints=$GPUCTL_NODE_TAINTS" > /etc/default/kubelet &&\n'
+        '      kubeadm join "${GPUCTL_API_SERVER#https://}"'
+        ' --token "$GPUCTL_BOOTSTRAP_TOKEN"'
+        ' --discovery-token-ca-cert-hash "$GPUCTL_CA_CERT_HASH"'
+        f' --node-name "$GPUCTL_NODE_NAME" {extra}\n'
+    )
+
+
+def _k3s(params: JoinParams) -> str:
+    labels = " ".join(f"--node-label {shlex.quote(f'{k}={v}')}" for k, v in params.labels.items())
+    taints = " ".join(f"--node-taint {shlex.quote(t)}" for t in params.taints)
+    extra = " ".join(shlex.quote(a) for a in params.extra_args)
+    version = (
+        f"INSTALL_K3S_VERSION={shlex.quote(params.kubernetes_version)} "
+        if params.kubernetes_version
+        else ""
+    )
+    return (
+        "#!/bin/sh\nset -eu\n"
+        + _exports(params.variables())
+        + f'curl -sfL https://get.k3s.io | {version}K3S_URL="$GPUCTL_API_SERVER" '
+        'K3S_TOKEN="$GPUCTL_BOOTSTRAP_TOKEN" sh -s - agent '
+        f'--node-name "$GPUCTL_NODE_NAME" {labels} {taints} {extra}\n'
+    )
+
+
+def _template(params: JoinParams, template: str, *, yaml: bool) -> str:
+    """A user template (talos machine config or a script) with ${GPUCTL_*} substituted.
+
+    The contract variables go first: as comments in YAML, after the shebang in a script.
+    """
+    variables = params.variables()
+    body = string.Template(template).safe_substitute(variables)
+    if yaml:
+        return _exports(variables, "# ") + body
+    shebang = ""
+    if body.startswith("#!"):
+        first, _, body = body.partition("\n")
+        shebang = first + "\n"
+    return shebang + _exports(variables) + body
+
+
+def render(method: Method, params: JoinParams, template: str | None = None) -> JoinData:
+    """The join payload for `method`; `template` is required for talos and script."""
+    if method is Method.KUBEADM:
+        script = _kubeadm(params)
+    elif method is Method.K3S:
+        script = _k3s(params)
+    else:
+        if not template:
+            raise ValueError(f"bootstrap method {method.value} needs a template")
+        script = _template(params, template, yaml=method is Method.TALOS)
+    return JoinData(script=script, env=params.variables())

@@ -1,0 +1,42 @@
+import datetime
+from decimal import Decimal
+
+import pytest
+
+from gpuctl.controllers import cost, naming
+
+UID = "0A1B2C3D-4E5F-6789-abcd-ef0123456789"
+
+
+def test_instance_name_is_deterministic_and_parseable() -> None:
+    name = naming.instance_name("demo", UID, 3)
+    assert name == "gpuctl-demo-0a1b2c3d4e5f-3"
+    assert name == naming.instance_name("demo", UID, 3)
+    assert naming.parse("demo", name) == naming.ParsedName("0a1b2c3d4e5f", 3)
+    assert naming.parse("other", name) is None
+    assert naming.parse("demo", "gpuctl-demo-nothex-1") is None
+
+
+def test_cluster_name_validation() -> None:
+    assert naming.validate_cluster_name("prod-eu1") == "prod-eu1"
+    for bad in ("", "Prod", "-x", "x" * 21, "a_b"):
+        with pytest.raises(ValueError):
+            naming.validate_cluster_name(bad)
+
+
+def test_cost_accrues_price_times_time_and_survives_gaps() -> None:
+    t0 = datetime.datetime(2026, 11, 27, 10, 0, tzinfo=datetime.UTC)
+    c = cost.accrue(None, None, t0)
+    assert c == {
+        "accruedUSD": "0.0000",
+        "since": "2026-11-27T10:00:00Z",
+        "updatedAt": "2026-11-27T10:00:00Z",
+    }
+    c = cost.accrue(c, Decimal("23.92"), t0 + datetime.timedelta(minutes=30))
+    assert c["accruedUSD"] == "11.9600"
+    c = cost.accrue(c, None, t0 + datetime.timedelta(hours=5))  # not billed meanwhile
+    assert c["accruedUSD"] == "11.9600" and c["since"] == "2026-11-27T10:00:00Z"
+    assert not cost.due(
+        c, t0 + datetime.timedelta(hours=5, minutes=1), datetime.timedelta(minutes=5)
+    )
+    assert cost.due(c, t0 + datetime.timedelta(hours=5, minutes=5), datetime.timedelta(minutes=5))
