@@ -15,6 +15,8 @@ VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
 CP_LDFLAGS := -s -w $(foreach p,$(VERSION_PKGS),-X $(p).gitVersion=$(K8S_VERSION) \
   -X $(p).gitMajor=1 -X $(p).gitMinor=$(K8S_MINOR) -X $(p).gitTreeState=clean)
 PYTEST_ARGS ?=
+NODE_TOOLS := hack/node_modules/.installed
+CODEGEN := PYTHONPATH=hack $(BIN)/python -m codegen
 
 .PHONY: help
 help: ## list targets
@@ -56,8 +58,21 @@ fmt: install ## format and auto-fix
 	$(BIN)/ruff check --fix gpuctl tests hack
 
 .PHONY: test
-test: install controlplane lint ## everything CI checks
+test: install controlplane lint check-generated ## everything CI checks
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: generate
+generate: install $(NODE_TOOLS) ## regenerate the 3.0 specs and typed clients from hack/openapi
+	$(CODEGEN) generate
+
+.PHONY: check-generated
+check-generated: install $(NODE_TOOLS) ## fail if the generated specs or clients are stale
+	$(CODEGEN) check
+
+# npm ci again whenever the pinned Node tools change (the stamp dies with node_modules).
+$(NODE_TOOLS): hack/package.json hack/package-lock.json
+	npm ci --prefix hack --no-audit --no-fund
+	touch $@
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv)
