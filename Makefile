@@ -46,11 +46,12 @@ $(K8S_BIN)/.built: $(CP_SRCS)
 	touch $@
 
 .PHONY: lint
-lint: install ## ruff, mypy --strict on gpuctl/, layering check
+lint: install ## ruff, mypy --strict on gpuctl/, layering check, shellcheck
 	$(BIN)/ruff check gpuctl tests hack
 	$(BIN)/ruff format --check gpuctl tests hack
 	$(BIN)/mypy --strict gpuctl
 	$(BIN)/python hack/check_layers.py
+	$(BIN)/shellcheck --external-sources hack/*.sh
 
 .PHONY: fmt
 fmt: install ## format and auto-fix
