@@ -1,0 +1,587 @@
+"""A raw-JSON Kubernetes client: objects are plain dicts exactly as the API server sends them.
+
+Why not kubernetes_asyncio's generated APIs: deserializing into its models is slow and
+memory-hungry, and the operator keeps 10,000 Nodes plus 10,000 requests in memory. We
+use kubernetes_asyncio only as transport and configuration: `ApiClient.call_api(...,
+_preload_content=False)` hands back the raw aiohttp response, and in exchange we keep
+its TLS context, connection pool, proxy settings and bearer-token handling (including
+the in-cluster token refresh hook) instead of re-implementing them.
+
+Semantics:
+- Every request carries a timeout (kubernetes_asyncio has none by default, so a dead TCP
+  connection hangs forever): `request_timeout` in total for ordinary calls; for watches
+  no total bound but `read_timeout` of socket silence (the server sends a BOOKMARK about
+  every 60 s, so 70 s of silence means the connection is dead).
+- Non-2xx answers raise `ApiError` carrying the API server's Status (code, reason and the
+  server's own message, which names the offending field for invalid objects). Network
+  failures and timeouts raise `TransportError`. Nothing else escapes, except bugs.
+- `list_all` follows `limit`/`continue` pagination and stamps `apiVersion`/`kind` on every
+  item (the server leaves them out of list items), so listed and watched objects look
+  alike.
+- `watch` decodes the streaming response line by line; ERROR events raise `ApiError`
+  with the Status' code (410 for a too old resourceVersion).
+- Each request is counted in `gpuctl_kube_api_requests_total{verb,resource,code}`
+  (code `<error>` when no HTTP answer came back), on the registry given to `Client`, or
+  by default `gpuctl.runtime.metrics.REGISTRY` when that module exists, else
+  prometheus_client's global registry (`default_registry()`).
+
+The `is_*` helpers mirror apimachinery's `errors.IsNotFound` & co.: the Status reason
+decides, the HTTP code only when the reason is unknown.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from typing import Any, Literal
+
+import aiohttp
+import attrs
+import prometheus_client
+from kubernetes_asyncio import client as k8s
+from prometheus_client import CollectorRegistry, Counter
+
+from gpuctl.runtime.resources import Resource
+
+JSON = dict[str, Any]
+Body = JSON | list[JSON]  # a JSON patch is a list of operations
+PatchType = Literal["merge", "json", "strategic", "apply"]
+
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "apply": "application/apply-patch+yaml",  # JSON is YAML: the body is sent as JSON
+}
+
+# Status reasons the API server uses; a reason outside this set counts as unknown.
+_KNOWN_REASONS = frozenset(
+    {
+        "Unauthorized",
+        "Forbidden",
+        "NotFound",
+        "AlreadyExists",
+        "Conflict",
+        "Gone",
+        "Invalid",
+        "ServerTimeout",
+        "StoreReadError",
+        "Timeout",
+        "TooManyRequests",
+        "BadRequest",
+        "MethodNotAllowed",
+        "NotAcceptable",
+        "RequestEntityTooLarge",
+        "UnsupportedMediaType",
+        "InternalError",
+        "Expired",
+        "ServiceUnavailable",
+    }
+)
+
+
+# -- errors --------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """The API server answered with an error Status (HTTP code >= 300, or a watch ERROR)."""
+
+    def __init__(self, status: int, reason: str, message: str, body: JSON | str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body
+
+    @classmethod
+    def from_status(cls, status: JSON, http_status: int = 0, http_reason: str = "") -> ApiError:
+        """From a metav1.Status object (an error body or a watch ERROR event's object)."""
+        code = int(status.get("code") or http_status or 500)
+        reason = str(status.get("reason") or http_reason or "")
+        return cls(code, reason, str(status.get("message") or ""), status)
+
+    @classmethod
+    def from_response(cls, http_status: int, http_reason: str, data: bytes) -> ApiError:
+        text = data.decode("utf-8", errors="replace")
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("kind") == "Status":
+            return cls.from_status(body, http_status, http_reason)
+        return cls(http_status, http_reason, text.strip(), text)
+
+    @property
+    def causes(self) -> list[JSON]:
+        """`details.causes` of the Status (field-level reasons for Invalid), if any."""
+        if isinstance(self.body, dict):
+            causes = (self.body.get("details") or {}).get("causes") or []
+            return [c for c in causes if isinstance(c, dict)]
+        return []
+
+
+class TransportError(Exception):
+    """No usable HTTP answer: connection refused or reset, TLS failure, or a timeout."""
+
+
+def _has_reason(err: BaseException, reason: str, code: int) -> bool:
+    if not isinstance(err, ApiError):
+        return False
+    if err.reason in _KNOWN_REASONS:
+        return err.reason == reason
+    return err.status == code
+
+
+def is_not_found(err: BaseException) -> bool:
+    return _has_reason(err, "NotFound", 404)
+
+
+def is_already_exists(err: BaseException) -> bool:
+    return isinstance(err, ApiError) and err.reason == "AlreadyExists"
+
+
+def is_conflict(err: BaseException) -> bool:
+    """409 because of a stale resourceVersion or a precondition (not AlreadyExists)."""
+    return _has_reason(err, "Conflict", 409)
+
+
+def is_gone(err: BaseException) -> bool:
+    """410: the resourceVersion (or continue token) is too old (reason Expired or Gone)."""
+    return _has_reason(err, "Expired", 410) or _has_reason(err, "Gone", 410)
+
+
+def is_forbidden(err: BaseException) -> bool:
+    return _has_reason(err, "Forbidden", 403)
+
+
+def is_invalid(err: BaseException) -> bool:
+    """422: the object failed validation; `err.message` names the field."""
+    return _has_reason(err, "Invalid", 422)
+
+
+def is_resource_version_too_large(err: BaseException) -> bool:
+    """The server has not seen that resourceVersion yet (e.g. after an etcd restore)."""
+    if not isinstance(err, ApiError):
+        return False
+    if any(c.get("reason") == "ResourceVersionTooLarge" for c in err.causes):
+        return True
+    return "too large resource version" in err.message.lower()
+
+
+# -- metrics -------------------------------------------------------------------------
+
+_COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Counter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_registry() -> CollectorRegistry:
+    """`gpuctl.runtime.metrics.REGISTRY` if that module exists, else the global registry.
+
+    Imported lazily so this module does not depend on the metrics module being present
+    (it belongs to the manager) and never imports it at module load time.
+    """
+    try:
+        module = importlib.import_module("gpuctl.runtime.metrics")
+    except ModuleNotFoundError as err:
+        if err.name != "gpuctl.runtime.metrics":
+            raise
+        return prometheus_client.REGISTRY
+    registry = getattr(module, "REGISTRY", None)
+    return registry if isinstance(registry, CollectorRegistry) else prometheus_client.REGISTRY
+
+
+def registry_counter(
+    registry: CollectorRegistry, name: str, documentation: str, labelnames: Sequence[str]
+) -> Counter:
+    """The counter `name` on `registry`, created once per registry (no duplicate error)."""
+    counters = _COUNTERS.setdefault(registry, {})
+    if name not in counters:
+        counters[name] = Counter(name, documentation, labelnames, registry=registry)
+    return counters[name]
+
+
+# -- the client ----------------------------------------------------------------------
+
+
+@attrs.frozen
+class ListResult:
+    """All items of a (possibly paginated) list, the list's resourceVersion, and how many
+    pages the server split it into (1 when it ignored `limit`, as the watch cache does
+    for resourceVersion "0")."""
+
+    items: list[JSON]
+    resource_version: str
+    pages: int = 1
+
+
+Query = list[tuple[str, str]]
+
+
+class Client:
+    """Raw-JSON API access over a kubernetes_asyncio `ApiClient` (which the caller closes)."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        request_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.api_client = api_client
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self._requests = registry_counter(
+            registry if registry is not None else default_registry(),
+            "gpuctl_kube_api_requests_total",
+            "Requests to the Kubernetes API server by verb, resource and HTTP code.",
+            ("verb", "resource", "code"),
+        )
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, resource: Resource, name: str, *, namespace: str | None = None) -> JSON:
+        return await self._json("get", resource, "GET", resource.path(namespace, name))
+
+    async def list(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        resource_version_match: str | None = None,
+        limit: int | None = None,
+        continue_: str | None = None,
+    ) -> JSON:
+        """One page: the raw List object (`items`, `metadata.resourceVersion`/`continue`)."""
+        query = _query(
+            labelSelector=label_selector,
+            fieldSelector=field_selector,
+            resourceVersion=resource_version,
+            resourceVersionMatch=resource_version_match,
+            limit=limit,
+            **{"continue": continue_},
+        )
+        return await self._json("list", resource, "GET", resource.path(namespace), query=query)
+
+    async def list_all(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        resource_version_match: str | None = None,
+        limit: int | None = 500,
+    ) -> ListResult:
+        """Every page of a list. Pages after the first carry only the continue token
+        (the server rejects resourceVersion with continue); the result's resourceVersion
+        is the first page's, which is the snapshot all pages come from."""
+        items: list[JSON] = []
+        first = await self.list(
+            resource,
+            namespace=namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            resource_version_match=resource_version_match,
+            limit=limit,
+        )
+        page, pages = first, 1
+        while True:
+            items += _typed(page.get("items") or [], resource)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
+            pages += 1
+            page = await self.list(
+                resource,
+                namespace=namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=limit,
+                continue_=token,
+            )
+        rv = str((first.get("metadata") or {}).get("resourceVersion") or "")
+        return ListResult(items, rv, pages)
+
+    async def watch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        resource_version: str,
+        timeout_seconds: int,
+        allow_bookmarks: bool = True,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        read_timeout: float = 70.0,
+    ) -> AsyncGenerator[tuple[str, JSON], None]:
+        """`(type, object)` for each event: ADDED, MODIFIED, DELETED, BOOKMARK.
+
+        Ends when the server closes the watch (after `timeout_seconds`). ERROR events
+        raise `ApiError`; `read_timeout` seconds without a byte raise `TransportError`.
+        Closing the iterator early closes the connection.
+        """
+        query = _query(
+            watch="true",
+            resourceVersion=resource_version,
+            timeoutSeconds=timeout_seconds,
+            allowWatchBookmarks="true" if allow_bookmarks else None,
+            labelSelector=label_selector,
+            fieldSelector=field_selector,
+        )
+        # No total bound beyond the server's own timeout plus slack: the server ends the
+        # watch; only silence (sock_read) or a server that never ends it is our problem.
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds + read_timeout,
+            sock_connect=self.connect_timeout,
+            sock_read=read_timeout,
+        )
+        path = resource.path(namespace)
+        response = await self._send(
+            "watch", resource, "GET", path, query=query, client_timeout=timeout
+        )
+        finished = False
+        try:
+            if response.status != 200:
+                data = await response.read()
+                raise ApiError.from_response(response.status, response.reason or "", data)
+            async for line in _lines(response.content):
+                kind, obj = _decode_event(line)
+                if kind == "ERROR":
+                    raise ApiError.from_status(obj)
+                yield kind, obj
+            finished = True
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise TransportError(f"watch {path}: {err!r}") from err
+        finally:
+            if finished:
+                response.release()
+            else:
+                response.close()
+
+    # -- writes ------------------------------------------------------------------
+
+    async def create(
+        self,
+        resource: Resource,
+        body: JSON,
+        *,
+        namespace: str | None = None,
+        field_manager: str | None = None,
+    ) -> JSON:
+        """POST `body`; the namespace defaults to `body.metadata.namespace`."""
+        path = resource.path(_namespace(resource, namespace, body))
+        query = _query(fieldManager=field_manager)
+        return await self._json("create", resource, "POST", path, query=query, body=body)
+
+    async def replace(self, resource: Resource, body: JSON) -> JSON:
+        """PUT the whole object; `metadata.resourceVersion`, if set, must be current (409)."""
+        path = resource.path(_namespace(resource, None, body), _name(body))
+        return await self._json("update", resource, "PUT", path, body=body)
+
+    async def replace_status(self, resource: Resource, body: JSON) -> JSON:
+        """PUT the status subresource (only `status` is taken; optimistic like replace)."""
+        path = resource.path(_namespace(resource, None, body), _name(body), "status")
+        return await self._json("update", resource, "PUT", path, body=body, subresource="status")
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        body: Body,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+        field_manager: str = "gpuctl",
+        force: bool = False,
+    ) -> JSON:
+        """PATCH; `force` (take over conflicting fields) is only valid for server-side apply."""
+        if force and patch_type != "apply":
+            raise ValueError("force is only valid for patch_type='apply'")
+        path = resource.path(namespace, name, subresource)
+        query = _query(fieldManager=field_manager, force="true" if force else None)
+        return await self._json(
+            "patch",
+            resource,
+            "PATCH",
+            path,
+            query=query,
+            body=body,
+            content_type=_PATCH_CONTENT_TYPES[patch_type],
+            subresource=subresource,
+        )
+
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        *,
+        namespace: str | None = None,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        propagation_policy: Literal["Orphan", "Background", "Foreground"] | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> JSON:
+        """DELETE with optional preconditions (a mismatch is a 409 Conflict).
+
+        Returns the server's answer: the object (still present while finalizers run,
+        or as deleted) or a Status.
+        """
+        options: JSON = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        preconditions = {
+            k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v
+        }
+        if preconditions:
+            options["preconditions"] = preconditions
+        if propagation_policy is not None:
+            options["propagationPolicy"] = propagation_policy
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        path = resource.path(namespace, name)
+        return await self._json("delete", resource, "DELETE", path, body=options)
+
+    # -- transport ---------------------------------------------------------------
+
+    async def _json(
+        self,
+        verb: str,
+        resource: Resource,
+        method: str,
+        path: str,
+        *,
+        query: Query | None = None,
+        body: Body | None = None,
+        content_type: str = "application/json",
+        subresource: str | None = None,
+    ) -> JSON:
+        timeout = aiohttp.ClientTimeout(
+            total=self.request_timeout, sock_connect=self.connect_timeout
+        )
+        response = await self._send(
+            verb,
+            resource,
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            subresource=subresource,
+            client_timeout=timeout,
+        )
+        try:
+            data = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise TransportError(f"{method} {path}: {err!r}") from err
+        finally:
+            response.release()
+        if not 200 <= response.status < 300:
+            raise ApiError.from_response(response.status, response.reason or "", data)
+        try:
+            decoded = json.loads(data) if data else {}
+        except ValueError as err:
+            raise TransportError(f"{method} {path}: answer is not JSON: {data[:200]!r}") from err
+        if not isinstance(decoded, dict):
+            raise TransportError(f"{method} {path}: answer is not a JSON object")
+        return decoded
+
+    async def _send(
+        self,
+        verb: str,
+        resource: Resource,
+        method: str,
+        path: str,
+        *,
+        query: Query | None = None,
+        body: Body | None = None,
+        content_type: str = "application/json",
+        subresource: str | None = None,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        label = resource.qualified_name + (f"/{subresource}" if subresource else "")
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            response: aiohttp.ClientResponse = await self.api_client.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=client_timeout,
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            self._requests.labels(verb, label, "<error>").inc()
+            raise TransportError(f"{method} {path}: {err!r}") from err
+        self._requests.labels(verb, label, str(response.status)).inc()
+        return response
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _query(**params: str | int | None) -> Query:
+    return [(key, str(value)) for key, value in params.items() if value is not None]
+
+
+def _name(body: JSON) -> str:
+    name = (body.get("metadata") or {}).get("name")
+    if not name:
+        raise ValueError("object has no metadata.name")
+    return str(name)
+
+
+def _namespace(resource: Resource, namespace: str | None, body: JSON) -> str | None:
+    if not resource.namespaced:
+        return None
+    namespace = namespace or (body.get("metadata") or {}).get("namespace")
+    if not namespace:
+        raise ValueError(f"{resource.qualified_name} is namespaced: no namespace given")
+    return str(namespace)
+
+
+def _typed(items: Iterable[JSON], resource: Resource) -> list[JSON]:
+    typed = []
+    for item in items:
+        item.setdefault("apiVersion", resource.api_version)
+        item.setdefault("kind", resource.kind)
+        typed.append(item)
+    return typed
+
+
+def _decode_event(line: bytes) -> tuple[str, JSON]:
+    try:
+        event = json.loads(line)
+        kind, obj = event["type"], event["object"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise TransportError(f"undecodable watch event: {line[:200]!r}") from err
+    if not isinstance(kind, str) or not isinstance(obj, dict):
+        raise TransportError(f"malformed watch event: {line[:200]!r}")
+    return kind, obj
+
+
+async def _lines(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """Newline-delimited chunks of a stream, without aiohttp's line-length limit
+    (one watch event carries a whole object, up to etcd's 1.5 MiB)."""
+    buffer = bytearray()
+    async for chunk in stream.iter_any():
+        scan_from = len(buffer)  # what is buffered already holds no newline
+        buffer += chunk
+        start = 0
+        while (end := buffer.find(b"\n", scan_from)) >= 0:
+            line = bytes(buffer[start:end])
+            start = scan_from = end + 1
+            if line.strip():
+                yield line
+        del buffer[:start]
+    if buffer.strip():
+        yield bytes(buffer)

@@ -1,0 +1,56 @@
+"""Writing an object's status subresource only when it changed, optimistically.
+
+`StatusWriter.update_status(resource, obj, status)`:
+- compares `status` with `obj["status"]` (deep equality of the JSON values, nothing
+  ignored: a condition's new lastTransitionTime is a change). Equal: no API call,
+  returns None. An object without a status counts as having `{}`.
+- otherwise PUTs the status subresource with `obj`'s metadata, including its
+  resourceVersion: if someone changed the object since `obj` was read, the API server
+  answers 409 Conflict and the `ApiError` propagates (`is_conflict`), so the controller
+  requeues and recomputes from fresh data. It never retries with stale data and never
+  writes without a resourceVersion (that would be a blind overwrite).
+- returns the object the server sent back (its new resourceVersion included), and
+  counts the write in `gpuctl_status_writes_total{resource}`.
+
+controller-runtime's `Status().Update()` has the same optimistic semantics; the
+"only if changed" check is what every reconciler does by hand there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from gpuctl.runtime.client import Client, default_registry, registry_counter
+from gpuctl.runtime.resources import Resource
+
+JSON = dict[str, Any]
+
+
+class StatusWriter:
+    def __init__(self, client: Client, *, registry: CollectorRegistry | None = None) -> None:
+        self.client = client
+        self._writes = registry_counter(
+            registry if registry is not None else default_registry(),
+            "gpuctl_status_writes_total",
+            "Status subresource writes that changed something, by resource.",
+            ("resource",),
+        )
+
+    async def update_status(self, resource: Resource, obj: JSON, status: JSON) -> JSON | None:
+        """Write `status` unless `obj` already has it; the new object, or None if unchanged."""
+        if obj.get("status", {}) == status:
+            return None
+        metadata = obj.get("metadata") or {}
+        if not metadata.get("resourceVersion"):
+            raise ValueError("object has no metadata.resourceVersion: refusing a blind write")
+        body = {
+            "apiVersion": obj.get("apiVersion", resource.api_version),
+            "kind": obj.get("kind", resource.kind),
+            "metadata": metadata,
+            "status": status,
+        }
+        updated = await self.client.replace_status(resource, body)
+        self._writes.labels(resource.qualified_name).inc()
+        return updated
