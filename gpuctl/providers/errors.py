@@ -1,0 +1,361 @@
+"""Each cloud's error answers, mapped to the typed errors of `gpuctl.providers.base`.
+
+A mapper takes one non-2xx `HttpFailure` and returns (never raises) the `ProviderError`
+that tells the caller what to do. The tables, first match wins:
+
+Lambda  `{"error": {"code", "message", "suggestion"?}}` (branch on `code`, as Lambda asks)
+  instance-operations/launch/insufficient-capacity     CapacityError
+  global/quota-exceeded                                QuotaError
+  global/invalid-parameters                            InvalidRequestError
+  global/invalid-api-key, global/account-inactive,
+  global/forbidden, global/invalid-address             AuthError
+  provider/*  (upstream outages)                       TransientError
+  global/object-does-not-exist, global/not-found       NotFoundError (InvalidRequestError
+                                                       on launch: a missing SSH key/image)
+  then by status: 401/403 Auth, 404 NotFound, 408/409/425/429/5xx Transient,
+  other 4xx InvalidRequest
+
+RunPod  problem+json `{title, status, detail, errors[]}` (REST v1 may send `{"error": ...}`)
+  401/403 AuthError, 402 QuotaError (insufficient balance), 422 InvalidRequestError,
+  404 NotFoundError, 408/409/425/429/5xx TransientError,
+  400 on a create operation: CapacityError when the text matches `CAPACITY_TEXT`, else
+  InvalidRequestError. RunPod documents that "no capacity" has no machine-readable code
+  and shares 400 with rule violations, so the text is the only signal; a rule violation
+  misread as capacity costs one failed-over offer, while the reverse would stop the
+  request, so the pattern errs towards capacity.
+  other 4xx InvalidRequestError
+
+Paperspace  `{message, code, details?}`
+  401/403 AuthError, 402 QuotaError, 404 NotFoundError, 408/409/425/429/5xx Transient,
+  400/422: CapacityError when the message matches `CAPACITY_TEXT`, QuotaError when it
+  matches `QUOTA_TEXT`, else InvalidRequestError; other 4xx InvalidRequestError
+
+Everywhere: a `Retry-After` header (seconds or HTTP date) becomes `retry_after` of a
+TransientError; an unparseable body is read as an empty one (status decides).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import email.utils
+import json
+import math
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
+
+import attrs
+import cattrs
+
+from gpuctl.providers.base import (
+    AuthError,
+    CapacityError,
+    Instance,
+    InstanceState,
+    InvalidRequestError,
+    NotFoundError,
+    ProviderError,
+    QuotaError,
+    TransientError,
+)
+
+# Statuses that say "not now" rather than "never": timeout, conflict, too early, rate limit.
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
+_MAX_TEXT = 300
+
+CAPACITY_TEXT = re.compile(
+    r"capacity|no longer any instances|no (?:\w+ )?instances? (?:are )?available"
+    r"|not enough (?:free )?gpus|no gpus? available|resources to deploy|out of stock"
+    r"|(?:not |un)available (?:in|at|right now)\b"
+    r"|(?:machine|gpu|instance)s? (?:type )?(?:is |are )?(?:currently )?(?:not |un)available",
+    re.IGNORECASE,
+)
+QUOTA_TEXT = re.compile(r"quota|limit (?:reached|exceeded)|insufficient (?:funds|balance)", re.I)
+
+# What structuring a JSON answer into generated attrs models (or reading it) can raise.
+# cattrs' validation errors are ExceptionGroups: catch them by their own base class.
+STRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    cattrs.BaseValidationError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
+
+
+@attrs.frozen
+class HttpFailure:
+    """One non-2xx answer, as the transport received it."""
+
+    cloud: str
+    provider: str
+    operation: str
+    method: str
+    status: int
+    body: bytes = b""
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def json(self) -> Any:
+        """The decoded body, or None when it is not JSON."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+
+    @property
+    def is_create(self) -> bool:
+        return self.method == "POST" and "create" in self.operation.lower()
+
+
+ErrorMapper = Callable[[HttpFailure], ProviderError]
+
+
+def retry_after(headers: Mapping[str, str], now: datetime.datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent/bad."""
+    value = header(headers, "Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        now = now or datetime.datetime.now(datetime.UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header by case-insensitive name (aiohttp's mapping is; a plain dict is not)."""
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        for key, found in headers.items():
+            if key.lower() == lowered:
+                return found
+    return value
+
+
+def _text(value: object) -> str:
+    """A short, printable rendering of a cloud's message."""
+    if not isinstance(value, str):
+        return ""
+    return value.replace("\n", " ").strip()[:_MAX_TEXT]
+
+
+def _by_status(failure: HttpFailure, message: str, code: str) -> ProviderError:
+    """The status-only part of every table."""
+    status, provider = failure.status, failure.provider
+    if status in (401, 403):
+        return AuthError(message, code=code, provider=provider)
+    if status == 402:
+        return QuotaError(message, code=code, provider=provider)
+    if status == 404:
+        return NotFoundError(message, code=code, provider=provider)
+    if status in _TRANSIENT_4XX or status >= 500:
+        return TransientError(
+            message, code=code, provider=provider, retry_after=retry_after(failure.headers)
+        )
+    if 400 <= status < 500:
+        return InvalidRequestError(message, code=code, provider=provider)
+    # 1xx/3xx are not answers any of these APIs gives: treat as a broken intermediary.
+    return TransientError(message, code=code, provider=provider)
+
+
+def _message(failure: HttpFailure, text: str) -> str:
+    head = f"{failure.cloud} {failure.operation}: HTTP {failure.status}"
+    return f"{head}: {text}" if text else head
+
+
+# -- Lambda ------------------------------------------------------------------------
+
+_LAMBDA_CODES: dict[str, type[ProviderError]] = {
+    "instance-operations/launch/insufficient-capacity": CapacityError,
+    "global/quota-exceeded": QuotaError,
+    "global/invalid-parameters": InvalidRequestError,
+    "global/invalid-api-key": AuthError,
+    "global/account-inactive": AuthError,
+    "global/forbidden": AuthError,
+    "global/invalid-address": AuthError,
+    "global/object-does-not-exist": NotFoundError,
+    "global/not-found": NotFoundError,
+}
+
+
+def lambda_error(failure: HttpFailure) -> ProviderError:
+    body = failure.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = error.get("code") if isinstance(error.get("code"), str) else ""
+    text = _text(error.get("message"))
+    message = _message(failure, f"{code}: {text}" if code else text)
+    code = code or str(failure.status)
+    kind = _LAMBDA_CODES.get(code)
+    if kind is NotFoundError and failure.method == "POST" and "launch" in failure.operation.lower():
+        # A launch names an SSH key, image or file system that does not exist: config.
+        kind = InvalidRequestError
+    if kind is not None:
+        return kind(message, code=code, provider=failure.provider)
+    if code.startswith("provider/"):
+        return TransientError(
+            message, code=code, provider=failure.provider, retry_after=retry_after(failure.headers)
+        )
+    return _by_status(failure, message, code)
+
+
+# -- RunPod ------------------------------------------------------------------------
+
+
+def runpod_error(failure: HttpFailure) -> ProviderError:
+    body = failure.json()
+    body = body if isinstance(body, dict) else {}
+    parts = [_text(body.get(k)) for k in ("title", "detail", "error", "message")]
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        parts += [_text(e) for e in errors[:5]]
+    text = "; ".join(p for p in parts if p)[:_MAX_TEXT]
+    message, code = _message(failure, text), str(failure.status)
+    if failure.status == 422:
+        return InvalidRequestError(message, code=code, provider=failure.provider)
+    if failure.status == 400 and failure.is_create and CAPACITY_TEXT.search(text):
+        return CapacityError(message, code=code, provider=failure.provider)
+    return _by_status(failure, message, code)
+
+
+# -- Paperspace ----------------------------------------------------------------------
+
+
+def paperspace_error(failure: HttpFailure) -> ProviderError:
+    body = failure.json()
+    body = body if isinstance(body, dict) else {}
+    text = _text(body.get("message"))
+    cloud_code = body.get("code") if isinstance(body.get("code"), str) else ""
+    message = _message(failure, f"{cloud_code}: {text}" if cloud_code else text)
+    code = cloud_code or str(failure.status)
+    if failure.status in (400, 422):
+        if CAPACITY_TEXT.search(text):
+            return CapacityError(message, code=code, provider=failure.provider)
+        if QUOTA_TEXT.search(text):
+            return QuotaError(message, code=code, provider=failure.provider)
+        return InvalidRequestError(message, code=code, provider=failure.provider)
+    return _by_status(failure, message, code)
+
+
+MAPPERS: dict[str, ErrorMapper] = {
+    "lambda": lambda_error,
+    "runpod": runpod_error,
+    "paperspace": paperspace_error,
+}
+
+
+def malformed(cloud: str, operation: str, provider: str) -> TransientError:
+    return TransientError(
+        f"{cloud} {operation}: malformed response", code="malformed", provider=provider
+    )
+
+
+@contextlib.contextmanager
+def structure_guard(cloud: str, operation: str, provider: str) -> Iterator[None]:
+    """Turn any failure to read an answer into generated models into TransientError.
+
+    A cloud that answers 200 with a shape its spec does not allow is having a bad day;
+    the caller retries later rather than crashing on it.
+    """
+    try:
+        yield
+    except ProviderError:
+        raise
+    except STRUCTURE_ERRORS as exc:
+        raise malformed(cloud, operation, provider) from exc
+
+
+# States of an instance that can no longer serve a launch: `find` skips them, so a
+# relaunch under the same name gets a new machine rather than a dying one.
+ENDING = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED, InstanceState.PREEMPTED})
+
+
+async def launch_or_recover(
+    name: str,
+    find: Callable[[str], Awaitable[Instance | None]],
+    create: Callable[[], Awaitable[Instance]],
+) -> Instance:
+    """The launch protocol every driver follows; `name` is the idempotency key.
+
+    1. An instance named `name` that is alive is returned as is: no second machine.
+    2. Otherwise `create()` is called once. A TransientError (timeout, 5xx, 429,
+       malformed answer) leaves unknown whether the cloud created the machine, so the
+       driver looks again: found, it is returned; not found, the error goes to the
+       caller, whose retry starts again at step 1. Other errors go straight up.
+    """
+    existing = await find(name)
+    if existing is not None:
+        return existing
+    try:
+        return await create()
+    except TransientError:
+        found = await find(name)
+        if found is not None:
+            return found
+        raise
+
+
+def make_strict(converter: cattrs.Converter) -> None:
+    """Make `converter` refuse JSON values of the wrong type for str/int/float/bool fields.
+
+    cattrs structures a `str` field from 12345 by calling str(): an answer whose every
+    leaf has the wrong type would pass as data. With these hooks a field gets exactly
+    its JSON type (an integer for a float field is fine, a boolean for a number is not),
+    so such an answer fails to structure and becomes TransientError("malformed response").
+    Unknown keys are still ignored: a cloud may add fields, not change their types.
+
+    Workaround: the generated converters (`_generated/models*.py`) are lenient; the
+    drivers make them strict at import until the code generator emits these hooks.
+    """
+    converter.register_structure_hook(str, _exact(str))
+    converter.register_structure_hook(bool, _exact(bool))
+    converter.register_structure_hook(int, _integer)
+    converter.register_structure_hook(float, _number)
+
+
+def _exact(kind: type[Any]) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, _: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _integer(value: Any, _: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any, _: Any) -> float:
+    # Clouds do send numbers as strings (RunPod's own example has "costPerHr": "0.74"):
+    # a numeric string is a number; any other string is a malformed answer.
+    if type(value) is str:
+        try:
+            number = float(value)
+        except ValueError:
+            raise TypeError(f"expected a number, got the string {value[:20]!r}") from None
+        if not math.isfinite(number):
+            raise TypeError("expected a finite number")
+        return number
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    return float(value)

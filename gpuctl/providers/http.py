@@ -1,0 +1,243 @@
+"""`HttpTransport`: the `Transport` generated operations call, over aiohttp.
+
+One transport per cloud API server of one driver; every transport of the process shares
+ONE `aiohttp.ClientSession`, which the caller owns and closes. Per request:
+
+1. take a token from the account's rate limiter (class `launch` for the driver's launch
+   operations, `read` for GET, else `mutate`);
+2. send it with a bearer token and a total timeout, never following redirects;
+3. 2xx: return the decoded JSON (None for an empty body); a body that is not JSON is a
+   TransientError("malformed response");
+4. otherwise: the cloud's `ErrorMapper` turns the answer into a typed error; connection
+   failures and timeouts are TransientError too.
+
+Retries: only TransientError, and only for idempotent operations (GET, HEAD, PUT, DELETE
+and the operations a driver names, such as Lambda's terminate). Up to `attempts` tries,
+with jittered exponential backoff ("equal jitter": half fixed, half random); a
+`Retry-After` is honoured exactly (plus up to 10 % jitter) unless it is longer than
+`max_retry_after`, in which case the error goes to the caller with its `retry_after`.
+A non-idempotent request (a launch) is never retried here: the driver decides, by
+looking the instance up by name first.
+
+The API key is only ever put in the Authorization header: it is redacted from every
+error message and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import aiohttp
+import attrs
+
+from gpuctl.providers import metrics
+from gpuctl.providers.base import DriverConfig, InvalidRequestError, ProviderError, TransientError
+from gpuctl.providers.errors import ErrorMapper, HttpFailure, malformed, structure_guard
+from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits
+from gpuctl.providers.transport import Params, Transport
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+@attrs.frozen
+class RetryPolicy:
+    attempts: int = 4  # tries in all, for idempotent operations
+    base_delay: float = 0.5  # seconds, doubled per retry
+    max_delay: float = 10.0
+    max_retry_after: float = 60.0  # a longer Retry-After is left to the caller
+    timeout: float = 30.0  # seconds per request, connect to last byte
+
+    def backoff(self, retry: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry number `retry` (0-based); None: do not retry here."""
+        if retry_after is not None:
+            if retry_after > self.max_retry_after:
+                return None
+            return retry_after * (1 + 0.1 * random.random())
+        ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def retry_policy_for(config: DriverConfig) -> RetryPolicy:
+    """Defaults, overridden by options requestTimeoutSeconds / retryAttempts / retryBaseSeconds."""
+    policy = RetryPolicy()
+    options = config.options
+    if "requestTimeoutSeconds" in options:
+        policy = attrs.evolve(policy, timeout=_number(options, "requestTimeoutSeconds", 0.001))
+    if "retryAttempts" in options:
+        policy = attrs.evolve(policy, attempts=int(_number(options, "retryAttempts", 1)))
+    if "retryBaseSeconds" in options:
+        base = _number(options, "retryBaseSeconds", 0.0)
+        policy = attrs.evolve(policy, base_delay=base, max_delay=max(base, policy.max_delay))
+    return policy
+
+
+def _number(options: Mapping[str, str], key: str, minimum: float) -> float:
+    try:
+        value = float(options[key])
+    except ValueError:
+        value = minimum - 1
+    if not (math.isfinite(value) and value >= minimum):
+        raise InvalidRequestError(f"option {key}: want a number >= {minimum}")
+    return value
+
+
+@attrs.define
+class HttpTransport:
+    """Implements `gpuctl.providers.transport.Transport` for one cloud API server."""
+
+    session: aiohttp.ClientSession
+    cloud: str
+    provider: str  # the GPUProvider name, for errors and metrics
+    base_url: str  # prepended to the operation's path, e.g. https://cloud.lambda.ai
+    api_key: str = attrs.field(repr=False)
+    error_mapper: ErrorMapper
+    limiter: AccountLimiter = attrs.field(factory=lambda: AccountLimiter(RateLimits.unlimited()))
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    idempotent_operations: Collection[str] = frozenset()  # POSTs that are safe to repeat
+    launch_operations: Collection[str] = frozenset()  # rate-limited as `launch`
+
+    async def call(
+        self,
+        function: Callable[Concatenate[Transport, P], Awaitable[R]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """`await function(self, *args, **kwargs)` for a generated operation `function`.
+
+        An answer the operation cannot structure into its models becomes
+        TransientError("malformed response") (`errors.structure_guard`).
+        """
+        with structure_guard(self.cloud, function.__name__, self.provider):
+            return await function(self, *args, **kwargs)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation: str,
+        params: Params | None = None,
+        json: Any = None,
+    ) -> Any:
+        method = method.upper()
+        retry = 0
+        while True:
+            try:
+                return await self._attempt(method, path, operation, params, json)
+            except ProviderError as error:
+                self._redact(error)
+                delay = self._retry_delay(method, operation, error, retry)
+                if delay is None:
+                    metrics.api_error(self.provider, self.cloud, operation, type(error).__name__)
+                    raise
+                log.debug(
+                    "%s %s: %s, retry %d in %.2fs", self.cloud, operation, error, retry + 1, delay
+                )
+                retry += 1
+                await asyncio.sleep(delay)
+
+    def _retry_delay(
+        self, method: str, operation: str, error: ProviderError, retry: int
+    ) -> float | None:
+        if not isinstance(error, TransientError) or retry + 1 >= self.retry.attempts:
+            return None
+        if method not in IDEMPOTENT_METHODS and operation not in self.idempotent_operations:
+            return None
+        return self.retry.backoff(retry, error.retry_after)
+
+    def _op_class(self, method: str, operation: str) -> OpClass:
+        if operation in self.launch_operations:
+            return OpClass.LAUNCH
+        return OpClass.READ if method in ("GET", "HEAD") else OpClass.MUTATE
+
+    async def _attempt(
+        self, method: str, path: str, operation: str, params: Params | None, body: Any
+    ) -> Any:
+        await self.limiter.acquire(self._op_class(method, operation))
+        started = time.monotonic()
+        code = "connection"
+        try:
+            async with self.session.request(
+                method,
+                self.base_url.rstrip("/") + path,
+                params=_query(params),
+                json=body,
+                headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self.retry.timeout),
+                allow_redirects=False,
+            ) as response:
+                code = str(response.status)
+                data = await response.read()
+                status, headers = response.status, response.headers
+        except TimeoutError as exc:
+            code = "timeout"
+            raise TransientError(
+                f"{self.cloud} {operation}: timed out after {self.retry.timeout:g}s",
+                code=code,
+                provider=self.provider,
+            ) from exc
+        except asyncio.CancelledError:
+            code = "cancelled"
+            raise
+        except aiohttp.ClientError as exc:
+            raise TransientError(
+                f"{self.cloud} {operation}: connection failed ({type(exc).__name__})",
+                code=code,
+                provider=self.provider,
+            ) from exc
+        finally:
+            metrics.api_call(self.provider, self.cloud, operation, code, time.monotonic() - started)
+        self.limiter.observe(headers)
+        if not 200 <= status < 300:
+            raise self.error_mapper(
+                HttpFailure(
+                    cloud=self.cloud,
+                    provider=self.provider,
+                    operation=operation,
+                    method=method,
+                    status=status,
+                    body=data,
+                    headers=headers,
+                )
+            )
+        if not data.strip():
+            return None
+        try:
+            return jsonlib.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise malformed(self.cloud, operation, self.provider) from exc
+
+    def _redact(self, error: ProviderError) -> None:
+        if len(self.api_key) >= 4 and self.api_key in error.message:
+            error.message = error.message.replace(self.api_key, "<redacted>")
+            error.args = (error.message,)
+
+
+def _query(params: Params | None) -> list[tuple[str, str]] | None:
+    """Query pairs: booleans as true/false, sequences as repeated keys (OpenAPI explode)."""
+    if not params:
+        return None
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            pairs.append((key, "true" if value else "false"))
+        elif isinstance(value, str | int | float):
+            pairs.append((key, str(value)))
+        elif isinstance(value, Sequence):
+            pairs += [(key, str(item)) for item in value]
+    return pairs

@@ -1,0 +1,314 @@
+"""`RunPodDriver`: RunPod GPU pods behind `gpuctl.providers.base.Driver`.
+
+APIs (generated operations in `_generated/`), bearer API key:
+- REST v1, https://rest.runpod.io/v1 (`{endpoint}/v1`): create, list, get, delete pods.
+  Only v1 can create a spot pod (`interruptible: true`); v2 has no spot field.
+- REST v2, https://api.runpod.io (`{endpoint}`): the GPU catalog,
+  `GET /v2/catalog/gpus?include=AVAILABILITY&product=POD&cloud=<cloudType>&count=<n>`.
+
+Offers: one per (GPU type, data centre in `dataCenters`, GPU count 1..maxCount) for the
+configured cloud type (`options["cloudType"]`, SECURE by default), per capacity type.
+RunPod prices GPUs, not machines: an offer's price is the per-GPU-hour price times the
+count, and `DriverConfig.prices` are per GPU-hour too: `<gpuTypeId>` overrides the
+on-demand price, `spot:<gpuTypeId>` the spot price. The v2 catalog has no spot price, so
+without an override the spot price is an ESTIMATE: the community price times
+`options["spotPriceFactor"]` (0.6 by default); the rate actually charged is the pod's
+`costPerHr`, reported on the Instance once the pod exists. Availability is per data
+centre (`NONE` = unavailable) for the GPU count asked; when `list_offers` is called
+without a count, the count-1 availability stands for every count (one catalog read
+instead of eight).
+
+Launch: `POST /pods` with `name`, `gpuTypeIds` [type], `gpuCount`, `dataCenterIds`
+[data centre], `cloudType`, `interruptible` (spot), `env` = the join environment,
+`imageName` (`options["imageName"]`) or `templateId` (`options["templateId"]`), and
+`ports` (`options["ports"]`, comma-separated). Idempotent by name.
+
+States (v1 `desiredStatus`): RUNNING -> RUNNING, EXITED -> STOPPED, or PREEMPTED when the
+pod is interruptible (RunPod stops a reclaimed spot pod; it still exists, and costs
+storage, until terminated), TERMINATED -> TERMINATED, anything else -> UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from decimal import Decimal
+
+import aiohttp
+
+from gpuctl.providers import errors
+from gpuctl.providers.base import (
+    Capabilities,
+    CapacityType,
+    DriverConfig,
+    Instance,
+    InstanceState,
+    InvalidRequestError,
+    JoinMethod,
+    LaunchRequest,
+    NotFoundError,
+    Offer,
+)
+from gpuctl.providers.http import HttpTransport, retry_policy_for
+from gpuctl.providers.pricing import PriceCache, Translator, filter_offers, usd
+from gpuctl.providers.ratelimit import AccountLimiter, limits_for
+from gpuctl.providers.runpod._generated import models_v1, models_v2, operations_v1, operations_v2
+
+errors.make_strict(models_v1.converter)  # see errors.make_strict
+errors.make_strict(models_v2.converter)
+
+CLOUD = "runpod"
+DEFAULT_V1 = "https://rest.runpod.io/v1"
+DEFAULT_V2 = "https://api.runpod.io"
+CREATE = "CreatePod"
+CAPABILITIES = Capabilities(
+    spot=True,
+    join_method=JoinMethod.CONTAINER_ENV,
+    billing_granularity_seconds=60,  # "credits are charged every minute the Pod is running"
+    max_join_data_bytes=32 * 1024,  # no documented limit on env: a conservative bound
+)
+MAX_NAME = 191
+DEFAULT_SPOT_FACTOR = Decimal("0.6")
+
+STATES: dict[str, InstanceState] = {
+    "RUNNING": InstanceState.RUNNING,
+    "EXITED": InstanceState.STOPPED,
+    "TERMINATED": InstanceState.TERMINATED,
+}
+
+
+class RunPodDriver:
+    def __init__(
+        self,
+        config: DriverConfig,
+        session: aiohttp.ClientSession,
+        limiter: AccountLimiter | None = None,
+    ) -> None:
+        self._config = config
+        limiter = limiter or AccountLimiter(limits_for(config))
+        endpoint = config.endpoint.rstrip("/") if config.endpoint else None
+
+        def transport(base_url: str, launches: frozenset[str] = frozenset()) -> HttpTransport:
+            return HttpTransport(
+                session=session,
+                cloud=CLOUD,
+                provider=config.name,
+                base_url=base_url,
+                api_key=config.api_key,
+                error_mapper=errors.runpod_error,
+                limiter=limiter,
+                retry=retry_policy_for(config),
+                launch_operations=launches,
+            )
+
+        self._v1 = transport(f"{endpoint}/v1" if endpoint else DEFAULT_V1, frozenset({CREATE}))
+        self._v2 = transport(endpoint or DEFAULT_V2)
+        self._cloud_type = config.options.get("cloudType", "SECURE").upper()
+        if self._cloud_type not in ("SECURE", "COMMUNITY"):
+            raise InvalidRequestError(
+                f"runpod: cloudType must be SECURE or COMMUNITY, not {self._cloud_type!r}"
+            )
+        self._spot_factor = _factor(config.options.get("spotPriceFactor"))
+        self._offers: PriceCache[list[Offer]] = PriceCache(config.name)
+        self._catalog: PriceCache[models_v2.ListGpuTypesResponse] = PriceCache(
+            config.name, count_metrics=False
+        )
+        self._names = Translator(CLOUD, config.regions)
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    @property
+    def cloud(self) -> str:
+        return CLOUD
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    def __repr__(self) -> str:
+        return f"RunPodDriver(name={self.name!r}, endpoint={self._v2.base_url!r})"
+
+    # -- offers --------------------------------------------------------------------
+
+    async def list_offers(
+        self, *, gpu_type: str | None = None, gpu_count: int | None = None
+    ) -> list[Offer]:
+        offers: list[Offer] = []
+        for capacity_type in (CapacityType.ON_DEMAND, CapacityType.SPOT):
+            build = functools.partial(self._build_offers, capacity_type, gpu_count)
+            offers += await self._offers.get((capacity_type, gpu_count), build)
+        return filter_offers(offers, gpu_type, gpu_count)
+
+    async def _build_offers(self, capacity_type: CapacityType, count: int | None) -> list[Offer]:
+        catalog = await self._catalog.get(
+            count or 1, functools.partial(self._fetch_catalog, count or 1)
+        )
+        with errors.structure_guard(CLOUD, "listGpuTypes", self.name):
+            return [
+                offer
+                for gpu in catalog.gpus
+                for offer in self._offers_of(gpu, capacity_type, count)
+            ]
+
+    async def _fetch_catalog(self, count: int) -> models_v2.ListGpuTypesResponse:
+        return await self._v2.call(
+            operations_v2.list_gpu_types,
+            include=["AVAILABILITY"],
+            product=["POD"],
+            cloud=self._cloud_type,
+            count=count,
+        )
+
+    def _offers_of(
+        self, gpu: models_v2.GpuType, capacity_type: CapacityType, count: int | None
+    ) -> list[Offer]:
+        secure = self._cloud_type == "SECURE"
+        gpu_type = self._names.gpu(gpu.id)
+        per_gpu = self._price(gpu, capacity_type)
+        max_count = gpu.max_count.secure if secure else gpu.max_count.community
+        if gpu_type is None or per_gpu is None or not (gpu.secure if secure else gpu.community):
+            return []
+        counts = [count] if count else list(range(1, max_count + 1))
+        offers = []
+        for centre in gpu.data_centers or []:
+            region = self._names.region(centre.id)
+            if region is None:
+                continue
+            offers += [
+                Offer(
+                    provider=self.name,
+                    cloud=CLOUD,
+                    region=region,
+                    native_region=centre.id,
+                    gpu_type=gpu_type,
+                    gpu_count=n,
+                    instance_type=gpu.id,
+                    capacity_type=capacity_type,
+                    price_per_hour=per_gpu * n,
+                    available=centre.availability != "NONE",
+                )
+                for n in counts
+                if 1 <= n <= max_count
+            ]
+        return offers
+
+    def _price(self, gpu: models_v2.GpuType, capacity_type: CapacityType) -> Decimal | None:
+        """USD per GPU-hour: the override, else the catalog (spot: an estimate)."""
+        prices = self._config.prices
+        if capacity_type is CapacityType.SPOT:
+            if f"spot:{gpu.id}" in prices:
+                return prices[f"spot:{gpu.id}"]
+            community = usd(gpu.price.community)
+            return None if community is None else community * self._spot_factor
+        if gpu.id in prices:
+            return prices[gpu.id]
+        return usd(gpu.price.secure if self._cloud_type == "SECURE" else gpu.price.community)
+
+    # -- instances -------------------------------------------------------------------
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        if len(request.name) > MAX_NAME:
+            raise InvalidRequestError(
+                f"runpod: pod name longer than {MAX_NAME}: {request.name!r}", provider=self.name
+            )
+        body = self._create_body(request)
+        return await errors.launch_or_recover(request.name, self.find, lambda: self._create(body))
+
+    def _create_body(self, request: LaunchRequest) -> models_v1.PodCreateInput:
+        options, offer = self._config.options, request.offer
+        if not (options.get("imageName") or options.get("templateId")):
+            raise InvalidRequestError(
+                "runpod: set imageName (or templateId): a pod is a container that needs one",
+                provider=self.name,
+            )
+        ports = [p.strip() for p in options.get("ports", "").split(",") if p.strip()]
+        return models_v1.PodCreateInput(
+            name=request.name,
+            gpu_type_ids=[offer.instance_type],
+            gpu_count=offer.gpu_count,
+            data_center_ids=[offer.native_region],
+            cloud_type=self._cloud_type,
+            interruptible=offer.capacity_type is CapacityType.SPOT,
+            image_name=options.get("imageName") or None,
+            template_id=options.get("templateId") or None,
+            env=dict(request.join.env),
+            ports=ports or None,
+        )
+
+    async def _create(self, body: models_v1.PodCreateInput) -> Instance:
+        pod = await self._v1.call(operations_v1.create_pod, body)
+        region = (body.data_center_ids or [""])[0]
+        with errors.structure_guard(CLOUD, CREATE, self.name):
+            return _instance(pod, region)
+
+    async def get(self, instance_id: str) -> Instance:
+        pod = await self._v1.call(operations_v1.get_pod, instance_id, include_machine=True)
+        with errors.structure_guard(CLOUD, "GetPod", self.name):
+            return _instance(pod)
+
+    async def find(self, name: str) -> Instance | None:
+        found = await self._list(name=name)
+        live = [i for i in found if i.name == name and i.state not in errors.ENDING]
+        return live[0] if live else None
+
+    async def list_instances(self, name_prefix: str) -> list[Instance]:
+        return [i for i in await self._list() if i.name.startswith(name_prefix)]
+
+    async def _list(self, name: str | None = None) -> list[Instance]:
+        pods = await self._v1.call(operations_v1.list_pods, name=name, include_machine=True)
+        with errors.structure_guard(CLOUD, "ListPods", self.name):
+            found = [_instance(p) for p in pods]
+        return [i for i in found if i.id and i.state is not InstanceState.TERMINATED]
+
+    async def terminate(self, instance_id: str) -> None:
+        try:
+            await self._v1.call(operations_v1.delete_pod, instance_id)
+        except NotFoundError:
+            return
+
+    async def validate_credentials(self) -> None:
+        await self._v1.call(operations_v1.list_pods)
+
+    async def close(self) -> None:
+        """Nothing to release: the aiohttp session belongs to the caller."""
+
+
+def _instance(pod: models_v1.Pod, region: str = "") -> Instance:
+    status = pod.desired_status or ""
+    state = STATES.get(status, InstanceState.UNKNOWN)
+    if state is InstanceState.STOPPED and pod.interruptible:
+        state = InstanceState.PREEMPTED
+    machine = pod.machine
+    return Instance(
+        id=pod.id or "",
+        name=pod.name or "",
+        state=state,
+        native_state=status,
+        region=(machine.data_center_id if machine else None) or region,
+        instance_type=(pod.gpu.id if pod.gpu else None) or "",
+        capacity_type=CapacityType.SPOT if pod.interruptible else CapacityType.ON_DEMAND,
+        public_ip=pod.public_ip,
+        price_per_hour=usd(pod.cost_per_hr) if pod.cost_per_hr is not None else None,
+        launched_at=_timestamp(pod.last_started_at),
+    )
+
+
+def _timestamp(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def _factor(text: str | None) -> Decimal:
+    if text is None:
+        return DEFAULT_SPOT_FACTOR
+    factor = usd(text)
+    if factor is None or not 0 < factor <= 1:
+        raise InvalidRequestError(f"runpod: spotPriceFactor must be in (0, 1], not {text!r}")
+    return factor
