@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gpuctl import __version__
-from gpuctl.cli import controlplane
+from gpuctl.cli import controlplane, run, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gpuctl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     controlplane.register(commands)
+    sim.register(commands)
+    run.register(commands)
     return parser
 
 
