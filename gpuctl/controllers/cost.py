@@ -1,50 +1,42 @@
-"""Accrued cost of a request: price times running time, kept in `status.cost`.
+"""Accrued cost of a request: price times billed time, kept in `status.cost`.
 
-`status.cost = {accruedUSD, since, updatedAt}`. While an instance is billed, each
-update adds `price * (now - updatedAt)`; a crash loses nothing, because the next
-update covers the gap from `updatedAt`. Amounts are decimal strings with 4 places.
+While an instance is billed, each update adds `price * (now - updatedAt)`; a crash
+loses nothing, because the next update covers the gap from `updatedAt`. The
+controller updates at every phase change and at most every `COST_INTERVAL`
+otherwise (each update is a status write).
 """
 
 from __future__ import annotations
 
 import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
-_CENT_FRACTION = Decimal("0.0001")
+from gpuctl.api import CostStatus
+
+COST_INTERVAL = datetime.timedelta(minutes=5)
+_PLACES = Decimal("0.0001")
 _HOUR = Decimal(3600)
 
 
-def format_time(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime.datetime:
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-
-
 def accrue(
-    cost: dict[str, Any] | None,
-    price_per_hour: Decimal | None,
-    now: datetime.datetime,
-) -> dict[str, Any]:
+    cost: CostStatus | None, price_per_hour: Decimal | None, now: datetime.datetime
+) -> CostStatus:
     """The cost after billing `price_per_hour` (None: nothing billed) up to `now`."""
-    stamp = format_time(now)
-    if not cost:
-        return {"accruedUSD": "0.0000", "since": stamp, "updatedAt": stamp}
-    accrued = Decimal(cost.get("accruedUSD", "0"))
-    if price_per_hour is not None and cost.get("updatedAt"):
-        seconds = max(Decimal(0), Decimal((now - parse_time(cost["updatedAt"])).total_seconds()))
+    if cost is None:
+        return CostStatus(accrued_usd=Decimal("0.0000"), since=now, updated_at=now)
+    accrued = cost.accrued_usd
+    if price_per_hour is not None and cost.updated_at is not None:
+        seconds = max(Decimal(0), Decimal(str((now - cost.updated_at).total_seconds())))
         accrued += price_per_hour * seconds / _HOUR
-    return {
-        "accruedUSD": str(accrued.quantize(_CENT_FRACTION, ROUND_HALF_UP)),
-        "since": cost.get("since", stamp),
-        "updatedAt": stamp,
-    }
+    return CostStatus(
+        accrued_usd=accrued.quantize(_PLACES, ROUND_HALF_UP),
+        since=cost.since or now,
+        updated_at=now,
+    )
 
 
-def due(cost: dict[str, Any] | None, now: datetime.datetime, every: datetime.timedelta) -> bool:
+def due(cost: CostStatus | None, now: datetime.datetime, every: datetime.timedelta) -> bool:
     """Whether a periodic cost update is due (phase changes update regardless)."""
-    if not cost or not cost.get("updatedAt"):
+    if cost is None or cost.updated_at is None:
         return True
-    return now - parse_time(cost["updatedAt"]) >= every
+    return now - cost.updated_at >= every

@@ -27,16 +27,11 @@ def test_cluster_name_validation() -> None:
 def test_cost_accrues_price_times_time_and_survives_gaps() -> None:
     t0 = datetime.datetime(2026, 11, 27, 10, 0, tzinfo=datetime.UTC)
     c = cost.accrue(None, None, t0)
-    assert c == {
-        "accruedUSD": "0.0000",
-        "since": "2026-11-27T10:00:00Z",
-        "updatedAt": "2026-11-27T10:00:00Z",
-    }
+    assert (c.accrued_usd, c.since, c.updated_at) == (Decimal("0"), t0, t0)
     c = cost.accrue(c, Decimal("23.92"), t0 + datetime.timedelta(minutes=30))
-    assert c["accruedUSD"] == "11.9600"
-    c = cost.accrue(c, None, t0 + datetime.timedelta(hours=5))  # not billed meanwhile
-    assert c["accruedUSD"] == "11.9600" and c["since"] == "2026-11-27T10:00:00Z"
-    assert not cost.due(
-        c, t0 + datetime.timedelta(hours=5, minutes=1), datetime.timedelta(minutes=5)
-    )
-    assert cost.due(c, t0 + datetime.timedelta(hours=5, minutes=5), datetime.timedelta(minutes=5))
+    assert str(c.accrued_usd) == "11.9600"
+    later = t0 + datetime.timedelta(hours=5)
+    c = cost.accrue(c, None, later)  # not billed meanwhile
+    assert str(c.accrued_usd) == "11.9600" and c.since == t0 and c.updated_at == later
+    assert not cost.due(c, later + datetime.timedelta(minutes=1), datetime.timedelta(minutes=5))
+    assert cost.due(c, later + datetime.timedelta(minutes=5), datetime.timedelta(minutes=5))

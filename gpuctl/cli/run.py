@@ -1,0 +1,94 @@
+"""`gpuctl run`: the operator process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+from pathlib import Path
+from typing import Any
+
+from gpuctl.controllers.operator import Operator, OperatorConfig
+from gpuctl.controllers.request.context import Settings
+from gpuctl.dev.pki import ca_public_key_hash
+from gpuctl.runtime.kubeclient import load_configuration
+from gpuctl.runtime.leaderelection import LeaderElectionLost
+from gpuctl.runtime.manager import LeaderElectionConfig
+from gpuctl.util import logging as gpuctl_logging
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the gpuctl operator: reconcile GPUNodeRequests and GPUProviders, "
+        "collect leaked instances, serve /healthz, /readyz and /metrics.",
+    )
+    add = parser.add_argument
+    add("--kubeconfig", type=Path, help="kubeconfig (default: $KUBECONFIG, else in-cluster)")
+    add("--cluster-name", default="gpuctl", help="names this cluster's instances (default gpuctl)")
+    add(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", "gpuctl-system"),
+        help="the operator's namespace: credential Secrets and the leader Lease live there",
+    )
+    add("--join-endpoint", help="API server URL the machines join (default: the kubeconfig's)")
+    add("--ca-cert-hash", help="sha256:<hex> of the cluster CA key (default: from the kubeconfig)")
+    add("--health-port", type=int, default=8080, help="port of /healthz, /readyz, /metrics")
+    add("--health-host", default="0.0.0.0", help="address to serve them on")
+    add("--leader-elect", action="store_true", help="elect a leader among replicas (Lease)")
+    add("--lease-name", default="gpuctl-leader", help="name of the leader-election Lease")
+    add("--workers", type=int, default=4, help="concurrent GPUNodeRequest reconciles")
+    add("--ready-poll", type=float, default=30.0, help="seconds between checks of Ready machines")
+    add("--joining-poll", type=float, default=5.0, help="seconds between checks while joining")
+    add("--termination-poll", type=float, default=5.0, help="seconds between teardown checks")
+    add("--provider-refresh", type=float, default=300.0, help="seconds between catalog refreshes")
+    add("--gc-interval", type=float, default=120.0, help="seconds between leak collections")
+    add("--gc-grace", type=float, default=600.0, help="age in seconds before an orphan is taken")
+    add("--log-level", default="info", help="debug, info, warning or error")
+    parser.set_defaults(handler=_run)
+
+
+async def _settings(args: argparse.Namespace) -> Settings:
+    configuration = await load_configuration(args.kubeconfig)
+    ca_hash = args.ca_cert_hash
+    if not ca_hash and configuration.ssl_ca_cert:
+        ca_pem = await asyncio.to_thread(Path(configuration.ssl_ca_cert).read_bytes)
+        ca_hash = ca_public_key_hash(ca_pem)
+    return Settings(
+        cluster_name=args.cluster_name,
+        namespace=args.namespace,
+        join_endpoint=str(args.join_endpoint or configuration.host),
+        ca_cert_hash=ca_hash or "",
+        ready_poll=args.ready_poll,
+        joining_poll=args.joining_poll,
+        termination_poll=args.termination_poll,
+    )
+
+
+async def _main(args: argparse.Namespace) -> int:
+    leader = None
+    if args.leader_elect:
+        leader = LeaderElectionConfig(namespace=args.namespace, name=args.lease_name)
+    config = OperatorConfig(
+        settings=await _settings(args),
+        kubeconfig=args.kubeconfig,
+        health_port=args.health_port,
+        health_host=args.health_host,
+        leader_election=leader,
+        workers=args.workers,
+        provider_refresh=args.provider_refresh,
+        gc_interval=args.gc_interval,
+        gc_grace=datetime.timedelta(seconds=args.gc_grace),
+    )
+    try:
+        await Operator(config).run()
+    except LeaderElectionLost:
+        return 1  # exit so the pod restarts clean, as controller-runtime does
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    gpuctl_logging.setup(args.log_level)
+    return asyncio.run(_main(args))

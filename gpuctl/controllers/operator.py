@@ -1,0 +1,177 @@
+"""The operator: informers, the two controllers and the leak collector on one manager.
+
+`Operator(config).run(stop)` is what `gpuctl run` executes and what the e2e tests
+run in-process. Watches: GPUNodeRequests and GPUProviders (all), Nodes carrying
+`gpuctl.io/instance-name` (only gpuctl's machines), and Secrets of the operator's
+own namespace (credentials, templates). Event mapping:
+- a GPUNodeRequest -> itself; a Node -> the request in its `gpuctl.io/request` label;
+- a GPUProvider -> itself, and every request still looking for an offer that may use it;
+- a Secret -> every GPUProvider whose credentials it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+
+from gpuctl.controllers import naming
+from gpuctl.controllers.drivers import DriverPool
+from gpuctl.controllers.garbagecollect import UID_INDEX, Collector, uid_index
+from gpuctl.controllers.metrics import register_request_collector
+from gpuctl.controllers.provider import ProviderReconciler
+from gpuctl.controllers.request.context import Services, Settings
+from gpuctl.controllers.request.controller import RequestReconciler
+from gpuctl.controllers.request.nodes import INSTANCE_INDEX, REQUEST_INDEX
+from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
+from gpuctl.providers.capacity import CapacityCache
+from gpuctl.runtime.client import Client
+from gpuctl.runtime.controller import Controller
+from gpuctl.runtime.events import EventRecorder
+from gpuctl.runtime.handler import EnqueueMapped
+from gpuctl.runtime.informer import Informer
+from gpuctl.runtime.kubeclient import api_client
+from gpuctl.runtime.manager import LeaderElectionConfig, Manager
+from gpuctl.runtime.resources import NODES, SECRETS
+from gpuctl.runtime.status import StatusWriter
+from gpuctl.runtime.store import label_index
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+@attrs.frozen
+class OperatorConfig:
+    settings: Settings
+    kubeconfig: Path | None = None
+    health_port: int | None = 8080
+    health_host: str = "0.0.0.0"  # probes and Prometheus reach the pod IP
+    leader_election: LeaderElectionConfig | None = None
+    workers: int = 4
+    provider_refresh: float = 300.0
+    gc_interval: float = 120.0
+    gc_grace: datetime.timedelta = datetime.timedelta(minutes=10)
+    capacity_ttl: float = 180.0
+    handle_signals: bool = True  # SIGTERM/SIGINT stop the operator gracefully
+
+
+def _pending_requests_for(requests: Informer) -> Any:
+    def keys(provider: Obj) -> list[str]:
+        name = provider["metadata"]["name"]
+        found = []
+        for obj in requests.store.list():
+            allowed = (obj.get("spec") or {}).get("providers") or []
+            if not (obj.get("status") or {}).get("offer") and (not allowed or name in allowed):
+                found.append(obj["metadata"]["name"])
+        return found
+
+    return keys
+
+
+def _providers_using(providers: Informer) -> Any:
+    def keys(secret: Obj) -> list[str]:
+        meta = secret["metadata"]
+        found = []
+        for obj in providers.store.list():
+            ref = (obj.get("spec") or {}).get("credentialsSecretRef") or {}
+            if ref.get("namespace") == meta.get("namespace") and ref.get("name") == meta["name"]:
+                found.append(obj["metadata"]["name"])
+        return found
+
+    return keys
+
+
+def _request_of_node(node: Obj) -> list[str]:
+    request = (node["metadata"].get("labels") or {}).get("gpuctl.io/request")
+    return [request] if request else []
+
+
+class Operator:
+    def __init__(self, config: OperatorConfig) -> None:
+        naming.validate_cluster_name(config.settings.cluster_name)
+        self.config = config
+        self.manager: Manager | None = None
+        self.services: Services | None = None
+        self.collector: Collector | None = None
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        async with await api_client(self.config.kubeconfig) as api, aiohttp.ClientSession() as http:
+            manager = self._build(api, http)
+            try:
+                await manager.run(stop)
+            finally:
+                if self.services is not None:
+                    await self.services.drivers.close()
+
+    def _build(self, api: Any, http: aiohttp.ClientSession) -> Manager:
+        config, settings = self.config, self.config.settings
+        client = Client(api)
+        requests = Informer(client, GPUNODEREQUESTS, name="gpunoderequests")
+        providers = Informer(client, GPUPROVIDERS, name="gpuproviders")
+        nodes = Informer(client, NODES, label_selector="gpuctl.io/instance-name", name="nodes")
+        secrets = Informer(client, SECRETS, namespace=settings.namespace, name="secrets")
+        requests.store.add_indexer(UID_INDEX, uid_index)
+        nodes.store.add_indexer(INSTANCE_INDEX, label_index("gpuctl.io/instance-name"))
+        nodes.store.add_indexer(REQUEST_INDEX, label_index("gpuctl.io/request"))
+
+        events = EventRecorder(client)
+        status = StatusWriter(client)
+        drivers = DriverPool(providers.store, secrets.store, http, namespace=settings.namespace)
+        self.services = Services(
+            client=client,
+            events=events,
+            drivers=drivers,
+            capacity=CapacityCache(config.capacity_ttl),
+            nodes=nodes.store,
+            settings=settings,
+        )
+        request_controller = Controller(
+            "gpunoderequest",
+            RequestReconciler(requests.store, self.services, status),
+            workers=config.workers,
+        )
+        request_controller.watch(requests)
+        queue = request_controller.queue
+        request_controller.watch(nodes, EnqueueMapped(queue, _request_of_node))
+        request_controller.watch(providers, EnqueueMapped(queue, _pending_requests_for(requests)))
+
+        provider_controller = Controller(
+            "gpuprovider",
+            ProviderReconciler(
+                providers.store, drivers, status, events, refresh_interval=config.provider_refresh
+            ),
+        )
+        provider_controller.watch(providers)
+        provider_controller.watch(
+            secrets, EnqueueMapped(provider_controller.queue, _providers_using(providers))
+        )
+        self.collector = Collector(
+            settings.cluster_name,
+            requests.store,
+            drivers,
+            events,
+            interval=config.gc_interval,
+            grace=config.gc_grace,
+        )
+        register_request_collector(requests.store.list)
+
+        manager = Manager(
+            api,
+            health_port=config.health_port,
+            health_host=config.health_host,
+            leader_election=config.leader_election,
+            handle_signals=config.handle_signals,
+        )
+        for informer in (requests, providers, nodes, secrets):
+            manager.add_informer(informer)
+        manager.add_controller(request_controller)
+        manager.add_controller(provider_controller)
+        manager.add_runnable(self.collector.run, needs_leader=True)
+        self.manager = manager
+        return manager

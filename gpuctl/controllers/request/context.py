@@ -1,0 +1,166 @@
+"""What every lifecycle step works with: the shared services and one reconcile's state.
+
+A step reads `ctx.request` (typed, as cached), mutates `ctx.status` (a copy that the
+controller writes back once, after the steps, only if it changed), queues Events
+with `ctx.event()` (recorded only after the status write succeeded, so an Event
+never announces a state the API server does not hold) and returns either `None`
+(continue with the next step) or a `Result` (stop here; write status; requeue).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, Literal
+
+import attrs
+
+from gpuctl.api import (
+    MAX_FAILED_OFFERS,
+    FailedOffer,
+    GPUNodeRequest,
+    GPUNodeRequestStatus,
+    OfferStatus,
+    Phase,
+    set_condition,
+)
+from gpuctl.api import CapacityType as ApiCapacityType
+from gpuctl.controllers import naming
+from gpuctl.controllers.drivers import DriverPool
+from gpuctl.controllers.metrics import REQUEST_FAILURES
+from gpuctl.providers.base import CapacityType, Offer
+from gpuctl.providers.capacity import CapacityCache
+from gpuctl.runtime.client import Client
+from gpuctl.runtime.events import EventRecorder
+from gpuctl.runtime.reconcile import Result
+from gpuctl.runtime.store import Store
+
+EventType = Literal["Normal", "Warning"]
+NOW = Result(requeue_after=0.05)  # go on at once (the status write also triggers a watch event)
+
+
+@attrs.frozen
+class Settings:
+    cluster_name: str
+    namespace: str  # the operator's namespace: credentials and templates live there
+    join_endpoint: str  # the API server URL machines join, reachable from the clouds
+    ca_cert_hash: str  # sha256:<hex> of the cluster CA's public key
+    ready_poll: float = 30.0  # seconds between instance checks once Ready
+    joining_poll: float = 5.0  # seconds between checks while waiting for the Node
+    termination_poll: float = 5.0  # seconds between checks while waiting for the cloud
+    cost_interval: datetime.timedelta = datetime.timedelta(minutes=5)
+    token_margin: datetime.timedelta = datetime.timedelta(minutes=15)
+
+
+@attrs.define
+class Services:
+    client: Client
+    events: EventRecorder
+    drivers: DriverPool
+    capacity: CapacityCache
+    nodes: Store
+    settings: Settings
+    # (request, instance id) -> last cloud poll; in memory: a restart polls at once.
+    last_poll: dict[tuple[str, str], datetime.datetime] = attrs.field(factory=dict)
+    clock: Callable[[], datetime.datetime] = attrs.field(
+        factory=lambda: lambda: datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    )
+
+
+@attrs.define
+class Ctx:
+    obj: dict[str, Any]
+    request: GPUNodeRequest
+    status: GPUNodeRequestStatus
+    now: datetime.datetime
+    services: Services
+    pending_events: list[tuple[EventType, str, str]] = attrs.field(factory=list)
+    stopped: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.request.name
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def instance_name(self) -> str:
+        uid = self.request.metadata.uid or ""
+        return naming.instance_name(self.settings.cluster_name, uid, self.status.attempt)
+
+    def stop(self) -> Result:
+        """End this reconcile's steps here: write status now, then go on at once.
+
+        Used after a decision that must be persisted before the next step may act
+        on it (an offer is chosen before any launch; a launch is recorded before
+        anything waits on it).
+        """
+        self.stopped = True
+        return NOW
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self.pending_events.append((type_, reason, message))
+        if type_ == "Warning":
+            REQUEST_FAILURES.labels(reason).inc()
+
+    def condition(self, type_: str, status: bool, reason: str, message: str = "") -> None:
+        set_condition(
+            self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            observed_generation=self.request.metadata.generation,
+            now=self.now,
+        )
+
+    def fail_offer(self, reason: str, message: str) -> None:
+        """Forget the current offer (it failed) and go back to Pending for a new attempt."""
+        offer = self.status.offer
+        if offer is not None:
+            failed = FailedOffer(
+                provider=offer.provider,
+                region=offer.native_region,
+                instance_type=offer.instance_type,
+                capacity_type=offer.capacity_type,
+                reason=reason,
+                message=message[:1024],
+                at=self.now,
+            )
+            self.status.failed_offers = [*self.status.failed_offers, failed][-MAX_FAILED_OFFERS:]
+        self.status.offer = None
+        self.status.instance = None
+        self.status.node_name = None
+        self.status.phase = Phase.PENDING
+
+
+def to_offer(offer: OfferStatus) -> Offer:
+    """The driver-level offer recorded in status (the capacity cache's key needs it)."""
+    return Offer(
+        provider=offer.provider,
+        cloud=offer.cloud,
+        region=offer.region,
+        native_region=offer.native_region,
+        gpu_type=offer.gpu_type,
+        gpu_count=offer.gpu_count,
+        instance_type=offer.instance_type,
+        capacity_type=CapacityType(offer.capacity_type.value),
+        price_per_hour=Decimal(offer.price_per_hour),
+    )
+
+
+def from_offer(offer: Offer) -> OfferStatus:
+    return OfferStatus(
+        provider=offer.provider,
+        cloud=offer.cloud,
+        region=offer.region,
+        native_region=offer.native_region,
+        instance_type=offer.instance_type,
+        gpu_type=offer.gpu_type,
+        gpu_count=offer.gpu_count,
+        capacity_type=ApiCapacityType(offer.capacity_type.value),
+        price_per_hour=offer.price_per_hour,
+    )

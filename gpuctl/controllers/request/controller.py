@@ -1,0 +1,190 @@
+"""The GPUNodeRequest lifecycle controller (Karpenter's nodeclaim/lifecycle, in our terms).
+
+One reconcile:
+1. a request being deleted goes to `termination` (and, once everything at the cloud
+   is gone, loses its finalizer);
+2. otherwise the finalizer `gpuctl.io/instance` is added FIRST — nothing is launched
+   for a request that could be deleted without us noticing;
+3. the steps run in order — `offer`, `launch`, `liveness`, `registration`,
+   `initialization`, `lifetime` — each a small idempotent sub-reconciler that acts
+   only when the status says it is its turn; a step that made a decision the next
+   must not act on before it is persisted calls `ctx.stop()`;
+4. cost is accrued (at phase changes and every `cost_interval`), and the status is
+   written once, only if it changed, with optimistic concurrency;
+5. Events queued by the steps are recorded only after that write.
+Results are merged (the soonest requeue wins). Provider and API errors are turned
+into a status message and an Event, then re-raised so the work queue backs off.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import attrs
+
+from gpuctl.api import FINALIZER, GPUNodeRequest, GPUNodeRequestStatus, ObjectError, Phase
+from gpuctl.controllers import cost
+from gpuctl.controllers.drivers import ProviderUnavailableError
+from gpuctl.controllers.request import (
+    initialization,
+    launch,
+    lifetime,
+    liveness,
+    offer,
+    registration,
+    termination,
+)
+from gpuctl.controllers.request.context import Ctx, Services
+from gpuctl.controllers.resources import GPUNODEREQUESTS
+from gpuctl.providers.base import ProviderError
+from gpuctl.runtime.client import ApiError, is_conflict, is_not_found
+from gpuctl.runtime.reconcile import Result, TerminalError, merge_results
+from gpuctl.runtime.status import StatusWriter
+from gpuctl.runtime.store import Store
+from gpuctl.util.crashpoints import crash_point
+
+log = logging.getLogger(__name__)
+
+STEPS = (
+    offer.reconcile,
+    launch.reconcile,
+    liveness.reconcile,
+    registration.reconcile,
+    initialization.reconcile,
+    lifetime.reconcile,
+)
+
+
+class RequestReconciler:
+    def __init__(self, requests: Store, services: Services, status: StatusWriter) -> None:
+        self.requests = requests
+        self.services = services
+        self.status_writer = status
+
+    async def reconcile(self, key: str) -> Result:
+        obj = self.requests.get(key)
+        if obj is None:
+            return Result()  # gone: its finalizer already ran
+        try:
+            request = GPUNodeRequest.from_dict(obj)
+        except ObjectError as err:
+            raise TerminalError(f"GPUNodeRequest {key}: {err}") from err
+        ctx = Ctx(
+            obj=obj,
+            request=request,
+            status=copy.deepcopy(request.status),
+            now=self.services.clock(),
+            services=self.services,
+        )
+        if request.metadata.deletion_timestamp is None and FINALIZER not in (
+            request.metadata.finalizers
+        ):
+            await self._add_finalizer(ctx)
+            return Result()  # the update event brings the request back
+        return await self._run(ctx)
+
+    async def _run(self, ctx: Ctx) -> Result:
+        before = ctx.request.status  # as read; ctx.status is the working copy
+        error: Exception | None = None
+        result = Result()
+        try:
+            if ctx.request.metadata.deletion_timestamp is not None:
+                result, released = await termination.reconcile(ctx)
+                if released:
+                    self._accrue(ctx, before)
+                    await termination.release(ctx)
+                    liveness.forget(ctx)
+                    await self._record_events(ctx)
+                    return Result()
+            else:
+                result = await self._steps(ctx)
+        except launch.StaleCacheError:
+            return Result(requeue_after=0.5)
+        except ProviderUnavailableError as err:
+            error = err
+            self._note(ctx, err.reason, err.message)
+        except ProviderError as err:
+            error = err
+            self._note(ctx, "ProviderError", f"{type(err).__name__}: {err.message}")
+        self._accrue(ctx, before)
+        if before.phase != ctx.status.phase:
+            ctx.event(
+                "Normal",
+                "PhaseChanged",
+                f"{before.phase or 'new'} -> {ctx.status.phase}: {ctx.status.message or ''}",
+            )
+        ctx.status.observed_generation = ctx.request.metadata.generation
+        crash_point("before-status-write")
+        try:
+            await self._write(ctx)
+            crash_point(f"after-status-write-{ctx.status.phase}")
+        except ApiError as err:
+            if is_not_found(err):
+                return Result()  # deleted meanwhile: nothing left to record
+            if not is_conflict(err):
+                raise
+            # Our copy was stale (the cache lags our own last write): read again soon.
+            log.debug("status conflict; requeue", extra={"request": ctx.name})
+            return Result(requeue_after=0.2)
+        await self._record_events(ctx)
+        if error is not None:
+            raise error
+        return result
+
+    async def _steps(self, ctx: Ctx) -> Result:
+        results: list[Result] = []
+        for step in STEPS:
+            outcome = await step(ctx)
+            if outcome is not None:
+                results.append(outcome)
+            if ctx.stopped:
+                break
+        return merge_results(*results, Result(requeue_after=self._poll(ctx)))
+
+    def _poll(self, ctx: Ctx) -> float:
+        settings = self.services.settings
+        if ctx.status.phase == Phase.READY:
+            return settings.ready_poll
+        return settings.joining_poll
+
+    def _note(self, ctx: Ctx, reason: str, message: str) -> None:
+        ctx.status.message = message
+        ctx.event("Warning", reason, message)
+        log.warning("%s", message, extra={"request": ctx.name, "reason": reason})
+
+    def _accrue(self, ctx: Ctx, before: GPUNodeRequestStatus) -> None:
+        """Bill the time since the last update at the price in force before this reconcile."""
+        price = None
+        if before.offer is not None and before.instance is not None:
+            price = before.offer.price_per_hour
+        every = self.services.settings.cost_interval
+        periodic = price is not None and cost.due(ctx.status.cost, ctx.now, every)
+        if ctx.status.cost is None or before.phase != ctx.status.phase or periodic:
+            ctx.status.cost = cost.accrue(ctx.status.cost, price, ctx.now)
+
+    async def _write(self, ctx: Ctx) -> None:
+        status = attrs.evolve(ctx.request, status=ctx.status).status_to_dict()
+        await self.status_writer.update_status(GPUNODEREQUESTS, ctx.obj, status)
+
+    async def _record_events(self, ctx: Ctx) -> None:
+        for type_, reason, message in ctx.pending_events:
+            await self.services.events.record(ctx.obj, type_, reason, message)
+            log.info(
+                "%s: %s",
+                reason,
+                message,
+                extra={"request": ctx.name, "event": type_, "phase": str(ctx.status.phase)},
+            )
+
+    async def _add_finalizer(self, ctx: Ctx) -> None:
+        """Add the finalizer, guarded by resourceVersion so no concurrent change is lost."""
+        metadata = ctx.obj["metadata"]
+        patch = {
+            "metadata": {
+                "finalizers": [*(metadata.get("finalizers") or []), FINALIZER],
+                "resourceVersion": metadata["resourceVersion"],
+            }
+        }
+        await self.services.client.patch(GPUNODEREQUESTS, ctx.name, patch)
+        crash_point("after-finalizer")

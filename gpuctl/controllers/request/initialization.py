@@ -1,0 +1,79 @@
+"""Joining -> Ready: the Node is Ready; give it the request's labels and taints.
+
+Labels: `spec.node.labels` plus gpuctl's own (request, instance name, provider,
+capacity type, GPU type). Taints: `spec.node.taints` added to whatever the Node has.
+Both are patched only when missing, so re-running changes nothing. Once Ready,
+the Ready condition follows the Node's own readiness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpuctl.api import ConditionType, Phase
+from gpuctl.controllers.metrics import LAUNCH_TO_READY
+from gpuctl.controllers.request.context import Ctx
+from gpuctl.controllers.request.nodes import find_node, is_ready
+from gpuctl.runtime.reconcile import Result
+from gpuctl.runtime.resources import NODES
+
+
+def desired_labels(ctx: Ctx) -> dict[str, str]:
+    spec, offer = ctx.request.spec, ctx.status.offer
+    assert offer is not None
+    labels = dict(spec.node.labels) if spec.node else {}
+    labels.update(
+        {
+            "gpuctl.io/request": ctx.name,
+            "gpuctl.io/instance-name": ctx.instance_name,
+            "gpuctl.io/provider": offer.provider,
+            "gpuctl.io/capacity-type": offer.capacity_type.value,
+            "gpuctl.io/gpu-type": offer.gpu_type,
+        }
+    )
+    return labels
+
+
+def _patch(ctx: Ctx, node: dict[str, Any]) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    current = node["metadata"].get("labels") or {}
+    missing = {k: v for k, v in desired_labels(ctx).items() if current.get(k) != v}
+    if missing:
+        patch["metadata"] = {"labels": missing}
+    taints = list(node.get("spec", {}).get("taints") or [])
+    have = {(t.get("key"), t.get("effect")) for t in taints}
+    wanted = ctx.request.spec.node.taints if ctx.request.spec.node else []
+    added = [
+        {"key": t.key, "effect": t.effect.value, **({"value": t.value} if t.value else {})}
+        for t in wanted
+        if (t.key, t.effect.value) not in have
+    ]
+    if added:
+        patch["spec"] = {"taints": taints + added}
+    return patch
+
+
+async def reconcile(ctx: Ctx) -> Result | None:
+    if ctx.status.instance is None or ctx.status.offer is None:
+        return None
+    node = find_node(ctx)
+    if node is None or not is_ready(node):
+        if ctx.status.phase == Phase.READY:
+            ctx.condition(ConditionType.READY, False, "NodeNotReady", "the Node is not Ready")
+        return None
+    patch = _patch(ctx, node)
+    if patch:
+        await ctx.services.client.patch(NODES, node["metadata"]["name"], patch)
+    ctx.condition(ConditionType.READY, True, "NodeReady", f"Node {node['metadata']['name']} Ready")
+    if ctx.status.phase == Phase.READY:
+        return None
+    ctx.status.phase = Phase.READY
+    ctx.status.ready_at = ctx.now
+    ctx.condition(ConditionType.INTERRUPTED, False, "Running", "the machine is running")
+    instance, offer = ctx.status.instance, ctx.status.offer
+    took = (ctx.now - (instance.launched_at or ctx.now)).total_seconds()
+    LAUNCH_TO_READY.labels(offer.provider).observe(took)
+    message = f"Node {node['metadata']['name']} Ready {took:.0f}s after launch"
+    ctx.status.message = message
+    ctx.event("Normal", "Ready", message)
+    return None

@@ -1,0 +1,89 @@
+"""Is the machine still there? Provisioning, Joining and Ready poll the cloud.
+
+A machine that is gone (preempted, terminated, unknown to the cloud) or broken
+(failed, stopped) while the request still wants it is an interruption: the broken
+one is terminated, its Node cordoned and deleted, the offer marked in the capacity
+cache when it was spot, and the request goes to Interrupted; the offer step then
+provisions a replacement as a new attempt. Polls are throttled per request
+(`joining_poll` before Ready, `ready_poll` after) because every poll is a cloud call.
+"""
+
+from __future__ import annotations
+
+from gpuctl.api import CapacityType, ConditionType, Phase
+from gpuctl.controllers.metrics import INTERRUPTIONS
+from gpuctl.controllers.request.context import Ctx, to_offer
+from gpuctl.controllers.request.nodes import delete_request_nodes
+from gpuctl.providers.base import Instance, InstanceState, NotFoundError
+from gpuctl.runtime.reconcile import Result
+
+_BROKEN = (InstanceState.FAILED, InstanceState.STOPPED)
+
+
+def _interval(ctx: Ctx) -> float:
+    if ctx.status.phase == Phase.READY:
+        return ctx.settings.ready_poll
+    return ctx.settings.joining_poll
+
+
+def _due(ctx: Ctx) -> bool:
+    instance = ctx.status.instance
+    assert instance is not None
+    key = (ctx.name, instance.id)
+    last = ctx.services.last_poll.get(key)
+    if last is not None and (ctx.now - last).total_seconds() < _interval(ctx):
+        return False
+    ctx.services.last_poll[key] = ctx.now
+    return True
+
+
+async def reconcile(ctx: Ctx) -> Result | None:
+    instance = ctx.status.instance
+    offer = ctx.status.offer
+    if instance is None or offer is None or not _due(ctx):
+        return None
+    driver = ctx.services.drivers.get(offer.provider)
+    try:
+        current: Instance | None = await driver.get(instance.id)
+    except NotFoundError:
+        current = None
+    if current is None or current.state.gone or current.state in _BROKEN:
+        return await interrupted(ctx, current)
+    instance.state = current.native_state
+    instance.public_ip = current.public_ip or instance.public_ip
+    if ctx.status.phase == Phase.PROVISIONING and current.state == InstanceState.RUNNING:
+        ctx.status.phase = Phase.JOINING
+    return None
+
+
+async def interrupted(ctx: Ctx, current: Instance | None) -> Result:
+    instance, offer = ctx.status.instance, ctx.status.offer
+    assert instance is not None and offer is not None
+    if current is not None and current.state is not InstanceState.TERMINATED:
+        # A preempted machine may still exist and bill (RunPod keeps a reclaimed spot pod
+        # and its disk until it is terminated): terminate whatever is not yet gone for good.
+        await ctx.services.drivers.get(offer.provider).terminate(current.id)
+    await delete_request_nodes(ctx)
+    state = current.native_state if current is not None else "not found"
+    if offer.capacity_type == CapacityType.SPOT:
+        ctx.services.capacity.mark(to_offer(offer), "Interrupted")
+    INTERRUPTIONS.labels(offer.provider, offer.capacity_type.value).inc()
+    message = (
+        f"{instance.name or instance.id} on {offer.provider} ({offer.capacity_type.value}) "
+        f"is gone (state {state}); provisioning a replacement"
+    )
+    ctx.status.interruptions += 1
+    ctx.condition(ConditionType.INTERRUPTED, True, "InstanceLost", message)
+    ctx.condition(ConditionType.READY, False, "Interrupted", message)
+    ctx.condition(ConditionType.REGISTERED, False, "Interrupted", message)
+    ctx.event("Warning", "Interrupted", message)
+    ctx.fail_offer("Interrupted", message)
+    ctx.status.phase = Phase.INTERRUPTED
+    ctx.status.message = message
+    return ctx.stop()
+
+
+def forget(ctx: Ctx) -> None:
+    """Drop the poll throttle of a request (it was deleted)."""
+    for key in [k for k in ctx.services.last_poll if k[0] == ctx.name]:
+        del ctx.services.last_poll[key]

@@ -1,0 +1,52 @@
+"""The Node of a request's machine: found by label and provider ID, labelled, removed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpuctl.controllers.request.context import Ctx
+from gpuctl.runtime.client import is_not_found
+from gpuctl.runtime.resources import NODES
+
+INSTANCE_INDEX = "instance-name"  # index of the nodes store on label gpuctl.io/instance-name
+REQUEST_INDEX = "request"  # index of the nodes store on label gpuctl.io/request
+
+
+def find_node(ctx: Ctx) -> dict[str, Any] | None:
+    """The Node labelled with the attempt's instance name whose provider ID, if set, names it."""
+    instance = ctx.status.instance
+    for node in ctx.services.nodes.by_index(INSTANCE_INDEX, ctx.instance_name):
+        provider_id = node.get("spec", {}).get("providerID", "")
+        if not provider_id or instance is None or provider_id.endswith("/" + instance.id):
+            return node
+    return None
+
+
+def is_ready(node: dict[str, Any]) -> bool:
+    for condition in node.get("status", {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
+
+
+def request_nodes(ctx: Ctx) -> list[dict[str, Any]]:
+    return list(ctx.services.nodes.by_index(REQUEST_INDEX, ctx.name))
+
+
+async def cordon_and_delete(ctx: Ctx, name: str) -> None:
+    """Cordon first (nothing new lands while it goes), then delete; a missing Node is fine."""
+    client = ctx.services.client
+    try:
+        await client.patch(NODES, name, {"spec": {"unschedulable": True}})
+        await client.delete(NODES, name)
+    except Exception as err:
+        if not is_not_found(err):
+            raise
+
+
+async def delete_request_nodes(ctx: Ctx) -> None:
+    names = {n["metadata"]["name"] for n in request_nodes(ctx)}
+    if ctx.status.node_name:
+        names.add(ctx.status.node_name)
+    for name in sorted(names):
+        await cordon_and_delete(ctx, name)

@@ -1,0 +1,125 @@
+"""Money safety under SIGKILL: the operator is killed at precise points, then restarted.
+
+Each case runs `gpuctl run` as a real subprocess with `GPUCTL_CRASH_AT` naming a
+crash point (gpuctl/util/crashpoints.py): the process SIGKILLs itself there. A
+second, uncrashed operator then takes over. The simulated clouds' records prove the
+outcome: every request converges, and each one got exactly one machine — no
+duplicate launch — and nothing is left running after the requests are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuctl.controllers import naming
+from gpuctl.controllers.resources import GPUNODEREQUESTS
+from gpuctl.dev.controlplane import ControlPlane
+from gpuctl.runtime.client import Client
+from gpuctl.sim import Simulator
+from tests.e2e.conftest import NAMESPACE, Env, delete_and_wait, wait_phase
+from tests.processes import wait_gone
+
+SPECS = {
+    "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
+    "small": {"gpu": {"type": "A10-24GB", "count": 1}},
+}
+
+
+def start(
+    env: Env, cp: ControlPlane, log: Path, crash: str | None = None
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "gpuctl.cli.main", "run",
+        "--kubeconfig", str(cp.kubeconfig),
+        "--cluster-name", env.cluster,
+        "--namespace", NAMESPACE,
+        "--join-endpoint", cp.url,
+        "--health-port", "0", "--health-host", "127.0.0.1",
+        "--ready-poll", "0.5", "--joining-poll", "0.3", "--termination-poll", "0.3",
+        "--gc-interval", "0.5", "--gc-grace", "3", "--provider-refresh", "5",
+        "--log-level", "debug",
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if k != "GPUCTL_CRASH_AT"}
+    if crash:
+        environ["GPUCTL_CRASH_AT"] = crash
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, env=environ, stdout=out, stderr=out)
+
+
+async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    return await asyncio.to_thread(proc.wait, timeout)
+
+
+def machines_of(sim: Simulator, env: Env, uid: str) -> list[object]:
+    prefix = naming.prefix(env.cluster) + naming.uid_part(uid) + "-"
+    return [i for cloud in ("lambda", "runpod", "paperspace") for i in sim.instances(cloud)
+            if i.name.startswith(prefix)]  # fmt: skip
+
+
+async def create(api: Client, env: Env, name: str) -> str:
+    full = f"{name}-{env.suffix}"
+    spec = {**SPECS[name], "providers": [env.providers["lambda"]]}
+    body = {"apiVersion": "gpuctl.io/v1alpha1", "kind": "GPUNodeRequest",
+            "metadata": {"name": full}, "spec": spec}  # fmt: skip
+    created = await api.create(GPUNODEREQUESTS, body)
+    return str(created["metadata"]["name"])
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "after-finalizer",
+        "after-status-write-Pending",
+        "after-launch",
+        "after-status-write-Provisioning",
+        "after-terminate",
+    ],
+)
+async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
+    point: str, api: Client, sim: Simulator, env: Env, control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    log = tmp_path / "operator.log"
+    crashing = point == "after-terminate"
+    first = start(env, control_plane, log, None if crashing else point)
+    names = [await create(api, env, n) for n in SPECS]
+    survivor: subprocess.Popen[bytes] | None = None
+    try:
+        if crashing:  # the crash comes during teardown: get to Ready, then delete
+            for name in names:
+                await wait_phase(api, name, "Ready")
+            first.send_signal(signal.SIGTERM)
+            assert await exited(first, 40) == 0, log.read_text()[-3000:]
+            first = start(env, control_plane, log, point)
+            await api.delete(GPUNODEREQUESTS, names[0])
+        assert await exited(first, 60) == -signal.SIGKILL, log.read_text()[-3000:]
+        survivor = start(env, control_plane, log)
+        uids = {}
+        for name in names:
+            obj = await api.get(GPUNODEREQUESTS, name) if not crashing or name != names[0] else None
+            if obj is not None:
+                uids[name] = obj["metadata"]["uid"]
+                obj = await wait_phase(api, name, "Ready")
+                assert obj["status"]["attempt"] == 1
+                assert len(machines_of(sim, env, uids[name])) == 1, sim.instances("lambda")
+        for name in names:
+            await delete_and_wait(api, name)
+        live = [i for i in sim.instances("lambda") if i.phase.live]
+        assert live == []
+        assert len(sim.instances("lambda")) == len(names)  # one machine per request, ever
+        assert not sim.violations
+    finally:
+        for proc in (first, survivor):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await exited(proc, 40)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        assert await asyncio.to_thread(wait_gone, f"--cluster-name {env.cluster}", 5) == []
