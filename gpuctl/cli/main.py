@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gpuctl import __version__
-from gpuctl.cli import controlplane, run, sim
+from gpuctl.cli import controlplane, cost, offers, plan, run, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     controlplane.register(commands)
     sim.register(commands)
     run.register(commands)
+    offers.register(commands)
+    plan.register(commands)
+    cost.register(commands)
     return parser
 
 

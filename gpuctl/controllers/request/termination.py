@@ -12,6 +12,7 @@ machine may exist.
 from __future__ import annotations
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
+from gpuctl.controllers import ledger
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.controllers.request.launch import token_id
 from gpuctl.controllers.request.nodes import delete_request_nodes
@@ -95,4 +96,5 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
         return Result(requeue_after=ctx.settings.termination_poll), False
     await delete_request_nodes(ctx)
     await _delete_tokens(ctx)
+    await ledger.record(ctx)  # what it cost outlives the request
     return Result(), True

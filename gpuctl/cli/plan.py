@@ -1,0 +1,268 @@
+"""`gpuctl plan -f request.yaml`: the offer the controller would choose, and why.
+
+For each GPUNodeRequest in the file (other kinds are skipped; `-f -` reads stdin),
+read as the controller reads it (`GPUNodeRequest.from_dict`), plan runs the
+controller's own code: `offer.unknown_gpu_type`, then `offer.choose` — the function
+the offer step calls — with the same providers (the cluster's GPUProviders through
+the operator's `DriverPool`, or a `--config` file) and the same capacity cache
+semantics. Nothing is created or launched; no object is written.
+
+The capacity cache: the operator keeps it in memory, so plan rebuilds it from what
+the cluster records. The operator marks an offer exactly when it fails over from
+it (launch errors, registration timeout, spot interruption — an on-demand
+interruption is not marked), and each of those failures is kept in the request's
+`status.failedOffers`. Plan marks a `CapacityCache` with every such failure younger
+than `--capacity-ttl` (the operator's default, 180 s), at the time it happened,
+keyed like `Offer.key` by (provider, native region, the request's GPU type,
+capacity type). With `--config` there is no cluster and the cache is empty.
+
+Exit status: 0 when every request has an offer, 1 when one has none, 2 for bad
+input (file, flags, config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import sys
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import attrs
+import yaml
+
+from gpuctl.api import GNR_KIND, CapacityType, GPUNodeRequest, ObjectError
+from gpuctl.cli import output
+from gpuctl.cli.config import ConfigError, add_source_flags, open_source
+from gpuctl.cli.offers import OFFER_COLUMNS, offer_json, offer_row
+from gpuctl.controllers.request.offer import Drivers, choose, unknown_gpu_type, want_of
+from gpuctl.controllers.resources import GPUNODEREQUESTS
+from gpuctl.controllers.selection import Selection, Want
+from gpuctl.providers import base
+from gpuctl.providers.capacity import DEFAULT_TTL_SECONDS, CapacityCache, CapacityEntry
+from gpuctl.runtime.client import ApiError, Client, TransportError
+
+JSON = dict[str, Any]
+
+
+@attrs.frozen
+class Plan:
+    request: GPUNodeRequest
+    want: Want
+    selection: Selection
+    unavailable: tuple[tuple[str, str], ...]  # (provider, why)
+    blocked: tuple[CapacityEntry, ...]  # the capacity cache plan used
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "plan",
+        help="show which offer the controller would choose for a request, without launching",
+        description="Run the controller's offer selection for the GPUNodeRequests in a file: "
+        "the chosen offer, every other fitting offer in rank order and every rejected "
+        "offer with its reason. Nothing is launched.",
+    )
+    parser.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        metavar="FILE",
+        help="YAML with one or more GPUNodeRequests (- for stdin)",
+    )
+    parser.add_argument(
+        "--capacity-ttl",
+        type=float,
+        default=DEFAULT_TTL_SECONDS,
+        metavar="SECONDS",
+        help=f"how long a failed offer stays blocked (operator default {DEFAULT_TTL_SECONDS:g})",
+    )
+    add_source_flags(parser)
+    output.add_output_flag(parser)
+    parser.set_defaults(handler=_run)
+
+
+# -- input -----------------------------------------------------------------------------
+
+
+def read_requests(text: str) -> list[GPUNodeRequest]:
+    """The GPUNodeRequests of a YAML stream; ConfigError for bad YAML or a bad request."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not YAML: {err}") from err
+    requests = []
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict) or document.get("kind") != GNR_KIND:
+            continue
+        try:
+            requests.append(GPUNodeRequest.from_dict(document))
+        except ObjectError as err:
+            raise ConfigError(f"document {index + 1}: {err}") from err
+    if not requests:
+        raise ConfigError(f"no {GNR_KIND} in the input")
+    return requests
+
+
+def _read(filename: str) -> str:
+    if filename == "-":
+        return sys.stdin.read()
+    try:
+        return Path(filename).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {filename}: {err.strerror or err}") from err
+
+
+# -- the capacity cache ------------------------------------------------------------------
+
+
+def capacity_from(requests: Iterable[JSON], ttl: float, now: datetime.datetime) -> CapacityCache:
+    """The operator's capacity cache as its recorded failures imply (module docstring)."""
+    marks: list[tuple[datetime.datetime, base.Offer, str]] = []
+    for obj in requests:
+        try:
+            request = GPUNodeRequest.from_dict(obj)
+        except ObjectError:
+            continue  # the controller skips it too
+        for failed in request.status.failed_offers:
+            if failed.capacity_type is None or failed.region is None:
+                continue
+            if failed.reason == "Interrupted" and failed.capacity_type != CapacityType.SPOT:
+                continue
+            at = min(failed.at, now)
+            if (now - at).total_seconds() >= ttl:
+                continue
+            offer = base.Offer(
+                provider=failed.provider,
+                cloud="",
+                region="",
+                native_region=failed.region,
+                gpu_type=request.spec.gpu.type,
+                gpu_count=request.spec.gpu.count,
+                instance_type=failed.instance_type or "",
+                capacity_type=base.CapacityType(failed.capacity_type.value),
+                price_per_hour=Decimal(0),
+            )
+            marks.append((at, offer, failed.reason))
+    clock = [now.timestamp()]
+    cache = CapacityCache(ttl, timer=lambda: clock[0])
+    for at, offer, reason in sorted(marks, key=lambda m: m[0]):
+        clock[0] = at.timestamp()  # marked when it happened: expires ttl after that
+        cache.mark(offer, reason)
+    clock[0] = now.timestamp()
+    return cache
+
+
+async def _capacity(client: Client | None, ttl: float) -> CapacityCache:
+    if client is None:
+        return CapacityCache(ttl)
+    try:
+        listed = await client.list_all(GPUNODEREQUESTS)
+    except (ApiError, TransportError) as err:
+        raise ConfigError(f"cannot list GPUNodeRequests (for the capacity cache): {err}") from err
+    return capacity_from(listed.items, ttl, datetime.datetime.now(datetime.UTC))
+
+
+# -- planning --------------------------------------------------------------------------
+
+
+def _split_note(note: str) -> tuple[str, str]:
+    """gather_offers' notes read "<provider>: <why>"."""
+    provider, _, why = note.partition(": ")
+    return provider, why
+
+
+async def plan_one(request: GPUNodeRequest, drivers: Drivers, capacity: CapacityCache) -> Plan:
+    want = want_of(request)
+    unknown = unknown_gpu_type(request)
+    if unknown is not None:  # the offer step fails such a request before asking anyone
+        return Plan(request, want, Selection((), (), unknown), (), ())
+    selection, notes = await choose(request, drivers, capacity.blocked)
+    unavailable = tuple(_split_note(n) for n in notes)
+    return Plan(request, want, selection, unavailable, tuple(capacity.entries()))
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def want_json(want: Want) -> JSON:
+    return {
+        "gpuType": want.gpu_type,
+        "gpuCount": want.gpu_count,
+        "capacityType": want.capacity.value,
+        "maxPricePerHour": output.price(want.max_price),
+        "providers": list(want.providers),
+        "regions": list(want.regions),
+        "placement": want.placement.value,
+    }
+
+
+def plan_json(plan: Plan) -> JSON:
+    chosen = plan.selection.chosen
+    return {
+        "request": plan.request.name,
+        "want": want_json(plan.want),
+        "chosen": offer_json(chosen) if chosen is not None else None,
+        "message": plan.selection.message,
+        "ranked": [offer_json(o) for o in plan.selection.ranked],
+        "rejected": [{**offer_json(r.offer), "reason": r.reason} for r in plan.selection.rejected],
+        "unavailable": [{"provider": p, "message": m} for p, m in plan.unavailable],
+        "blocked": [
+            {
+                "provider": e.provider,
+                "nativeRegion": e.native_region,
+                "gpuType": e.gpu_type,
+                "capacityType": e.capacity_type,
+                "reason": e.reason,
+                "expiresInSeconds": round(e.expires_in),
+            }
+            for e in plan.blocked
+        ],
+    }
+
+
+def render(plan: Plan) -> str:
+    selection = plan.selection
+    verdict = "CHOSEN" if selection.chosen is not None else "NO OFFER"
+    text = f"{plan.request.name}: {plan.want.describe()}\n{verdict}: {selection.message}\n"
+    rows: list[list[object]] = []
+    for rank, offer in enumerate(selection.ranked, 1):
+        rows.append([rank, *offer_row(offer), "chosen" if rank == 1 else "fits"])
+    for rejection in selection.rejected:
+        rows.append(["-", *offer_row(rejection.offer), rejection.reason])
+    if rows:
+        text += "\n" + output.table(("rank", *OFFER_COLUMNS, "verdict"), rows)
+    for provider, why in plan.unavailable:
+        text += f"unavailable: {provider}: {why}\n"
+    for entry in plan.blocked:
+        text += (
+            f"blocked: {entry.provider} {entry.native_region} {entry.gpu_type} "
+            f"{entry.capacity_type} ({entry.reason}, {entry.expires_in:.0f}s left)\n"
+        )
+    return text
+
+
+def _print(plans: Sequence[Plan], fmt: str) -> None:
+    if fmt == "json":
+        output.write_json({"plans": [plan_json(p) for p in plans]})
+    else:
+        output.write("\n".join(render(p) for p in plans))
+
+
+async def _main(args: argparse.Namespace) -> int:
+    requests = read_requests(_read(args.filename))
+    async with open_source(args) as source:
+        capacity = await _capacity(source.client, args.capacity_ttl)
+        plans = [await plan_one(r, source.drivers, capacity) for r in requests]
+    _print(plans, args.output)
+    return 0 if all(p.selection.chosen is not None for p in plans) else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_main(args))
+    except ConfigError as err:
+        output.error(str(err))
+        return 2
