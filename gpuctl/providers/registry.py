@@ -9,6 +9,7 @@ is a digest of the API key, never the key itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import weakref
 from collections.abc import Callable
@@ -29,7 +30,7 @@ DRIVERS: dict[str, DriverFactory] = {
     "paperspace": PaperspaceDriver,
 }
 
-_AccountKey = tuple[str, str, str, RateLimits]
+_AccountKey = tuple[str, str, str, RateLimits, int]
 # Weak values: an account's limiter lives as long as some driver uses it.
 _limiters: weakref.WeakValueDictionary[_AccountKey, AccountLimiter] = weakref.WeakValueDictionary()
 
@@ -38,12 +39,21 @@ def account_limiter(config: DriverConfig) -> AccountLimiter:
     """The limiter shared by every driver of `config`'s cloud account."""
     limits = limits_for(config)
     digest = hashlib.sha256(config.api_key.encode()).hexdigest()
-    key = (config.cloud, config.endpoint or "", digest, limits)
+    # aiolimiter's buckets belong to one event loop: a process running several loops
+    # (tests, the CLI) gets one limiter per loop and account.
+    key = (config.cloud, config.endpoint or "", digest, limits, _loop_id())
     limiter = _limiters.get(key)
     if limiter is None:
         limiter = AccountLimiter(limits)
         _limiters[key] = limiter
     return limiter
+
+
+def _loop_id() -> int:
+    try:
+        return id(asyncio.get_running_loop())
+    except RuntimeError:
+        return 0
 
 
 def build_driver(config: DriverConfig, session: aiohttp.ClientSession) -> Driver:
