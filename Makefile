@@ -62,6 +62,11 @@ fmt: install ## format and auto-fix
 test: install controlplane lint check-generated ## everything CI checks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+DEMO_ARGS ?=
+.PHONY: demo
+demo: install controlplane ## control plane + simulated clouds + operator + samples, live (docs/demo.md)
+	$(BIN)/gpuctl demo $(DEMO_ARGS)
+
 .PHONY: generate
 generate: install $(NODE_TOOLS) ## regenerate the 3.0 specs and typed clients from hack/openapi
 	$(CODEGEN) generate

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gpuctl import __version__
-from gpuctl.cli import controlplane, cost, offers, plan, run, sim
+from gpuctl.cli import controlplane, cost, demo, offers, plan, run, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     offers.register(commands)
     plan.register(commands)
     cost.register(commands)
+    demo.register(commands)
     return parser
 
 
