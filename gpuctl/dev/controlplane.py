@@ -248,8 +248,7 @@ class ControlPlane:
         if self.ca is None:
             raise ControlPlaneError("control plane not started")
         leaf = self.ca.issue(user, tuple(groups))
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
-        path = self.dir / "users" / f"{safe}-{secrets.token_hex(4)}.kubeconfig"
+        path = self.dir / "users" / f"{_safe(user)}-{secrets.token_hex(4)}.kubeconfig"
         path.parent.mkdir(exist_ok=True)
         entry = {
             "client-certificate-data": _b64(leaf.cert_pem),
@@ -260,7 +259,7 @@ class ControlPlane:
 
     def token_kubeconfig(self, user: TokenUser) -> Path:
         """A kubeconfig for one of the static-token users given at start."""
-        path = self.dir / "users" / f"token-{user.name}.kubeconfig"
+        path = self.dir / "users" / f"token-{_safe(user.name)}.kubeconfig"
         path.parent.mkdir(exist_ok=True)
         self._write_kubeconfig(path, self._token_user_entry(user))
         return path
@@ -381,6 +380,11 @@ class ControlPlane:
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         path.chmod(0o600)
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of a user name (no ':' — kubeconfig loaders split paths on it)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _b64(data: bytes) -> str:

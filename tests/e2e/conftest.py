@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import attrs
 import pytest
 from kubernetes_asyncio import client
+from prometheus_client import generate_latest
 
 from gpuctl.api.install import install_crds
 from gpuctl.controllers.operator import Operator, OperatorConfig
@@ -27,7 +30,8 @@ from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.dev.pki import ca_public_key_hash
 from gpuctl.runtime.client import Client, is_not_found
-from gpuctl.runtime.resources import NAMESPACES, SECRETS
+from gpuctl.runtime.metrics import REGISTRY
+from gpuctl.runtime.resources import EVENTS, NAMESPACES, SECRETS
 from gpuctl.sim import SimConfig, Simulator, install_kubelet_rbac
 
 NAMESPACE = "gpuctl-system"
@@ -37,6 +41,40 @@ CLOUD_BLOCKS: dict[str, dict[str, Any]] = {
     "runpod": {"runpod": {"imageName": "ghcr.io/gpuctl/node:latest"}},
     "paperspace": {"paperspace": {"templateId": "tkni3aa4"}},
 }
+
+
+# Every credential the e2e tests hand out: the simulators' keys (added as they start)
+# and the wrong key of test_collect_and_credentials.
+ISSUED_KEYS: set[str] = {"not-the-key"}
+
+
+@pytest.fixture(autouse=True)
+async def no_credential_leaks(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[None]:
+    """After every e2e test: no API key in logs, Events, statuses or metrics."""
+    caplog.set_level(logging.DEBUG, logger="gpuctl")
+    yield
+    keys = set(ISSUED_KEYS)
+    texts = [caplog.text, generate_latest(REGISTRY).decode()]
+    if "kube" in request.fixturenames:
+        api = Client(request.getfixturevalue("kube"))
+        for resource, namespace in (
+            (EVENTS, "default"),
+            (GPUNODEREQUESTS, None),
+            (GPUPROVIDERS, None),
+        ):
+            try:
+                listed = await api.list(resource, namespace=namespace)
+            except Exception as err:
+                if is_not_found(err):  # the CRDs are not installed in this test
+                    continue
+                raise
+            texts.append(json.dumps([o.get("status", o.get("message")) for o in listed["items"]]))
+            if resource is EVENTS:
+                texts.append(json.dumps([o.get("message") for o in listed["items"]]))
+    leaks = [key for key in keys for text in texts if key in text]
+    assert leaks == [], "a credential reached logs, Events, status or metrics"
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +105,7 @@ async def sim(control_plane: ControlPlane) -> AsyncIterator[Simulator]:
         ca_file=control_plane.ca_file,
     )
     async with Simulator(config) as simulator:
+        ISSUED_KEYS.update(simulator.api_key(cloud) for cloud in CLOUDS)
         yield simulator
 
 

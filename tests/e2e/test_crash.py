@@ -123,3 +123,5 @@ async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
                 except subprocess.TimeoutExpired:
                     proc.kill()
         assert await asyncio.to_thread(wait_gone, f"--cluster-name {env.cluster}", 5) == []
+        logs = log.read_text()
+        assert not [c for c in ("lambda", "runpod", "paperspace") if sim.api_key(c) in logs]
