@@ -325,7 +325,9 @@ class ControlPlane:
             "--authorization-mode=RBAC",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
+            # No kube-controller-manager runs here to lift the not-ready taint this
+            # plugin puts on new Nodes, so it is off too (envtest disables ServiceAccount).
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
             f"--service-account-issuer=https://127.0.0.1:{self.port}/",
             f"--service-account-key-file={pki_dir / 'sa.pub'}",
             f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
