@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
-import signal
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 import aiohttp
 import attrs
 
-_PR_SET_PDEATHSIG = 1
+from gpuctl.dev.process import ChildProcess
 
 
 class OperatorError(RuntimeError):
@@ -59,39 +56,25 @@ class OperatorArgs:
         ]  # fmt: skip
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: own session, and SIGKILL when the demo process dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    os.setsid()
-
-
 @attrs.define
 class OperatorProcess:
     args: OperatorArgs
     log_path: Path
-    process: asyncio.subprocess.Process | None = None
-    _log: IO[bytes] | None = None
+    child: ChildProcess | None = None
 
     @property
     def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
+        return None if self.child is None else self.child.pid
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.args.health_port}/metrics"
 
     async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
-        self._log = self.log_path.open("wb")
-        # The PDEATHSIG is tied to the thread that forks: this is the event loop's.
-        self.process = await asyncio.create_subprocess_exec(
-            *self.args.argv(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            env={k: v for k, v in os.environ.items() if k != "GPUCTL_CRASH_AT"},  # no test crashes
-            preexec_fn=_die_with_parent,
-        )
+        self.log_path.write_bytes(b"")
+        env = {k: v for k, v in os.environ.items() if k != "GPUCTL_CRASH_AT"}  # no test crashes
+        self.child = ChildProcess("operator", self.args.argv(), self.log_path, env=env)
+        await self.child.start()
         await self._wait_ready(timeout)
 
     async def _wait_ready(self, timeout: float) -> None:  # noqa: ASYNC109
@@ -99,7 +82,7 @@ class OperatorProcess:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             while time.monotonic() < deadline:
-                if self.process is None or self.process.returncode is not None:
+                if not self.running:
                     raise OperatorError(f"the operator exited:\n{self.log_tail()}")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
                     async with session.get(url) as response:
@@ -110,31 +93,15 @@ class OperatorProcess:
 
     async def wait(self) -> int | None:
         """Until the process exits: its exit status (None if never started)."""
-        process = self.process
-        return None if process is None else await process.wait()
+        return None if self.child is None else await self.child.wait()
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        return self.child is not None and self.child.running
 
     async def stop(self, grace: float = 35.0) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self.child is not None:
+            await self.child.stop(grace)
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return "" if self.child is None else self.child.log_tail(lines)

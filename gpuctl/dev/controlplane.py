@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import tempfile
@@ -28,17 +26,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import aiohttp
 import attrs
 import yaml
 
 from gpuctl.dev import pki
+from gpuctl.dev.process import ChildProcess
 
 BINARIES = ("etcd", "kube-apiserver", "kubectl")
 ADMIN_USER = "gpuctl-admin"
-_PR_SET_PDEATHSIG = 1
 
 
 class ControlPlaneError(RuntimeError):
@@ -90,58 +87,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: own session, and SIGKILL when the parent process dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    os.setsid()
-
-
-@attrs.define
-class _Child:
-    name: str
-    args: list[str]
-    log_path: Path
-    process: asyncio.subprocess.Process | None = None
-    _log: IO[bytes] | None = None
-
-    async def start(self) -> None:
-        self._log = self.log_path.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            *self.args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            preexec_fn=_die_with_parent,
-        )
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    async def stop(self, grace: float = 10.0) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), grace)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
 @attrs.define
 class ControlPlane:
     """etcd + kube-apiserver on free loopback ports, in a temporary directory.
@@ -164,8 +109,8 @@ class ControlPlane:
     ca: pki.CA | None = attrs.field(default=None, init=False)
     ready_seconds: float = attrs.field(default=0.0, init=False)
     _owns_workdir: bool = attrs.field(default=False, init=False)
-    _etcd: _Child | None = attrs.field(default=None, init=False)
-    _apiserver: _Child | None = attrs.field(default=None, init=False)
+    _etcd: ChildProcess | None = attrs.field(default=None, init=False)
+    _apiserver: ChildProcess | None = attrs.field(default=None, init=False)
 
     # -- public surface -------------------------------------------------------
 
@@ -237,7 +182,7 @@ class ControlPlane:
 
     async def start_apiserver(self) -> None:
         """(Re)start kube-apiserver on the same port and wait until it is ready."""
-        self._apiserver = _Child(
+        self._apiserver = ChildProcess(
             "kube-apiserver", self._apiserver_args(), self.dir / "apiserver.log"
         )
         await self._apiserver.start()
@@ -307,7 +252,7 @@ class ControlPlane:
             "--unsafe-no-fsync=true",
             "--quota-backend-bytes=8589934592",
         ]
-        self._etcd = _Child("etcd", args, self.dir / "etcd.log")
+        self._etcd = ChildProcess("etcd", args, self.dir / "etcd.log")
         await self._etcd.start()
 
     def _apiserver_args(self) -> list[str]:
@@ -335,7 +280,7 @@ class ControlPlane:
             *self.extra_apiserver_args,
         ]
 
-    async def _wait_ready(self, child: _Child) -> None:
+    async def _wait_ready(self, child: ChildProcess) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         headers = {"Authorization": f"Bearer {self.admin.token}"}
         deadline = time.monotonic() + self.startup_timeout
