@@ -34,7 +34,7 @@ from gpuctl.runtime.client import Client
 from gpuctl.runtime.controller import Controller
 from gpuctl.runtime.events import EventRecorder
 from gpuctl.runtime.handler import EnqueueMapped
-from gpuctl.runtime.informer import Informer
+from gpuctl.runtime.informer import Informer, drop_managed_fields
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.manager import LeaderElectionConfig, Manager
 from gpuctl.runtime.resources import NODES, SECRETS
@@ -112,10 +112,16 @@ class Operator:
     def _build(self, api: Any, http: aiohttp.ClientSession) -> Manager:
         config, settings = self.config, self.config.settings
         client = Client(api)
-        requests = Informer(client, GPUNODEREQUESTS, name="gpunoderequests")
-        providers = Informer(client, GPUPROVIDERS, name="gpuproviders")
-        nodes = Informer(client, NODES, label_selector="gpuctl.io/instance-name", name="nodes")
-        secrets = Informer(client, SECRETS, namespace=settings.namespace, name="secrets")
+        # managedFields is up to half of an object and never read: not cached.
+        slim = drop_managed_fields
+        requests = Informer(client, GPUNODEREQUESTS, name="gpunoderequests", transform=slim)
+        providers = Informer(client, GPUPROVIDERS, name="gpuproviders", transform=slim)
+        nodes = Informer(
+            client, NODES, label_selector="gpuctl.io/instance-name", name="nodes", transform=slim
+        )
+        secrets = Informer(
+            client, SECRETS, namespace=settings.namespace, name="secrets", transform=slim
+        )
         requests.store.add_indexer(UID_INDEX, uid_index)
         nodes.store.add_indexer(INSTANCE_INDEX, label_index("gpuctl.io/instance-name"))
         nodes.store.add_indexer(REQUEST_INDEX, label_index("gpuctl.io/request"))

@@ -112,6 +112,8 @@ async def test_cost_after_requests_ran_and_were_deleted(
     }
     objs = {k: await wait_phase(api, n, "Ready") for k, n in names.items()}
     uids = {k: o["metadata"]["uid"] for k, o in objs.items()}
+    # Costs accrue at whole seconds: let every machine run for more than one.
+    await asyncio.sleep(2.1)
     before = {k: await _status(api, n) for k, n in names.items()}
 
     await delete_and_wait(api, names["a"])

@@ -93,7 +93,12 @@ class RequestReconciler:
                 result, released = await termination.reconcile(ctx)
                 if released:
                     self._accrue(ctx, before)
-                    await termination.release(ctx)
+                    try:
+                        await termination.release(ctx)
+                    except ApiError as err:
+                        if not is_conflict(err):
+                            raise
+                        return Result(requeue_after=0.2)  # stale copy: read again, then release
                     liveness.forget(ctx)
                     await self._record_events(ctx)
                     return Result()
@@ -140,13 +145,20 @@ class RequestReconciler:
                 results.append(outcome)
             if ctx.stopped:
                 break
-        return merge_results(*results, Result(requeue_after=self._poll(ctx)))
+        return merge_results(*results, self._poll(ctx))
 
-    def _poll(self, ctx: Ctx) -> float:
+    def _poll(self, ctx: Ctx) -> Result:
+        """Come back to watch a machine; a request with none waits for its steps' own delay.
+
+        A Pending request without an offer is re-checked on the offer step's backoff,
+        a Failed one only when it changes: polling them would be load for nothing.
+        """
         settings = self.services.settings
+        if ctx.status.instance is None:
+            return Result()
         if ctx.status.phase == Phase.READY:
-            return settings.ready_poll
-        return settings.joining_poll
+            return Result(requeue_after=settings.ready_poll)
+        return Result(requeue_after=settings.joining_poll)
 
     def _note(self, ctx: Ctx, reason: str, message: str) -> None:
         ctx.status.message = message
