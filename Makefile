@@ -67,6 +67,14 @@ DEMO_ARGS ?=
 demo: install controlplane ## control plane + simulated clouds + operator + samples, live (docs/demo.md)
 	$(BIN)/gpuctl demo $(DEMO_ARGS)
 
+BENCH_LIFECYCLE_ARGS ?=
+BENCH_MEMORY_ARGS ?=
+
+.PHONY: bench
+bench: install controlplane ## run the benchmarks of docs/benchmarks.md (minutes; not in `make test`)
+	PYTHONPATH=hack $(BIN)/python -m bench.lifecycle $(BENCH_LIFECYCLE_ARGS)
+	PYTHONPATH=hack $(BIN)/python -m bench.memory $(BENCH_MEMORY_ARGS)
+
 .PHONY: generate
 generate: install $(NODE_TOOLS) ## regenerate the 3.0 specs and typed clients from hack/openapi
 	$(CODEGEN) generate

@@ -1,0 +1,225 @@
+"""The lifecycle benchmark's report: what was run, the figures, and their table.
+
+`LifecycleReport` is what `bench.lifecycle` measures (see its docstring for how);
+`render()` prints it as a Markdown table and `bench.figures.to_json` as JSON. Figures
+"per request" are totals of the phase divided by the number of requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+from bench.figures import Row, Section, Summary, fmt_bytes, per, render_table
+from bench.host import Machine, machine_rows
+
+# The most the GPUProvider CRD allows (its schema maxima); the benchmark uses them.
+REQUESTS_PER_SECOND = 1000
+LAUNCHES_PER_MINUTE = 600
+# RunPod is left out by default: its API announces 60 requests a minute and the driver
+# obeys (RateLimit-Policy), whatever the GPUProvider allows, so with it the run measures
+# that quota (docs/benchmarks.md). `--clouds lambda,runpod,paperspace` includes it.
+DEFAULT_CLOUDS = ("lambda", "paperspace")
+
+
+@attrs.frozen
+class Options:
+    requests: int = 1000
+    concurrency: int = 32
+    workers: int = 4
+    clouds: tuple[str, ...] = DEFAULT_CLOUDS
+    timeout: float = 900.0
+    ready_poll: float | None = None
+    joining_poll: float | None = None
+    termination_poll: float | None = None
+    log_level: str = "info"
+    json_path: Path | None = None
+
+
+@attrs.frozen
+class Work:
+    """What one phase (the way up or down) cost, summed over all requests."""
+
+    seconds: float
+    status_writes: float
+    kube_calls: float
+    kube_calls_by: dict[str, float]  # "verb resource" -> calls
+    provider_calls: float  # the operator's count (gpuctl_provider_api_calls_total)
+    provider_seconds_by: dict[str, float]  # "cloud operation" -> summed call seconds
+    ledger_calls: int  # the simulator's count of exchanges it answered
+    ledger_by: dict[str, int]  # "cloud operation" -> calls
+    reconciles: float
+    reconcile_errors: float
+    reconcile_seconds: float  # summed time inside reconcile()
+    queue_wait_mean: float  # mean add-to-get time of the request work queue
+    cpu_seconds: dict[str, float]  # process -> CPU seconds used in the phase
+
+
+@attrs.frozen
+class Pacing:
+    cloud: str
+    launches: int
+    seconds: float  # first launch call -> last launch call, at the simulator
+    rate: float  # launches per second over that span
+    limit: float  # launches per second the GPUProvider allows
+    interval: Summary | None  # gaps between consecutive launch calls
+
+
+@attrs.frozen
+class Latencies:
+    watch_create_to_launch: Summary | None
+    watch_create_to_ready: Summary | None
+    watch_launch_to_ready: Summary | None
+    status_create_to_launch: Summary | None
+    status_create_to_ready: Summary | None
+
+
+@attrs.frozen
+class LifecycleReport:
+    machine: Machine
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    options: Options
+    operator_startup: float  # operator start -> /readyz
+    created_in: float  # first create sent -> last create answered
+    ready: int
+    ready_in: float | None  # first create sent -> last Ready; None if not all got there
+    latencies: Latencies
+    up: Work
+    pacing: list[Pacing]
+    gone: int
+    teardown_in: float | None
+    down: Work
+    live_instances: int  # not terminated at the clouds after teardown
+    nodes_left: int
+    tokens_left: int
+    violations: int
+    ledger_bytes: int  # the cost-ledger ConfigMaps' data after teardown
+    operator_peak_rss: int
+    operator_rss_ready: int
+    operator_rss_end: int
+    workdir: str
+    errors: list[str] = attrs.field(factory=list)
+
+    @property
+    def ok(self) -> bool:
+        all_ready = self.ready == self.options.requests and self.ready_in is not None
+        clean = not (self.live_instances or self.nodes_left or self.tokens_left)
+        return all_ready and self.teardown_in is not None and clean and not self.errors
+
+
+def render(report: LifecycleReport) -> str:
+    sections: list[Section] = [
+        ("machine", machine_rows(report.machine, report.load_before, report.load_after)),
+        ("run", _run_rows(report)),
+        ("way up", _up_rows(report) + _work_rows(report.up, report.options)),
+        (f"launch pacing (limit {LAUNCHES_PER_MINUTE // 60} launches/s per provider)",
+         [_pacing_row(p) for p in report.pacing]),
+        ("way down", _down_rows(report) + _work_rows(report.down, report.options)),
+        ("money safety", [
+            ("instances not terminated at the clouds", str(report.live_instances)),
+            ("gpuctl Nodes left", str(report.nodes_left)),
+            ("bootstrap-token Secrets left", str(report.tokens_left)),
+            ("provider spec violations", str(report.violations)),
+            ("cost-ledger ConfigMaps (data)", fmt_bytes(report.ledger_bytes)),
+        ]),
+        ("operator process", [
+            ("peak RSS (VmHWM)", fmt_bytes(report.operator_peak_rss)),
+            ("RSS at all Ready", fmt_bytes(report.operator_rss_ready)),
+            ("RSS at the end", fmt_bytes(report.operator_rss_end)),
+        ]),
+    ]  # fmt: skip
+    if report.errors:
+        sections.append(("errors", [(str(i + 1), e) for i, e in enumerate(report.errors)]))
+    return render_table(sections)
+
+
+def _run_rows(report: LifecycleReport) -> list[Row]:
+    o = report.options
+    polls = (
+        ("ready", o.ready_poll),
+        ("joining", o.joining_poll),
+        ("termination", o.termination_poll),
+    )
+    return [
+        ("requests / clouds", f"{o.requests} / {', '.join(o.clouds)}"),
+        ("operator workers", str(o.workers)),
+        ("operator polls (s)", ", ".join(f"{k} {v or 'default'}" for k, v in polls)),
+        ("create and delete calls in flight", str(o.concurrency)),
+        ("provider limits", f"{REQUESTS_PER_SECOND} req/s, {LAUNCHES_PER_MINUTE} launches/min"),
+        ("operator start -> /readyz", f"{report.operator_startup:.2f} s"),
+    ]
+
+
+def _up_rows(report: LifecycleReport) -> list[Row]:
+    n, lat = report.options.requests, report.latencies
+    rate = n / report.created_in if report.created_in > 0 else 0.0
+    return [
+        ("all created in", f"{report.created_in:.1f} s ({rate:.0f}/s)"),
+        ("Ready", f"{report.ready} / {n}"),
+        ("time to all Ready", _seconds(report.ready_in)),
+        ("create -> launched, watch (p50 / p90 / p99 / max)", _summary(lat.watch_create_to_launch)),
+        ("create -> Ready, watch", _summary(lat.watch_create_to_ready)),
+        ("launched -> Ready, watch", _summary(lat.watch_launch_to_ready)),
+        ("create -> launchedAt, status (1 s resolution)", _summary(lat.status_create_to_launch, 0)),
+        ("create -> readyAt, status (1 s resolution)", _summary(lat.status_create_to_ready, 0)),
+    ]
+
+
+def _down_rows(report: LifecycleReport) -> list[Row]:
+    return [
+        ("gone", f"{report.gone} / {report.options.requests}"),
+        ("teardown (first delete -> last gone)", _seconds(report.teardown_in)),
+    ]
+
+
+def _pacing_row(p: Pacing) -> Row:
+    share = 100 * p.rate / p.limit if p.limit else 0.0
+    gap = p.interval.p50 if p.interval else 0.0
+    return (
+        p.cloud,
+        f"{p.launches} launches in {p.seconds:.1f} s = {p.rate:.1f}/s "
+        f"({share:.0f} % of the limit); median gap {gap:.3f} s",
+    )
+
+
+def _work_rows(work: Work, options: Options) -> list[Row]:
+    n = options.requests
+    busy = work.reconcile_seconds / (work.seconds * options.workers) if work.seconds else 0.0
+    return [
+        ("status writes / request", f"{per(work.status_writes, n):.2f}"),
+        ("Kubernetes API calls / request", f"{per(work.kube_calls, n):.2f}"),
+        ("  by verb and resource", _top(work.kube_calls_by, n)),
+        ("provider calls / request (operator / sim ledger)",
+         f"{per(work.provider_calls, n):.2f} / {per(work.ledger_calls, n):.2f}"),
+        ("  by cloud and operation", _top(work.ledger_by, n)),
+        ("  mean seconds per call", _mean_seconds(work.provider_seconds_by, work.ledger_by)),
+        ("reconciles / request (errors)",
+         f"{per(work.reconciles, n):.2f} ({per(work.reconcile_errors, n):.2f})"),
+        ("reconcile workers busy / mean queue wait",
+         f"{100 * busy:.0f} % / {work.queue_wait_mean * 1000:.0f} ms"),
+        ("CPU seconds by process", _top(work.cpu_seconds, 1, digits=1)),
+    ]  # fmt: skip
+
+
+def _top(counts: Mapping[str, float], n: int, *, digits: int = 2, most: int = 8) -> str:
+    """The `most` biggest entries, each divided by `n`, biggest first."""
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:most]
+    return ", ".join(f"{k} {per(v, n):.{digits}f}" for k, v in ranked) or "-"
+
+
+def _mean_seconds(seconds: Mapping[str, float], calls: Mapping[str, int]) -> str:
+    """Mean duration of each operation, slowest first."""
+    means = {k: v / calls[k] for k, v in seconds.items() if calls.get(k)}
+    ranked = sorted(means.items(), key=lambda kv: -kv[1])[:8]
+    return ", ".join(f"{k} {v:.3f}" for k, v in ranked) or "-"
+
+
+def _summary(summary: Summary | None, digits: int = 2) -> str:
+    return "-" if summary is None else summary.describe("s", digits)
+
+
+def _seconds(value: float | None) -> str:
+    return "did not finish" if value is None else f"{value:.1f} s"

@@ -1,0 +1,175 @@
+"""The lifecycle benchmark's argument parsing, figures and report table (it is not run here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))  # the benchmarks are tools under hack/, not in gpuctl
+
+from bench import lifecycle  # noqa: E402
+from bench.figures import Summary, to_json  # noqa: E402
+from bench.host import Machine, cpu_seconds_of, memory_of  # noqa: E402
+from bench.lifecycle_report import (  # noqa: E402
+    DEFAULT_CLOUDS,
+    Latencies,
+    LifecycleReport,
+    Options,
+    Pacing,
+    Work,
+    render,
+)
+
+
+def test_defaults_are_the_documented_run() -> None:
+    options = lifecycle.parse_args([])
+    assert options == Options()
+    assert options.requests == 1000 and options.workers == 4
+    assert options.clouds == DEFAULT_CLOUDS == ("lambda", "paperspace")
+    assert options.ready_poll is None  # gpuctl run's own defaults
+
+
+def test_flags_override() -> None:
+    options = lifecycle.parse_args(
+        ["--requests", "12", "--clouds", "runpod,lambda", "--workers", "8", "--timeout", "60",
+         "--joining-poll", "0.5", "--json", "/tmp/x.json"]
+    )  # fmt: skip
+    assert options.requests == 12 and options.workers == 8 and options.timeout == 60
+    assert options.clouds == ("runpod", "lambda")
+    assert options.joining_poll == 0.5
+    assert options.json_path == Path("/tmp/x.json")
+
+
+@pytest.mark.parametrize("argv", [["--requests", "0"], ["--clouds", "aws"], ["--clouds", ","]])
+def test_bad_flags_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        lifecycle.parse_args(argv)
+
+
+def test_requests_spread_round_robin_pinned_to_one_provider() -> None:
+    assigned = list(lifecycle.assignments(5, ("lambda", "paperspace")))
+    assert [cloud for _, cloud in assigned] == ["lambda", "paperspace"] * 2 + ["lambda"]
+    body = lifecycle.request_body(3, "paperspace")
+    assert body["metadata"]["name"] == "bench-00003"
+    assert body["spec"] == {"gpu": {"type": "RTX-A4000", "count": 1},
+                            "providers": ["bench-paperspace"]}  # fmt: skip
+
+
+def test_tracker_stamps_first_launch_ready_and_delete() -> None:
+    tracker = lifecycle.Tracker()
+    pending = {"metadata": {"name": "a"}, "status": {"phase": "Pending"}}
+    launched = {"metadata": {"name": "a"}, "status": {"phase": "Joining", "instance": {"id": "i"}}}
+    ready = {"metadata": {"name": "a"}, "status": {"phase": "Ready", "instance": {"id": "i"}}}
+    tracker.on_add(pending)
+    assert tracker.count("launched") == 0
+    tracker.on_update(pending, launched)
+    first = tracker.timelines["a"].launched
+    tracker.on_update(launched, ready)
+    tracker.on_update(ready, ready)
+    assert tracker.timelines["a"].launched == first  # the first sighting counts
+    assert tracker.count("ready") == 1 and tracker.count("gone") == 0
+    tracker.on_delete(ready)
+    assert tracker.count("gone") == 1
+
+
+def test_status_latencies_use_the_objects_timestamps() -> None:
+    obj = {
+        "metadata": {"creationTimestamp": "2026-06-01T00:00:00Z"},
+        "status": {"instance": {"launchedAt": "2026-06-01T00:00:02Z"},
+                   "readyAt": "2026-06-01T00:00:05Z"},
+    }  # fmt: skip
+    assert lifecycle.status_latencies([obj, {"metadata": {}}]) == ([2.0], [5.0])
+
+
+def test_summary_is_nearest_rank() -> None:
+    summary = Summary.of([4.0, 1.0, 3.0, 2.0])
+    assert summary == Summary(count=4, p50=2.0, p90=4.0, p99=4.0, max=4.0)
+    assert Summary.of([]) is None
+
+
+def test_proc_figures_of_this_process() -> None:
+    memory = memory_of(os.getpid())
+    assert 0 < memory.rss <= memory.hwm
+    assert cpu_seconds_of(os.getpid()) > 0
+    assert cpu_seconds_of(2**22 + 1) == 0.0  # no such process
+    assert Machine.current().cores >= 1
+
+
+def _work() -> Work:
+    return Work(
+        seconds=10.0,
+        status_writes=30.0,
+        kube_calls=130.0,
+        kube_calls_by={"create events": 60.0, "update gpunoderequests.gpuctl.io/status": 30.0},
+        provider_calls=40.0,
+        provider_seconds_by={"lambda launchInstance": 0.5},
+        ledger_calls=40,
+        ledger_by={"lambda launchInstance": 5, "lambda getInstance": 35},
+        reconciles=50.0,
+        reconcile_errors=0.0,
+        reconcile_seconds=20.0,
+        queue_wait_mean=0.25,
+        cpu_seconds={"operator": 3.0, "kube-apiserver": 5.0},
+    )
+
+
+def _report(**overrides: object) -> LifecycleReport:
+    fields: dict[str, object] = dict(
+        machine=Machine("Test CPU", 2, 24 * 2**30, "6.0", "3.11.7"),
+        load_before=(0.5, 0.4, 0.3),
+        load_after=(1.5, 1.0, 0.5),
+        options=Options(requests=10),
+        operator_startup=0.7,
+        created_in=0.5,
+        ready=10,
+        ready_in=3.5,
+        latencies=Latencies(Summary.of([1.0, 2.0]), Summary.of([3.0]), None, None, None),
+        up=_work(),
+        pacing=[Pacing("lambda", 5, 0.4, 10.0, 10.0, Summary.of([0.1] * 4))],
+        gone=10,
+        teardown_in=2.0,
+        down=_work(),
+        live_instances=0,
+        nodes_left=0,
+        tokens_left=0,
+        violations=0,
+        ledger_bytes=3500,
+        operator_peak_rss=100 * 2**20,
+        operator_rss_ready=90 * 2**20,
+        operator_rss_end=95 * 2**20,
+        workdir="/tmp/w",
+    )
+    fields.update(overrides)
+    return LifecycleReport(**fields)  # type: ignore[arg-type]
+
+
+def test_report_table_and_json() -> None:
+    report = _report()
+    table = render(report)
+    lines = table.splitlines()
+    assert lines[:2] == ["| figure | value |", "| --- | --- |"]
+    assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
+    assert "| time to all Ready | 3.5 s |" in lines
+    assert "| status writes / request | 3.00 |" in lines
+    assert "| Kubernetes API calls / request | 13.00 |" in lines
+    assert "| reconcile workers busy / mean queue wait | 50 % / 250 ms |" in lines
+    assert "| instances not terminated at the clouds | 0 |" in lines
+    assert "| peak RSS (VmHWM) | 100.0 MiB |" in lines
+    assert any(line.startswith("| lambda | 5 launches in 0.4 s = 10.0/s (100 %") for line in lines)
+    assert report.ok
+    decoded = json.loads(json.dumps(to_json(report), default=str))
+    assert decoded["up"]["status_writes"] == 30.0
+    assert decoded["latencies"]["watch_create_to_launch"]["p50"] == 1.0
+
+
+def test_a_leak_or_a_timeout_fails_the_run() -> None:
+    assert not _report(live_instances=1).ok
+    assert not _report(ready=9).ok
+    failed = _report(teardown_in=None, errors=["timed out after 60 s waiting for 10 gone"])
+    assert not failed.ok
+    assert "| teardown (first delete -> last gone) | did not finish |" in render(failed)
