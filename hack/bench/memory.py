@@ -104,8 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add(
         "--joining-poll",
         type=float,
-        help="operator --joining-poll (default: gpuctl's, 5 s; it also paces the "
-        "re-reconciles of Pending and Failed requests, see docs/benchmarks.md)",
+        help="operator --joining-poll (default: gpuctl's, 5 s)",
     )
     add("--timeout", type=float, default=1800.0, help="bound in s of each wait (1800)")
     add("--log-level", default="info", help="operator log level (info)")
