@@ -13,31 +13,15 @@ from typing import Any
 from gpuctl.api import ConditionType, Phase
 from gpuctl.controllers.metrics import LAUNCH_TO_READY
 from gpuctl.controllers.request.context import Ctx
-from gpuctl.controllers.request.nodes import find_node, is_ready
+from gpuctl.controllers.request.nodes import find_node, is_ready, node_labels
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import NODES
-
-
-def desired_labels(ctx: Ctx) -> dict[str, str]:
-    spec, offer = ctx.request.spec, ctx.status.offer
-    assert offer is not None
-    labels = dict(spec.node.labels) if spec.node else {}
-    labels.update(
-        {
-            "gpuctl.io/request": ctx.name,
-            "gpuctl.io/instance-name": ctx.instance_name,
-            "gpuctl.io/provider": offer.provider,
-            "gpuctl.io/capacity-type": offer.capacity_type.value,
-            "gpuctl.io/gpu-type": offer.gpu_type,
-        }
-    )
-    return labels
 
 
 def _patch(ctx: Ctx, node: dict[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {}
     current = node["metadata"].get("labels") or {}
-    missing = {k: v for k, v in desired_labels(ctx).items() if current.get(k) != v}
+    missing = {k: v for k, v in node_labels(ctx).items() if current.get(k) != v}
     if missing:
         patch["metadata"] = {"labels": missing}
     taints = list(node.get("spec", {}).get("taints") or [])

@@ -33,6 +33,7 @@ from gpuctl.controllers import bootstrap
 from gpuctl.controllers.drivers import ProviderUnavailableError
 from gpuctl.controllers.metrics import LAUNCHES
 from gpuctl.controllers.request.context import Ctx, to_offer
+from gpuctl.controllers.request.nodes import node_labels
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.providers.base import (
     AuthError,
@@ -76,11 +77,16 @@ def token_id(uid: str, attempt: int) -> str:
     return "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:6])
 
 
+def token_secret_name(uid: str, attempt: int) -> str:
+    """The kube-system Secret holding the attempt's token (found again after a crash)."""
+    return bootstrap.Token(token_id(uid, attempt), "").secret_name
+
+
 async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
     """The attempt's bootstrap token: the existing Secret's, or a new one."""
     client = ctx.services.client
-    token_id_ = token_id(ctx.request.metadata.uid or "", ctx.status.attempt)
-    name = f"bootstrap-token-{token_id_}"
+    uid = ctx.request.metadata.uid or ""
+    name = token_secret_name(uid, ctx.status.attempt)
     try:
         return bootstrap.Token.from_secret(
             await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
@@ -88,7 +94,7 @@ async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
     except Exception as err:
         if not is_not_found(err):
             raise
-    token = bootstrap.Token(token_id_, bootstrap.Token.generate().secret)
+    token = bootstrap.Token(token_id(uid, ctx.status.attempt), bootstrap.Token.generate().secret)
     ttl = registration_timeout(ctx.request.spec, provider.spec) + ctx.settings.token_margin
     body = bootstrap.token_secret(
         token, request=ctx.name, attempt=ctx.status.attempt, expires=ctx.now + ttl
@@ -117,18 +123,7 @@ def _template(ctx: Ctx, provider: GPUProvider) -> str | None:
 
 def join_params(ctx: Ctx, provider: GPUProvider, token: bootstrap.Token) -> bootstrap.JoinParams:
     spec, boot = ctx.request.spec, provider.spec.bootstrap
-    offer = ctx.status.offer
-    assert offer is not None
-    labels = dict(spec.node.labels) if spec.node else {}
-    labels.update(
-        {
-            "gpuctl.io/request": ctx.name,
-            "gpuctl.io/instance-name": ctx.instance_name,
-            "gpuctl.io/provider": offer.provider,
-            "gpuctl.io/capacity-type": offer.capacity_type.value,
-            "gpuctl.io/gpu-type": offer.gpu_type,
-        }
-    )
+    labels = node_labels(ctx)
     taints = tuple(
         f"{t.key}={t.value or ''}:{t.effect.value}" for t in (spec.node.taints if spec.node else [])
     )

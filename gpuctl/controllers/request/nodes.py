@@ -12,6 +12,27 @@ INSTANCE_INDEX = "instance-name"  # index of the nodes store on label gpuctl.io/
 REQUEST_INDEX = "request"  # index of the nodes store on label gpuctl.io/request
 
 
+def node_labels(ctx: Ctx) -> dict[str, str]:
+    """The machine's Node labels: `spec.node.labels` plus gpuctl's own.
+
+    The same set goes into the join data (the kubelet registers with it) and is
+    re-applied once the Node is Ready, so both sides cannot disagree.
+    """
+    spec, offer = ctx.request.spec, ctx.status.offer
+    assert offer is not None
+    labels = dict(spec.node.labels) if spec.node else {}
+    labels.update(
+        {
+            "gpuctl.io/request": ctx.name,
+            "gpuctl.io/instance-name": ctx.instance_name,
+            "gpuctl.io/provider": offer.provider,
+            "gpuctl.io/capacity-type": offer.capacity_type.value,
+            "gpuctl.io/gpu-type": offer.gpu_type,
+        }
+    )
+    return labels
+
+
 def find_node(ctx: Ctx) -> dict[str, Any] | None:
     """The Node labelled with the attempt's instance name whose provider ID, if set, names it."""
     instance = ctx.status.instance

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
 from gpuctl.controllers import ledger
+from gpuctl.controllers.bootstrap import TOKEN_NAMESPACE
 from gpuctl.controllers.request.context import Ctx
-from gpuctl.controllers.request.launch import token_id
+from gpuctl.controllers.request.launch import token_secret_name
 from gpuctl.controllers.request.nodes import delete_request_nodes
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.providers.base import Instance, InstanceState, NotFoundError
@@ -59,9 +60,9 @@ async def machine_gone(ctx: Ctx) -> bool:
 async def _delete_tokens(ctx: Ctx) -> None:
     uid = ctx.request.metadata.uid or ""
     for attempt in range(1, ctx.status.attempt + 1):
-        name = f"bootstrap-token-{token_id(uid, attempt)}"
+        name = token_secret_name(uid, attempt)
         try:
-            await ctx.services.client.delete(SECRETS, name, namespace="kube-system")
+            await ctx.services.client.delete(SECRETS, name, namespace=TOKEN_NAMESPACE)
         except Exception as err:
             if not is_not_found(err):
                 raise
