@@ -42,6 +42,12 @@ def register(commands: Any) -> None:
     add("--workers", type=int, default=4, help="concurrent GPUNodeRequest reconciles")
     add("--ready-poll", type=float, default=30.0, help="seconds between checks of Ready machines")
     add("--joining-poll", type=float, default=5.0, help="seconds between checks while joining")
+    add(
+        "--node-unhealthy-after",
+        type=float,
+        default=300.0,
+        help="seconds a Ready machine's Node may be not Ready or gone before it is replaced",
+    )
     add("--termination-poll", type=float, default=5.0, help="seconds between teardown checks")
     add("--provider-refresh", type=float, default=300.0, help="seconds between catalog refreshes")
     add("--gc-interval", type=float, default=120.0, help="seconds between leak collections")
@@ -64,6 +70,7 @@ async def _settings(args: argparse.Namespace) -> Settings:
         ready_poll=args.ready_poll,
         joining_poll=args.joining_poll,
         termination_poll=args.termination_poll,
+        node_unhealthy_after=datetime.timedelta(seconds=args.node_unhealthy_after),
     )
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from gpuctl.providers.base import JoinData
+from gpuctl.providers.base import JoinData, JoinMethod
 
 TOKEN_GROUP = "system:bootstrappers:gpuctl"
 TOKEN_NAMESPACE = "kube-system"
@@ -121,9 +121,29 @@ def _exports(variables: Mapping[str, str], prefix: str = "") -> str:
     return "".join(f"{prefix}export {k}={shlex.quote(v)}\n" for k, v in variables.items())
 
 
-def _kubeadm(params: JoinParams) -> str:
-    env = _exports(params.variables(), "      ")
+def _kubeadm_commands(params: JoinParams) -> str:
+    """What a kubeadm node runs once /etc/gpuctl/join.env exists: the kubelet's extra
+    flags as the kubeadm drop-in reads them (/etc/default/kubelet), then `kubeadm join`."""
     extra = " ".join(shlex.quote(a) for a in params.extra_args)
+    return (
+        ". /etc/gpuctl/join.env\n"
+        'KUBELET_EXTRA_ARGS="--node-labels=$GPUCTL_NODE_LABELS"\n'
+        'if [ -n "$GPUCTL_NODE_TAINTS" ]; then\n'
+        '  KUBELET_EXTRA_ARGS="$KUBELET_EXTRA_ARGS --register-with-taints=$GPUCTL_NODE_TAINTS"\n'
+        "fi\n"
+        'echo "KUBELET_EXTRA_ARGS=$KUBELET_EXTRA_ARGS" > /etc/default/kubelet\n'
+        'kubeadm join "${GPUCTL_API_SERVER#https://}"'
+        ' --token "$GPUCTL_BOOTSTRAP_TOKEN"'
+        ' --discovery-token-ca-cert-hash "$GPUCTL_CA_CERT_HASH"'
+        f' --node-name "$GPUCTL_NODE_NAME" {extra}'.rstrip()
+        + "\n"
+    )
+
+
+def _kubeadm_cloud_config(params: JoinParams) -> str:
+    """cloud-init user data: the join environment as a file, the commands as one runcmd."""
+    env = _exports(params.variables(), "      ")
+    commands = "".join(f"      {line}\n" for line in _kubeadm_commands(params).splitlines())
     return (
         "#cloud-config\n"
         "write_files:\n"
@@ -133,15 +153,23 @@ def _kubeadm(params: JoinParams) -> str:
         f"{env}"
         "runcmd:\n"
         "  - - bash\n"
-        "    - -c\n"
-        "    - >-\n"
-        "      . /etc/gpuctl/join.env &&\n"
-        '      echo "KUBELET_EXTRA_ARGS=--node-labels=$GPUCTL_NODE_LABELS'
-        ' --register-with-taints=$GPUCTL_NODE_TAINTS" > /etc/default/kubelet &&\n'
-        '      kubeadm join "${GPUCTL_API_SERVER#https://}"'
-        ' --token "$GPUCTL_BOOTSTRAP_TOKEN"'
-        ' --discovery-token-ca-cert-hash "$GPUCTL_CA_CERT_HASH"'
-        f' --node-name "$GPUCTL_NODE_NAME" {extra}\n'
+        "    - -euc\n"
+        "    - |\n"
+        f"{commands}"
+    )
+
+
+def _kubeadm_shell(params: JoinParams) -> str:
+    """The same join as a bash script, for clouds that run a script and not cloud-init."""
+    return (
+        "#!/bin/bash\n"
+        "set -euo pipefail\n"
+        "umask 077\n"
+        "mkdir -p /etc/gpuctl\n"
+        "cat > /etc/gpuctl/join.env <<'GPUCTL_JOIN_ENV'\n"
+        f"{_exports(params.variables())}"
+        "GPUCTL_JOIN_ENV\n"
+        f"{_kubeadm_commands(params)}"
     )
 
 
@@ -179,14 +207,32 @@ def _template(params: JoinParams, template: str, *, yaml: bool) -> str:
     return shebang + _exports(variables) + body
 
 
-def render(method: Method, params: JoinParams, template: str | None = None) -> JoinData:
-    """The join payload for `method`; `template` is required for talos and script."""
+def render(
+    method: Method,
+    params: JoinParams,
+    template: str | None = None,
+    *,
+    cloud_format: JoinMethod = JoinMethod.USER_DATA,
+) -> JoinData:
+    """The join payload for `method`, in the form the cloud runs (`cloud_format`).
+
+    cloud-init user data takes YAML or a script; a startup script or a container's
+    start command must be a shell script, so kubeadm's join is rendered as bash there
+    and a Talos machine config (YAML, no script) cannot be used at all.
+    `template` is required for talos and script.
+    """
+    wants_shell = cloud_format is not JoinMethod.USER_DATA
     if method is Method.KUBEADM:
-        script = _kubeadm(params)
+        script = _kubeadm_shell(params) if wants_shell else _kubeadm_cloud_config(params)
     elif method is Method.K3S:
         script = _k3s(params)
     else:
         if not template:
             raise ValueError(f"bootstrap method {method.value} needs a template")
+        if method is Method.TALOS and wants_shell:
+            raise ValueError(
+                f"bootstrap method talos needs cloud-init user data; this cloud runs "
+                f"a {cloud_format.value} (a shell script)"
+            )
         script = _template(params, template, yaml=method is Method.TALOS)
     return JoinData(script=script, env=params.variables())

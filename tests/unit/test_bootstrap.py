@@ -1,7 +1,13 @@
 import datetime
 import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
 
 from gpuctl.controllers.bootstrap import JoinParams, Method, Token, render, token_secret
+from gpuctl.providers.base import JoinMethod
 
 CONTRACT = re.compile(r"^\s*#?\s*(?:export\s+)?(GPUCTL_[A-Z0-9_]+)=(['\"]?)(.*?)\2\s*$", re.M)
 
@@ -43,6 +49,57 @@ def test_kubeadm_is_cloud_config_with_join_command() -> None:
     script = render(Method.KUBEADM, PARAMS).script
     assert script.startswith("#cloud-config\n")
     assert "kubeadm join" in script and "--discovery-token-ca-cert-hash" in script
+
+
+def test_kubeadm_cloud_config_parses_as_write_files_and_one_runcmd() -> None:
+    config = yaml.safe_load(render(Method.KUBEADM, PARAMS).script)
+    (written,) = config["write_files"]
+    assert written["path"] == "/etc/gpuctl/join.env" and written["permissions"] == "0600"
+    assert contract_vars(written["content"]) == PARAMS.variables()
+    ((shell, flags, commands),) = config["runcmd"]
+    assert (shell, flags) == ("bash", "-euc")
+    assert commands.startswith(". /etc/gpuctl/join.env\n")
+    assert "--register-with-taints=$GPUCTL_NODE_TAINTS" in commands
+
+
+@pytest.mark.parametrize("cloud_format", [JoinMethod.STARTUP_SCRIPT, JoinMethod.CONTAINER_ENV])
+def test_kubeadm_for_script_clouds_is_bash_not_cloud_config(cloud_format: JoinMethod) -> None:
+    """Paperspace runs its startup script with bash: cloud-config YAML would never join."""
+    script = render(Method.KUBEADM, PARAMS, cloud_format=cloud_format).script
+    assert script.startswith("#!/bin/bash\nset -euo pipefail\n")
+    assert "#cloud-config" not in script
+    assert contract_vars(script) == PARAMS.variables()
+    assert 'kubeadm join "${GPUCTL_API_SERVER#https://}"' in script
+    checked = subprocess.run(
+        ["bash", "-n"], check=False, input=script, text=True, capture_output=True
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_kubeadm_script_writes_env_then_joins_with_kubelet_flags(tmp_path: Path) -> None:
+    """Run the bash join with stand-ins for the paths and kubeadm: the flags kubeadm and
+    the kubelet get are exactly what the machine would run."""
+    script = render(Method.KUBEADM, PARAMS, cloud_format=JoinMethod.STARTUP_SCRIPT).script
+    root = str(tmp_path)
+    (tmp_path / "etc" / "default").mkdir(parents=True)
+    script = script.replace("/etc/", f"{root}/etc/")
+    stub = f"kubeadm() {{ printf '%s\\n' \"$@\" > {root}/kubeadm.args; }}\n"
+    body = script.replace("set -euo pipefail\n", "set -euo pipefail\n" + stub, 1)
+    subprocess.run(["bash", "-c", body], check=True)
+    args = (tmp_path / "kubeadm.args").read_text().split("\n")
+    assert args[:2] == ["join", "10.1.2.3:6443"]
+    assert args[args.index("--token") + 1] == PARAMS.token.value
+    assert args[args.index("--node-name") + 1] == PARAMS.node_name
+    kubelet = (tmp_path / "etc" / "default" / "kubelet").read_text()
+    assert kubelet == (
+        "KUBELET_EXTRA_ARGS=--node-labels=gpuctl.io/request=train,team=ml"
+        " --register-with-taints=nvidia.com/gpu=true:NoSchedule\n"
+    )
+
+
+def test_talos_cannot_be_a_startup_script() -> None:
+    with pytest.raises(ValueError, match="talos needs cloud-init user data"):
+        render(Method.TALOS, PARAMS, "machine: {}\n", cloud_format=JoinMethod.STARTUP_SCRIPT)
 
 
 def test_token_secret_is_what_the_authenticator_reads() -> None:

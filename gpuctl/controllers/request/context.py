@@ -51,6 +51,8 @@ class Settings:
     termination_poll: float = 5.0  # seconds between checks while waiting for the cloud
     cost_interval: datetime.timedelta = datetime.timedelta(minutes=5)
     token_margin: datetime.timedelta = datetime.timedelta(minutes=15)
+    # A Ready machine whose Node stays not Ready (or gone) this long is replaced.
+    node_unhealthy_after: datetime.timedelta = datetime.timedelta(minutes=5)
 
 
 @attrs.define

@@ -6,7 +6,7 @@ One reconcile:
 2. otherwise the finalizer `gpuctl.io/instance` is added FIRST — nothing is launched
    for a request that could be deleted without us noticing;
 3. the steps run in order — `offer`, `launch`, `liveness`, `registration`,
-   `initialization`, `lifetime` — each a small idempotent sub-reconciler that acts
+   `initialization`, `nodehealth`, `lifetime` — each a small idempotent sub-reconciler that acts
    only when the status says it is its turn; a step that made a decision the next
    must not act on before it is persisted calls `ctx.stop()`;
 4. cost is accrued (at phase changes and every `cost_interval`), and the status is
@@ -31,6 +31,7 @@ from gpuctl.controllers.request import (
     launch,
     lifetime,
     liveness,
+    nodehealth,
     offer,
     registration,
     termination,
@@ -52,6 +53,7 @@ STEPS = (
     liveness.reconcile,
     registration.reconcile,
     initialization.reconcile,
+    nodehealth.reconcile,
     lifetime.reconcile,
 )
 

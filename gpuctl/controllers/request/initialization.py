@@ -3,7 +3,8 @@
 Labels: `spec.node.labels` plus gpuctl's own (request, instance name, provider,
 capacity type, GPU type). Taints: `spec.node.taints` added to whatever the Node has.
 Both are patched only when missing, so re-running changes nothing. Once Ready,
-the Ready condition follows the Node's own readiness.
+the Ready condition follows the Node's own readiness, and the attempt's bootstrap
+token is deleted: it served its one join and must not serve another.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from gpuctl.api import ConditionType, Phase
 from gpuctl.controllers.metrics import LAUNCH_TO_READY
 from gpuctl.controllers.request.context import Ctx
+from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import find_node, is_ready, node_labels
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import NODES
@@ -53,6 +55,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
         return None
     ctx.status.phase = Phase.READY
     ctx.status.ready_at = ctx.now
+    await delete_token(ctx, ctx.status.attempt)  # joined: the token has done its one job
     ctx.condition(ConditionType.INTERRUPTED, False, "Running", "the machine is running")
     instance, offer = ctx.status.instance, ctx.status.offer
     took = (ctx.now - (instance.launched_at or ctx.now)).total_seconds()

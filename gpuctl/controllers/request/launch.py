@@ -41,6 +41,8 @@ from gpuctl.providers.base import (
     Instance,
     InstanceState,
     InvalidRequestError,
+    JoinData,
+    JoinMethod,
     LaunchRequest,
     ProviderError,
     QuotaError,
@@ -80,6 +82,17 @@ def token_id(uid: str, attempt: int) -> str:
 def token_secret_name(uid: str, attempt: int) -> str:
     """The kube-system Secret holding the attempt's token (found again after a crash)."""
     return bootstrap.Token(token_id(uid, attempt), "").secret_name
+
+
+async def delete_token(ctx: Ctx, attempt: int) -> None:
+    """Remove an attempt's bootstrap token: once its machine joined, or the attempt ended,
+    nothing may join with it any more (it would otherwise live until it expires)."""
+    name = token_secret_name(ctx.request.metadata.uid or "", attempt)
+    try:
+        await ctx.services.client.delete(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+    except Exception as err:
+        if not is_not_found(err):
+            raise
 
 
 async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
@@ -139,6 +152,22 @@ def join_params(ctx: Ctx, provider: GPUProvider, token: bootstrap.Token) -> boot
     )
 
 
+def _render(
+    ctx: Ctx, provider: GPUProvider, cloud_format: JoinMethod, token: bootstrap.Token
+) -> JoinData:
+    """The join payload in the form this cloud runs; a bootstrap the cloud cannot run
+    makes the provider unusable (a condition and an Event), not a crash loop."""
+    try:
+        return bootstrap.render(
+            bootstrap.Method(provider.spec.bootstrap.method.value),
+            join_params(ctx, provider, token),
+            _template(ctx, provider),
+            cloud_format=cloud_format,
+        )
+    except ValueError as err:
+        raise ProviderUnavailableError("BootstrapUnsupported", str(err)) from err
+
+
 async def _check_fresh(ctx: Ctx) -> None:
     fresh = await ctx.services.client.get(GPUNODEREQUESTS, ctx.name)
     if fresh["metadata"].get("resourceVersion") != ctx.obj["metadata"].get("resourceVersion"):
@@ -164,11 +193,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     provider = ctx.services.drivers.provider(offer.provider)
     driver = ctx.services.drivers.get(offer.provider)
     token = await ensure_token(ctx, provider)
-    join = bootstrap.render(
-        bootstrap.Method(provider.spec.bootstrap.method.value),
-        join_params(ctx, provider, token),
-        _template(ctx, provider),
-    )
+    join = _render(ctx, provider, driver.capabilities.join_method, token)
     await _check_fresh(ctx)
     request = LaunchRequest(
         name=ctx.instance_name,

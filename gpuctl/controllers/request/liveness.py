@@ -13,7 +13,8 @@ from __future__ import annotations
 from gpuctl.api import CapacityType, ConditionType, Phase
 from gpuctl.controllers.metrics import INTERRUPTIONS
 from gpuctl.controllers.request.context import Ctx, to_offer
-from gpuctl.controllers.request.nodes import delete_request_nodes
+from gpuctl.controllers.request.launch import delete_token
+from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
 from gpuctl.providers.base import Instance, InstanceState, NotFoundError
 from gpuctl.runtime.reconcile import Result
 
@@ -21,9 +22,16 @@ _BROKEN = (InstanceState.FAILED, InstanceState.STOPPED)
 
 
 def _interval(ctx: Ctx) -> float:
-    if ctx.status.phase == Phase.READY:
+    if ctx.status.phase == Phase.READY and _node_healthy(ctx):
         return ctx.settings.ready_poll
+    # Before Ready, or a Node that stopped being Ready: the machine may be gone, and the
+    # cloud says so before the Node's grace period ends; ask it sooner.
     return ctx.settings.joining_poll
+
+
+def _node_healthy(ctx: Ctx) -> bool:
+    node = find_node(ctx)
+    return node is not None and is_ready(node)
 
 
 def _due(ctx: Ctx) -> bool:
@@ -56,7 +64,11 @@ async def reconcile(ctx: Ctx) -> Result | None:
     return None
 
 
-async def interrupted(ctx: Ctx, current: Instance | None) -> Result:
+async def interrupted(
+    ctx: Ctx, current: Instance | None, *, reason: str = "InstanceLost", why: str = ""
+) -> Result:
+    """The machine is lost to the request: terminate what still exists, delete its Node,
+    and go to Interrupted so the offer step provisions a replacement."""
     instance, offer = ctx.status.instance, ctx.status.offer
     assert instance is not None and offer is not None
     if current is not None and current.state is not InstanceState.TERMINATED:
@@ -64,16 +76,18 @@ async def interrupted(ctx: Ctx, current: Instance | None) -> Result:
         # and its disk until it is terminated): terminate whatever is not yet gone for good.
         await ctx.services.drivers.get(offer.provider).terminate(current.id)
     await delete_request_nodes(ctx)
+    await delete_token(ctx, ctx.status.attempt)
     state = current.native_state if current is not None else "not found"
+    why = why or f"is gone (state {state})"
     if offer.capacity_type == CapacityType.SPOT:
         ctx.services.capacity.mark(to_offer(offer), "Interrupted")
     INTERRUPTIONS.labels(offer.provider, offer.capacity_type.value).inc()
     message = (
         f"{instance.name or instance.id} on {offer.provider} ({offer.capacity_type.value}) "
-        f"is gone (state {state}); provisioning a replacement"
+        f"{why}; provisioning a replacement"
     )
     ctx.status.interruptions += 1
-    ctx.condition(ConditionType.INTERRUPTED, True, "InstanceLost", message)
+    ctx.condition(ConditionType.INTERRUPTED, True, reason, message)
     ctx.condition(ConditionType.READY, False, "Interrupted", message)
     ctx.condition(ConditionType.REGISTERED, False, "Interrupted", message)
     ctx.event("Warning", "Interrupted", message)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from gpuctl.api import ConditionType, Phase, registration_timeout
 from gpuctl.controllers.request.context import Ctx, to_offer
+from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
 from gpuctl.runtime.reconcile import Result
 
@@ -45,6 +46,7 @@ async def give_up(ctx: Ctx, why: str) -> Result:
     assert instance is not None and offer is not None
     await ctx.services.drivers.get(offer.provider).terminate(instance.id)
     await delete_request_nodes(ctx)
+    await delete_token(ctx, ctx.status.attempt)
     ctx.services.capacity.mark(to_offer(offer), "RegistrationTimeout")
     message = f"{instance.name or instance.id} on {offer.provider}: {why}; terminated, retrying"
     ctx.condition(ConditionType.REGISTERED, False, "RegistrationTimeout", message)

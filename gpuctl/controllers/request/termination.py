@@ -13,15 +13,13 @@ from __future__ import annotations
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
 from gpuctl.controllers import ledger
-from gpuctl.controllers.bootstrap import TOKEN_NAMESPACE
 from gpuctl.controllers.request.context import Ctx
-from gpuctl.controllers.request.launch import token_secret_name
+from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.providers.base import Instance, InstanceState, NotFoundError
 from gpuctl.runtime.client import is_not_found
 from gpuctl.runtime.reconcile import Result
-from gpuctl.runtime.resources import SECRETS
 from gpuctl.util.crashpoints import crash_point
 
 
@@ -58,14 +56,8 @@ async def machine_gone(ctx: Ctx) -> bool:
 
 
 async def _delete_tokens(ctx: Ctx) -> None:
-    uid = ctx.request.metadata.uid or ""
     for attempt in range(1, ctx.status.attempt + 1):
-        name = token_secret_name(uid, attempt)
-        try:
-            await ctx.services.client.delete(SECRETS, name, namespace=TOKEN_NAMESPACE)
-        except Exception as err:
-            if not is_not_found(err):
-                raise
+        await delete_token(ctx, attempt)
 
 
 async def release(ctx: Ctx) -> None:

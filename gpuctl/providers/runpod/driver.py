@@ -234,6 +234,9 @@ class RunPodDriver:
             image_name=options.get("imageName") or None,
             template_id=options.get("templateId") or None,
             env=dict(request.join.env),
+            # The pod's start command runs the join script in the container (bash -c);
+            # the same variables are in its env for images that join by themselves.
+            docker_start_cmd=["bash", "-c", request.join.script] if request.join.script else None,
             ports=ports or None,
         )
 
