@@ -1,0 +1,1 @@
+"""The GPUNodeRequest controller: `controller` runs the steps, one module per step."""

@@ -1,0 +1,1 @@
+"""Data only: the GPU and region tables (`catalog` reads them as package resources)."""
