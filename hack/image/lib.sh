@@ -1,0 +1,35 @@
+# shellcheck shell=bash
+# Shared settings of hack/image/*.sh (sourced, not run). Every name can be overridden
+# from the environment; `make image` and `make image-sim` use the defaults.
+
+# Daemonless and rootless-friendly: Buildah with chroot isolation on the vfs driver
+# works where no container engine, overlay mounts or user namespaces are available.
+GPUCTL_STORAGE_DRIVER=${GPUCTL_STORAGE_DRIVER:-vfs}
+GPUCTL_ISOLATION=${GPUCTL_ISOLATION:-chroot}
+BUILDAH=(buildah --storage-driver "$GPUCTL_STORAGE_DRIVER")
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+# One version source: gpuctl/__init__.py (setup.cfg reads it too), so the tags are the
+# ones manifests/manager/deployment.yaml and manifests/sim name.
+GPUCTL_VERSION=${GPUCTL_VERSION:-$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO_ROOT/gpuctl/__init__.py")}
+GPUCTL_IMAGE=${GPUCTL_IMAGE:-ghcr.io/gpuctl/gpuctl:v$GPUCTL_VERSION}
+GPUCTL_SIM_IMAGE=${GPUCTL_SIM_IMAGE:-ghcr.io/gpuctl/gpuctl-sim:v$GPUCTL_VERSION}
+
+# The local stand-in for the Containerfile's default PYTHON_IMAGE (python:3.11-slim):
+# Debian's own Python 3.11, which is Debian 12 (bookworm)'s python3.
+GPUCTL_BASE_SUITE=${GPUCTL_BASE_SUITE:-bookworm}
+GPUCTL_BASE_IMAGE=${GPUCTL_BASE_IMAGE:-localhost/gpuctl-python:3.11-$GPUCTL_BASE_SUITE}
+
+log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
+die() {
+  log "$*"
+  exit 1
+}
+need() {
+  local tool
+  for tool in "$@"; do
+    command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install $tool)"
+  done
+}
+image_exists() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
