@@ -31,6 +31,7 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
+import gpuctl
 from gpuctl.api.install import install_crds
 from gpuctl.dev.controlplane import ControlPlane
 from tests.unit.test_rbac_rules import CLUSTER, EXPECTED, OPERATOR_NAMESPACE
@@ -146,6 +147,18 @@ def test_default_renders_the_whole_install(default: list[Obj]) -> None:
             # Kept in kube-system: a plain kustomize `namespace:` would have moved them.
             ("Role", "kube-system", "gpuctl-bootstrap-tokens"),
             ("RoleBinding", "kube-system", "gpuctl-bootstrap-tokens"),
+            # manifests/join: what gpuctl's bootstrap tokens need to join (kubeadm's grants).
+            ("Role", "kube-public", "gpuctl:bootstrap-signer-clusterinfo"),
+            ("RoleBinding", "kube-public", "gpuctl:bootstrap-signer-clusterinfo"),
+            ("Role", "kube-system", "gpuctl:nodes-kubeadm-config"),
+            ("RoleBinding", "kube-system", "gpuctl:nodes-kubeadm-config"),
+            ("Role", "kube-system", "gpuctl:kubelet-config"),
+            ("RoleBinding", "kube-system", "gpuctl:kubelet-config"),
+            ("ClusterRole", None, "gpuctl:get-nodes"),
+            ("ClusterRoleBinding", None, "gpuctl:get-nodes"),
+            ("ClusterRoleBinding", None, "gpuctl:kubelet-bootstrap"),
+            ("ClusterRoleBinding", None, "gpuctl:node-autoapprove-bootstrap"),
+            ("ClusterRoleBinding", None, "gpuctl:node-autoapprove-certificate-rotation"),
             ("Deployment", ns, "gpuctl-controller-manager"),
             ("PodDisruptionBudget", ns, "gpuctl-controller-manager"),
             ("Service", ns, "gpuctl-controller-manager-metrics"),
@@ -181,7 +194,7 @@ def test_the_deployment_is_hardened_and_highly_available(default: list[Obj]) -> 
         "kubernetes.io/hostname"
     }
     (container,) = pod["containers"]
-    assert container["image"] == "ghcr.io/gpuctl/gpuctl:v0.1.0"
+    assert container["image"] == f"ghcr.io/gpuctl/gpuctl:v{gpuctl.__version__}"
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -311,6 +324,106 @@ async def test_the_authorizer_refuses_everything_else(
     ]
     answers = await asyncio.gather(*(allowed(kube, user, *check) for check in checks))
     assert not [check for check, answer in zip(checks, answers, strict=True) if answer]
+
+
+# -- manifests/join against the real authorizer -------------------------------------
+
+TOKEN_GROUP = "system:bootstrappers:gpuctl"
+CSR = "certificates.k8s.io"
+# (who, verb, group, resource, namespace, name, allowed). "tokens" is a bootstrap token of
+# gpuctl's group, "anonymous" an unauthenticated caller, "node" a joined kubelet.
+JOIN_CHECKS = [
+    ("anonymous", "get", "", "configmaps", "kube-public", "cluster-info", True),
+    ("anonymous", "get", "", "configmaps", "kube-public", "other", False),
+    ("anonymous", "list", "", "configmaps", "kube-public", "", False),
+    ("anonymous", "get", "", "configmaps", "kube-system", "kubeadm-config", False),
+    ("anonymous", "create", CSR, "certificatesigningrequests", "", "", False),
+    ("tokens", "get", "", "configmaps", "kube-system", "kubeadm-config", True),
+    ("tokens", "get", "", "configmaps", "kube-system", "kubelet-config", True),
+    ("tokens", "get", "", "configmaps", "kube-system", "kube-proxy", False),
+    ("tokens", "list", "", "configmaps", "kube-system", "", False),
+    ("tokens", "update", "", "configmaps", "kube-system", "kubelet-config", False),
+    ("tokens", "get", "", "secrets", "kube-system", "", False),
+    ("tokens", "get", "", "nodes", "", "gpu-node-1", True),
+    ("tokens", "list", "", "nodes", "", "", False),
+    ("tokens", "create", "", "nodes", "", "", False),
+    ("tokens", "patch", "", "nodes/status", "", "gpu-node-1", False),
+    ("tokens", "create", CSR, "certificatesigningrequests", "", "", True),
+    ("tokens", "get", CSR, "certificatesigningrequests", "", "csr-1", True),
+    ("tokens", "create", CSR, "certificatesigningrequests/nodeclient", "", "", True),
+    ("tokens", "create", CSR, "certificatesigningrequests/selfnodeclient", "", "", False),
+    ("tokens", "update", CSR, "certificatesigningrequests/approval", "", "csr-1", False),
+    ("node", "create", CSR, "certificatesigningrequests/selfnodeclient", "", "", True),
+    ("node", "create", CSR, "certificatesigningrequests/nodeclient", "", "", False),
+    ("node", "get", "", "configmaps", "kube-system", "kubeadm-config", False),
+]
+
+
+@pytest.fixture
+async def join_identities(
+    kubectl: list[str], default: list[Obj]
+) -> AsyncIterator[dict[str, tuple[str, list[str]]]]:
+    """manifests/join applied for real, its subjects replaced by identities of this test.
+
+    Names get a suffix, and system:anonymous, gpuctl's token group and system:nodes are
+    swapped for a test user and groups, so that grants other tests or the control plane
+    made to the real subjects cannot answer for these objects (subjects are checked by
+    tests/unit/test_join_rbac.py).
+    """
+    suffix = f"-{secrets.token_hex(3)}"
+    anonymous, tokens, nodes = (f"gpuctl-test:{who}{suffix}" for who in ("anon", "tok", "node"))
+    swap = {"system:anonymous": anonymous, TOKEN_GROUP: tokens, "system:nodes": nodes}
+    join = await render(kubectl, MANIFESTS / "join")
+    assert {key(o) for o in join} <= {key(o) for o in default}  # default includes the join
+    for obj in join:
+        obj["metadata"]["name"] += suffix
+        ref = obj.get("roleRef")
+        if ref and ref["name"].startswith("gpuctl:"):  # not the API server's own roles
+            ref["name"] += suffix
+        for subject in obj.get("subjects", []):
+            subject["name"] = swap[subject["name"]]
+    document = yaml.safe_dump_all(join)
+    code, out, err = await run([*kubectl, "apply", "--server-side", "-f", "-"], document)
+    assert code == 0, out + err
+    try:
+        yield {
+            "anonymous": (anonymous, []),
+            "tokens": ("system:bootstrap:abcdef", [tokens]),
+            "node": ("system:node:gpu-node-1", [nodes]),
+        }
+    finally:
+        await run([*kubectl, "delete", "--ignore-not-found", "-f", "-"], document)
+
+
+async def may(kube: client.ApiClient, identity: tuple[str, list[str]], check: list[str]) -> bool:
+    verb, group, resource, namespace, name = check
+    resource, _, subresource = resource.partition("/")
+    review = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(
+            user=identity[0],
+            groups=identity[1],
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb,
+                group=group,
+                resource=resource,
+                subresource=subresource or None,
+                namespace=namespace or None,
+                name=name or None,
+            ),
+        )
+    )
+    answer = await client.AuthorizationV1Api(kube).create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+async def test_the_join_grants_what_kubeadm_join_needs_and_nothing_else(
+    kube: client.ApiClient, join_identities: dict[str, tuple[str, list[str]]]
+) -> None:
+    answers = await asyncio.gather(
+        *(may(kube, join_identities[who], check) for who, *check, _ in JOIN_CHECKS)
+    )
+    wrong = [c[:-1] for c, a in zip(JOIN_CHECKS, answers, strict=True) if a != c[-1]]
+    assert not wrong, f"answered against the table: {wrong}"
 
 
 # -- manifests/prometheus ----------------------------------------------------------
