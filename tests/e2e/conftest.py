@@ -33,6 +33,7 @@ from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.metrics import REGISTRY
 from gpuctl.runtime.resources import EVENTS, NAMESPACES, SECRETS
 from gpuctl.sim import SimConfig, Simulator, install_kubelet_rbac
+from tests.wheel import gpuctl_built_wheel, gpuctl_wheel  # noqa: F401 - fixtures
 
 NAMESPACE = "gpuctl-system"
 CLOUDS = ("lambda", "runpod", "paperspace")

@@ -1,16 +1,45 @@
-"""A GPUNodeRequest becomes a Ready Node on the cheapest fitting offer, and goes away cleanly."""
+"""A GPUNodeRequest becomes a Ready Node on the cheapest fitting offer, and goes away cleanly.
+
+The operator here is the one users run: `gpuctl run` from the wheel, installed into a
+fresh virtualenv (tests/wheel.py), as a child process with the flags that give the e2e
+settings of `operator_config`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
 
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.runtime.client import Client
 from gpuctl.runtime.resources import EVENTS, NODES, SECRETS
 from gpuctl.sim import Simulator
-from tests.e2e.conftest import Env, MakeRequest, delete_and_wait, wait_for, wait_phase
+from tests.e2e.conftest import (
+    ISSUED_KEYS,
+    Env,
+    MakeRequest,
+    delete_and_wait,
+    operator_config,
+    wait_for,
+    wait_phase,
+)
+from tests.wheel import GpuctlProcess, Installed, run_args, running_gpuctl
+
+
+@pytest.fixture
+async def operator(
+    env: Env, control_plane: ControlPlane, gpuctl_wheel: Installed, tmp_path: Path
+) -> AsyncIterator[GpuctlProcess]:
+    """Replaces conftest's in-process operator for this module (`make_request` uses it)."""
+    args = run_args(operator_config(env, control_plane))
+    log = tmp_path / "operator.log"
+    async with running_gpuctl(gpuctl_wheel, args, log, secrets=ISSUED_KEYS) as running:
+        yield running
 
 
 async def test_full_lifecycle_to_ready_and_back_to_nothing(
