@@ -202,7 +202,6 @@ class Demo:
         api = await stack.enter_async_context(await api_client(cp.kubeconfig))
         client = Client(api)
         await install_crds(api)
-        await _install_kubelet_rbac(api)
         await _ensure_namespace(client)
         self._check_stop()
         operator = await self._operator(stack, cp, workdir)
@@ -423,12 +422,6 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _install_kubelet_rbac(api: Any) -> None:
-    from gpuctl.sim import install_kubelet_rbac  # noqa: PLC0415 - the optional `sim` extra
-
-    await install_kubelet_rbac(api)
 
 
 async def _ensure_namespace(client: Client) -> None:

@@ -39,9 +39,15 @@ def register(commands: Any) -> None:
         "--interrupt-rate", type=float, help="spot interruptions per spot instance-hour"
     )
     parser.add_argument(
-        "--kubeconfig", type=Path, help="enables the simulated kubelet (later Node updates)"
+        "--execute-join-data",
+        action="store_true",
+        default=None,
+        help="boot each machine as a process tree that runs its join data (needs root)",
     )
-    parser.add_argument("--ca-file", type=Path, help="cluster CA: verify TLS and the CA hash")
+    parser.add_argument("--node-agent", type=Path, help="the node agent binary machines run")
+    parser.add_argument("--workdir", type=Path, help="where machines' files go")
+    parser.add_argument("--kubeconfig", type=Path, help="the cluster machines join (informational)")
+    parser.add_argument("--ca-file", type=Path, help="that cluster's CA (informational)")
     parser.add_argument(
         "--ports",
         type=parse_ports,
@@ -71,6 +77,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         "interrupt_rate": args.interrupt_rate,
         "kubeconfig": args.kubeconfig,
         "ca_file": args.ca_file,
+        "execute_join_data": args.execute_join_data,
+        "node_agent": args.node_agent,
+        "workdir": args.workdir,
     }
     overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
     if args.ports:
@@ -84,7 +93,7 @@ def describe(sim: Simulator) -> dict[str, Any]:
         "api_keys": {cloud: sim.api_key(cloud) for cloud in CLOUDS},
         "control_url": sim.control_url,
         "seed": sim.config.seed,
-        "kubelet": sim.config.kubelet_enabled,
+        "machines": sim.config.execute_join_data,
     }
 
 
@@ -106,18 +115,28 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: SimConfig, output: str) -> int:
-    from gpuctl.sim import Simulator  # noqa: PLC0415 - needs the optional `sim` extra
+    from gpuctl.sim import MachineError, Simulator  # noqa: PLC0415 - the optional `sim` extra
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with Simulator(config) as sim:
+    sim = Simulator(config)
+    try:
+        await sim.start()  # stops what it started if it fails
+    except MachineError as error:
+        print(f"gpuctl sim: {error}", file=sys.stderr, flush=True)
+        return 2
+    try:
         info = describe(sim)
         print(json.dumps(info) if output == "json" else render_table(info), flush=True)
-        if not config.kubelet_enabled:
-            print("# simulated kubelet off (no --kubeconfig)", file=sys.stderr, flush=True)
-        elif config.ca_file is None:
-            print("# kubelet: no --ca-file, TLS and CA hash NOT verified", file=sys.stderr)
+        if not config.execute_join_data:
+            print(
+                "# join data is not executed (no --execute-join-data): machines join nothing",
+                file=sys.stderr,
+                flush=True,
+            )
         await stop.wait()
+    finally:
+        await sim.stop()
     return 0

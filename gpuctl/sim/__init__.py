@@ -6,14 +6,14 @@ See docs/sim.md. The public surface:
 - `SimInstance`, `LedgerEntry`, `Violation`, `Phase`, `JoinStatus`: what the
   simulator reports;
 - `ManualClock`: a clock tests move by hand;
-- `install_kubelet_rbac`: the RBAC the simulated kubelet needs.
+- `MachineError`: join data cannot be executed on this host.
 """
 
 from gpuctl.sim.clock import Clock, ManualClock, SystemClock
 from gpuctl.sim.config import CLOUDS, CloudCatalog, MachineType, SimConfig
 from gpuctl.sim.faults import Fault, Faults
+from gpuctl.sim.machines import MachineError
 from gpuctl.sim.model import JoinStatus, LedgerEntry, Phase, SimInstance, Violation
-from gpuctl.sim.rbac import install_kubelet_rbac
 from gpuctl.sim.simulator import Simulator
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Faults",
     "JoinStatus",
     "LedgerEntry",
+    "MachineError",
     "MachineType",
     "ManualClock",
     "Phase",
@@ -32,5 +33,4 @@ __all__ = [
     "Simulator",
     "SystemClock",
     "Violation",
-    "install_kubelet_rbac",
 ]

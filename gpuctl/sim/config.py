@@ -1,4 +1,4 @@
-"""The simulator's configuration: timings, kubelet wiring, ports, keys and catalogue.
+"""The simulator's configuration: timings, machines, ports, keys and catalogue.
 
 `SimConfig()` is the shipped default (`default.yaml` in this package);
 `SimConfig.from_yaml(path)` merges a file onto it. Merging is key by key for
@@ -99,16 +99,17 @@ class SimConfig:
     slow_seconds: float = 2.0
     hang_seconds: float = 30.0
     enforce_rate_limits: bool = False
+    # The cluster the machines join, for callers (the demo, tests); the simulator
+    # itself never talks to Kubernetes: machines join by running their join data.
     kubeconfig: Path | None = None
     ca_file: Path | None = None
+    # Boot machines as real process trees that run their join data (needs root).
+    execute_join_data: bool = False
+    node_agent: Path | None = None  # None: bin/k8s/gpuctl-node-agent of the checkout
+    workdir: Path | None = None  # machines' files; None: a temporary directory
     ports: Mapping[str, int] = attrs.field(factory=dict)
     api_keys: Mapping[str, str] = attrs.field(factory=dict)
     catalogs: Mapping[str, CloudCatalog] = attrs.field(factory=default_catalogs)
-
-    @property
-    def kubelet_enabled(self) -> bool:
-        """The simulated kubelet runs only when it has credentials for later updates."""
-        return self.kubeconfig is not None
 
     def api_key(self, cloud: str) -> str:
         return self.api_keys.get(cloud) or f"sim-{cloud}-{self.seed}"

@@ -30,15 +30,17 @@ class Phase(enum.StrEnum):
 
 
 class JoinStatus(enum.StrEnum):
-    """What the simulated kubelet made of the machine's join data."""
+    """What became of the machine's join data (docs/sim.md#machines)."""
 
     PENDING = "pending"  # not booted yet
-    DISABLED = "kubelet-disabled"  # SimConfig.kubeconfig not set
-    NO_JOIN_DATA = "no-join-data"  # no GPUCTL_* variables: joins nothing
-    REFUSED = "refused"  # CA hash mismatch or missing: refused like kubeadm
-    REJECTED = "rejected"  # the API server refused the bootstrap token
-    FAILED = "failed"  # any other error talking to the API server
-    JOINED = "joined"
+    DISABLED = "disabled"  # SimConfig.execute_join_data is off: nothing runs
+    NO_JOIN_DATA = "no-join-data"  # nothing to run (no user data, script or start command)
+    NOT_RUN = "not-run"  # the cloud would not run it (format, size): join_detail says why
+    RUNNING = "running"  # the boot program runs
+    JOINED = "joined"  # the kubelet has its client credentials (TLS bootstrap done)
+    NOT_JOINED = "not-joined"  # the boot program exited 0 without joining
+    FAILED = "failed"  # the boot program failed (or the machine did not boot)
+    INTERRUPTED = "interrupted"  # the machine stopped or went away while it ran
 
 
 @attrs.define

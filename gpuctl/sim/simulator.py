@@ -1,4 +1,4 @@
-"""`Simulator`: three simulated GPU clouds, their control API and the simulated kubelet.
+"""`Simulator`: three simulated GPU clouds, their control API and their machines.
 
 ```
 async with Simulator(SimConfig(seed=1, boot_seconds=0.0)) as sim:
@@ -11,8 +11,10 @@ async with Simulator(SimConfig(seed=1, boot_seconds=0.0)) as sim:
 
 Every server binds 127.0.0.1. A ticker task applies state transitions at their
 due time (and every request does first), so clients always observe current
-state. `stop()` cuts hanging faults short, cancels the kubelet's operations and
-closes every site; Nodes already registered stay in the cluster.
+state. With `execute_join_data`, each running instance is a machine that runs
+its join data the way its cloud would (gpuctl.sim.machines); the simulator
+itself never talks to Kubernetes. `stop()` cuts hanging faults short, kills
+every machine, removes their files and closes every site.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from gpuctl.sim import control, lambdacloud, paperspace, runpod
 from gpuctl.sim.clock import Clock, SystemClock
 from gpuctl.sim.config import CLOUDS, SimConfig
 from gpuctl.sim.faults import Faults
-from gpuctl.sim.kubelet import Kubelet
+from gpuctl.sim.machines import Machines
 from gpuctl.sim.model import LedgerEntry, SimInstance, Violation
 from gpuctl.sim.server import CloudApi, CloudServer, Context
 from gpuctl.sim.state import SimState
@@ -59,8 +61,8 @@ class Simulator:
         self.faults = Faults()
         self.ledger: list[LedgerEntry] = []
         self.violations: list[Violation] = []
-        self.kubelet = Kubelet(kubeconfig=self.config.kubeconfig, ca_file=self.config.ca_file)
-        self.state.subscribe(self.kubelet.on_transition)
+        self.machines = Machines(self.config)
+        self.state.subscribe(self.machines.on_transition)
         self._ports: dict[str, int] = {}
         self._runners: list[web.AppRunner] = []
         self._ticker: asyncio.Task[None] | None = None
@@ -93,6 +95,7 @@ class Simulator:
             stopping=self._stopping,
         )
         try:
+            await self.machines.start()
             for cloud in CLOUDS:
                 api = _APIS[cloud](self.state, self.config)
                 app = CloudServer(api, context).application()
@@ -113,7 +116,7 @@ class Simulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
-        await self.kubelet.stop()
+        await self.machines.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -160,18 +163,38 @@ class Simulator:
         self.state.advance()
         now = self.clock.now()
         render = NATIVE_STATE[cloud]
-        return [
-            attrs.evolve(i, state=render(i, now))
-            for i in self.state.cloud(cloud).instances.values()
-        ]
+        instances = list(self.state.cloud(cloud).instances.values())
+        for instance in instances:
+            self.machines.refresh(instance)
+        return [attrs.evolve(i, state=render(i, now)) for i in instances]
+
+    def instance(self, cloud: str, instance_id: str) -> SimInstance:
+        """A snapshot of one instance (KeyError if the cloud never had it)."""
+        for instance in self.instances(cloud):
+            if instance.id == instance_id:
+                return instance
+        raise KeyError(f"{cloud}: no instance {instance_id!r}")
 
     async def settle(self) -> None:
-        """Apply due transitions and wait for the kubelet to finish what they started."""
+        """Apply due transitions and wait until the machines they boot or kill are booted
+        (their processes started) or gone. A join itself takes real time: see `wait_join`."""
         self.state.advance()
-        await self.kubelet.idle()
+        await self.machines.idle()
+
+    async def wait_join(self, cloud: str, instance_id: str, seconds: float = 60.0) -> SimInstance:
+        """Until the machine joined, its boot program ended, or the machine is gone;
+        a snapshot then. TimeoutError after `seconds`."""
+        self.state.advance()
+        await self.machines.wait_join(self.state.instance(cloud, instance_id), seconds)
+        return self.instance(cloud, instance_id)
+
+    def console(self, cloud: str, instance_id: str) -> str:
+        """The machine's console log (its serial console): "" if it never booted."""
+        return self.machines.console(self.state.instance(cloud, instance_id))
 
     def reset(self) -> None:
         """Forget instances, faults, ledger and violations; capacity and prices as configured."""
+        self.machines.reset()
         self.state.reset()
         self.faults.clear()
         self.ledger.clear()

@@ -81,7 +81,7 @@ from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.informer import Informer
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.resources import CONFIGMAPS, NODES, SECRETS
-from gpuctl.sim import CLOUDS, install_kubelet_rbac
+from gpuctl.sim import CLOUDS
 
 JSON = dict[str, Any]
 
@@ -483,7 +483,7 @@ async def run(options: Options) -> LifecycleReport:
         cp = await stack.enter_async_context(ControlPlane())
         kube = await stack.enter_async_context(await api_client(cp.kubeconfig))
         await prepare_cluster(kube)
-        await install_kubelet_rbac(kube)
+        # TODO(lead): join RBAC + execute_join_data for real node agents (issue 10)
         api = Client(kube)
         sim = SimProcess.for_benchmark(workdir, cp, capacity=options.requests + 10)
         stack.push_async_callback(sim.stop)

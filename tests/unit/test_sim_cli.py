@@ -25,7 +25,7 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     resolved = sim_cli.config_from_args(args)
     assert (resolved.seed, resolved.boot_seconds) == (3, 0.5)
     assert resolved.ports == {"runpod": 9001, "lambda": 9000}
-    assert not resolved.kubelet_enabled
+    assert not resolved.execute_join_data
 
 
 def test_bad_ports_are_rejected() -> None:

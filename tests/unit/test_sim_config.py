@@ -51,9 +51,13 @@ def test_api_keys_default_per_cloud_and_seed() -> None:
     assert SimConfig(api_keys={"lambda": "k"}).api_key("lambda") == "k"
 
 
-def test_kubelet_runs_only_with_a_kubeconfig() -> None:
-    assert not SimConfig().kubelet_enabled
-    assert SimConfig(kubeconfig=Path("/k")).kubelet_enabled
+def test_join_data_runs_only_when_asked() -> None:
+    default = SimConfig()
+    assert not default.execute_join_data
+    assert default.node_agent is None and default.workdir is None
+    loaded = SimConfig.from_dict({"execute_join_data": True, "node_agent": "/a", "workdir": "/w"})
+    assert loaded.execute_join_data
+    assert (loaded.node_agent, loaded.workdir) == (Path("/a"), Path("/w"))
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)
