@@ -1,10 +1,18 @@
-"""A real local Kubernetes control plane: etcd plus kube-apiserver, envtest-style.
+"""A real local Kubernetes cluster's control plane, kubeadm-style.
 
-`ControlPlane` starts both from binaries built by `make controlplane` (or from
-`$KUBEBUILDER_ASSETS`), waits for `/readyz` and writes an admin kubeconfig. The
-API server enforces RBAC; identities come from a static token file (the admin in
-`system:masters` plus any `TokenUser` given at start) and from client
-certificates that `kubeconfig_for()` mints at any time.
+`ControlPlane` starts etcd, kube-apiserver, kube-controller-manager and
+kube-scheduler from binaries built by `make controlplane` (etcd, kube-apiserver
+and kubectl may come from `$KUBEBUILDER_ASSETS`), waits for each to be healthy,
+creates the objects `kubeadm init` creates for joining machines
+(`gpuctl.dev.kubeadm`) and writes an admin kubeconfig.
+
+The API server authorizes with `Node,RBAC` and admits with `NodeRestriction`, as
+a kubeadm cluster does; anonymous requests are authenticated only for the paths
+token discovery and health checks need (an AuthenticationConfiguration with
+anonymous conditions), and RBAC lets `system:anonymous` read `cluster-info` only.
+Identities come from a static token file (the admin in `system:masters` plus any
+`TokenUser` given at start), from client certificates that `kubeconfig_for()`
+mints at any time, and from bootstrap tokens (kube-system Secrets).
 
 No child may outlive its parent: each child runs in its own session (Ctrl-C in a
 terminal reaches only us, and we stop the children in order) and carries
@@ -16,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -31,11 +40,24 @@ import aiohttp
 import attrs
 import yaml
 
-from gpuctl.dev import pki
+from gpuctl.dev import kubeadm, pki
+from gpuctl.dev.components import ComponentPaths, controller_manager_args, scheduler_args
 from gpuctl.dev.process import ChildProcess
 
+log = logging.getLogger(__name__)
+
 BINARIES = ("etcd", "kube-apiserver", "kubectl")
+COMPONENTS = ("kube-controller-manager", "kube-scheduler")
 ADMIN_USER = "gpuctl-admin"
+KUBERNETES_VERSION = "v1.37.2"  # what hack/controlplane builds (a unit test checks)
+# Anonymous requests are authenticated on these paths only: kubeadm's token
+# discovery reads cluster-info before it trusts anything, and health checks.
+ANONYMOUS_PATHS = (
+    "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+    "/livez",
+    "/readyz",
+    "/healthz",
+)
 
 
 class ControlPlaneError(RuntimeError):
@@ -81,6 +103,20 @@ def find_binaries() -> Path:
     )
 
 
+def find_component_binaries() -> Path:
+    """The directory holding kube-controller-manager and kube-scheduler (`make controlplane`)."""
+    candidates = [Path(d) for d in (os.environ.get("KUBEBUILDER_ASSETS"),) if d]
+    if root := repo_root():
+        candidates.append(root / "bin" / "k8s")
+    for directory in candidates:
+        if all((directory / name).is_file() for name in COMPONENTS):
+            return directory
+    searched = ", ".join(str(c) for c in candidates) or "nothing"
+    raise ControlPlaneError(
+        f"cluster binaries {COMPONENTS} not found (searched {searched}); run `make controlplane`"
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -100,6 +136,9 @@ class ControlPlane:
     binaries: Path | None = None
     startup_timeout: float = 60.0
     extra_apiserver_args: Sequence[str] = ()
+    # How long a Node may go without a heartbeat before kube-controller-manager marks it
+    # Unknown (kubeadm's default is 40s; short here so tests see it quickly).
+    node_monitor_grace: str = "20s"
 
     admin: TokenUser = attrs.field(
         factory=lambda: TokenUser(ADMIN_USER, ("system:masters",)), init=False
@@ -108,9 +147,15 @@ class ControlPlane:
     etcd_url: str = attrs.field(default="", init=False)
     ca: pki.CA | None = attrs.field(default=None, init=False)
     ready_seconds: float = attrs.field(default=0.0, init=False)
+    controller_manager_kubeconfig: Path | None = attrs.field(default=None, init=False)
+    scheduler_kubeconfig: Path | None = attrs.field(default=None, init=False)
     _owns_workdir: bool = attrs.field(default=False, init=False)
     _etcd: ChildProcess | None = attrs.field(default=None, init=False)
     _apiserver: ChildProcess | None = attrs.field(default=None, init=False)
+    _controller_manager: ChildProcess | None = attrs.field(default=None, init=False)
+    _scheduler: ChildProcess | None = attrs.field(default=None, init=False)
+    _supervisors: list[asyncio.Task[None]] = attrs.field(factory=list, init=False)
+    restarts: dict[str, int] = attrs.field(factory=dict, init=False)
 
     # -- public surface -------------------------------------------------------
 
@@ -138,7 +183,7 @@ class ControlPlane:
 
     @property
     def pids(self) -> list[int]:
-        children = (self._etcd, self._apiserver)
+        children = (self._etcd, self._apiserver, self._controller_manager, self._scheduler)
         return [c.process.pid for c in children if c is not None and c.process is not None]
 
     async def __aenter__(self) -> ControlPlane:
@@ -162,18 +207,31 @@ class ControlPlane:
             self.port = free_port()
             await self.start_apiserver()
             self._write_kubeconfig(self.kubeconfig, self._token_user_entry(self.admin))
+            await self._start_components()
         except BaseException:
             await self.stop()
             raise
         self.ready_seconds = time.monotonic() - started
 
     async def stop(self) -> None:
-        """Stop the API server, then etcd; remove the directory we created."""
-        for child in (self._apiserver, self._etcd):
+        """Stop the scheduler, controller-manager, API server, then etcd; remove our directory."""
+        for task in self._supervisors:
+            task.cancel()
+        for task in self._supervisors:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._supervisors.clear()
+        children = (self._scheduler, self._controller_manager, self._apiserver, self._etcd)
+        for child in children:
             if child is not None:
                 await child.stop()
         if self._owns_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def ca_hash(self) -> str:
+        """kubeadm's `--discovery-token-ca-cert-hash` for this cluster."""
+        return pki.ca_public_key_hash(self.ca_file.read_bytes())
 
     async def stop_apiserver(self) -> None:
         """Stop only kube-apiserver (etcd keeps the data); for restart tests."""
@@ -232,6 +290,9 @@ class ControlPlane:
         )
         (pki_dir / "apiserver.crt").write_bytes(serving.cert_pem)
         (pki_dir / "apiserver.key").write_bytes(serving.key_pem)
+        (pki_dir / "ca.key").write_bytes(self.ca.key_pem)
+        (pki_dir / "ca.key").chmod(0o600)
+        (pki_dir / "authentication.yaml").write_text(_authentication_config())
         pki.write_service_account_keys(pki_dir)
         rows = [self.admin, *self.users]
         lines = [f'{u.token},{u.name},{u.name},"{",".join(u.groups)}"' for u in rows]
@@ -267,12 +328,13 @@ class ControlPlane:
             f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
             f"--client-ca-file={self.ca_file}",
             f"--token-auth-file={pki_dir / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            f"--authentication-config={pki_dir / 'authentication.yaml'}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
-            # No kube-controller-manager runs here to lift the not-ready taint this
-            # plugin puts on new Nodes, so it is off too (envtest disables ServiceAccount).
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            # As envtest: pods need no ServiceAccount token volume (no kubelet mounts one).
+            "--disable-admission-plugins=ServiceAccount",
             f"--service-account-issuer=https://127.0.0.1:{self.port}/",
             f"--service-account-key-file={pki_dir / 'sa.pub'}",
             f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
@@ -303,6 +365,77 @@ class ControlPlane:
             f"kube-apiserver not ready after {self.startup_timeout}s:\n{child.log_tail()}"
         )
 
+    async def _start_components(self) -> None:
+        """kube-controller-manager and kube-scheduler, then kubeadm's join objects."""
+        self.controller_manager_kubeconfig = self.kubeconfig_for("system:kube-controller-manager")
+        self.scheduler_kubeconfig = self.kubeconfig_for("system:kube-scheduler")
+        paths = ComponentPaths(
+            bin_dir=find_component_binaries(),
+            pki_dir=self.dir / "pki",
+            controller_manager_kubeconfig=self.controller_manager_kubeconfig,
+            scheduler_kubeconfig=self.scheduler_kubeconfig,
+        )
+        cm_port, scheduler_port = free_port(), free_port()
+        self._controller_manager = ChildProcess(
+            "kube-controller-manager",
+            controller_manager_args(paths, cm_port, self.node_monitor_grace),
+            self.dir / "controller-manager.log",
+        )
+        self._scheduler = ChildProcess(
+            "kube-scheduler", scheduler_args(paths, scheduler_port), self.dir / "scheduler.log"
+        )
+        await self._controller_manager.start()
+        await self._scheduler.start()
+        await self._create_join_objects()
+        await self._wait_healthy(self._controller_manager, cm_port)
+        await self._wait_healthy(self._scheduler, scheduler_port)
+        loop = asyncio.get_running_loop()
+        for child in (self._controller_manager, self._scheduler):
+            self._supervisors.append(loop.create_task(self._supervise(child)))
+
+    async def _supervise(self, child: ChildProcess) -> None:
+        """Start the component again whenever it exits, as the kubelet restarts kubeadm's
+        static pods (kube-controller-manager exits, by design, when it cannot reach the
+        API server for long enough, e.g. while a test restarts it)."""
+        while True:
+            code = await child.wait()
+            if child.process is None:  # stopped on purpose
+                return
+            self.restarts[child.name] = self.restarts.get(child.name, 0) + 1
+            log.warning("%s exited (%s); restarting it:\n%s", child.name, code, child.log_tail(5))
+            await asyncio.sleep(1.0)
+            await child.start()
+
+    async def _create_join_objects(self) -> None:
+        objects = kubeadm.init_objects(self.url, self.ca_file.read_bytes(), KUBERNETES_VERSION)
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        headers = {"Authorization": f"Bearer {self.admin.token}"}
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+            for path, body in objects:
+                async with session.post(self.url + path, json=body, ssl=context) as response:
+                    if response.status not in (201, 409):
+                        raise ControlPlaneError(
+                            f"creating {body['kind']} {body['metadata']['name']}: "
+                            f"{response.status} {await response.text()}"
+                        )
+
+    async def _wait_healthy(self, child: ChildProcess, port: int) -> None:
+        """Until the component answers /healthz (self-signed serving certificate)."""
+        deadline = time.monotonic() + self.startup_timeout
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while time.monotonic() < deadline:
+                if not child.running:
+                    raise ControlPlaneError(f"{child.name} exited:\n{child.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    url = f"https://127.0.0.1:{port}/healthz"
+                    async with session.get(url, ssl=False) as response:
+                        if response.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+        raise ControlPlaneError(f"{child.name} not healthy:\n{child.log_tail()}")
+
     def _token_user_entry(self, user: TokenUser) -> dict[str, str]:
         return {"token": user.token}
 
@@ -327,6 +460,16 @@ class ControlPlane:
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         path.chmod(0o600)
+
+
+def _authentication_config() -> str:
+    conditions = [{"path": path} for path in ANONYMOUS_PATHS]
+    config = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AuthenticationConfiguration",
+        "anonymous": {"enabled": True, "conditions": conditions},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def _safe(name: str) -> str:

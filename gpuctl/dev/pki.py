@@ -80,6 +80,11 @@ class CA:
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
+    @property
+    def key_pem(self) -> bytes:
+        """The CA key: kube-controller-manager signs kubelet client certificates with it."""
+        return _key_pem(self.key)
+
     def issue(
         self,
         common_name: str,

@@ -43,6 +43,8 @@ class ChildProcess:
     _log: IO[bytes] | None = None
 
     async def start(self) -> None:
+        if self._log is not None:  # started again after it exited
+            self._log.close()
         self._log = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
             *self.args,

@@ -132,8 +132,9 @@ async def restart_apiserver(cp: ControlPlane) -> None:
     """Kill kube-apiserver (SIGKILL: a graceful stop waits ~10 s for open watches to end)
     and start it again on the same port; etcd keeps the data."""
     for pid in cp.pids:
-        if b"kube-apiserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
-            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):  # another component may be restarting
+            if b"kube-apiserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
     await cp.stop_apiserver()  # reaps it
     await cp.start_apiserver()
 
