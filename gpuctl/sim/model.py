@@ -40,6 +40,7 @@ class JoinStatus(enum.StrEnum):
     JOINED = "joined"  # the kubelet has its client credentials (TLS bootstrap done)
     NOT_JOINED = "not-joined"  # the boot program exited 0 without joining
     FAILED = "failed"  # the boot program failed (or the machine did not boot)
+    CONTAINER_EXITED = "container-exited"  # a container's main process exited: it stopped
     INTERRUPTED = "interrupted"  # the machine stopped or went away while it ran
 
 

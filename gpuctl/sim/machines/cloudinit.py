@@ -25,8 +25,8 @@ Lambda documents `user_data` as "cloud-init user-data format", plain text, at mo
   `path` is skipped; a content that cannot be decoded fails the module (files
   before it are written).
 
-`cloud-init schema` from Debian's package checks what `render_kubeadm` style
-payloads look like in tests/unit/test_sim_cloudinit.py.
+tests/unit/test_sim_cloudinit.py checks gpuctl's user data with `cloud-init schema`
+and this module's shellify against cloud-init's own (Debian's `cloud-init` package).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ _NOT_SIMULATED = (
     "#part-handler",
     "#include",
 )
-_TRUE = frozenset({"true", "1", "on", "yes", "y"})
+_TRUE = frozenset({"true", "1", "on", "yes"})  # util.TRUE_STRINGS
 
 
 class Kind(enum.StrEnum):

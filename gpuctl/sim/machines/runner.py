@@ -116,6 +116,7 @@ class Machine:
     dir: rootfs.MachineDir
     boots: int = 0
     hostname: str = ""
+    container: bool = False  # a container stops when its main process exits
     process: subprocess.Popen[bytes] | None = None
     pidfd: int | None = None  # of `unshare`
     init_pidfd: int | None = None  # of the machine's init (PID 1 of its namespace)
@@ -123,6 +124,7 @@ class Machine:
     buffer: bytes = b""
     killing: bool = False
     gone: asyncio.Event = attrs.field(factory=asyncio.Event)  # no process left
+    reported: asyncio.Event = attrs.field(factory=asyncio.Event)  # init's PID known, or gone
     finished: asyncio.Event = attrs.field(factory=asyncio.Event)  # boot program over
 
     @property
@@ -286,6 +288,7 @@ class Machines:
         machine.boots += 1
         machine.finished.clear()
         machine.gone.clear()
+        machine.reported.clear()
         machine.killing = False
         if machine.boots > 1 and instance.cloud == "runpod":
             machine.dir.wipe_disk()  # a container restarts on a fresh container disk
@@ -296,8 +299,9 @@ class Machines:
             machine.dir.say(f"boot {machine.boots}: nothing runs: {result.reason}")
             machine.finished.set()
             machine.gone.set()
+            machine.reported.set()
             return
-        machine.hostname = result.hostname
+        machine.hostname, machine.container = result.hostname, result.container
         for path, (data, mode) in result.files.items():
             machine.dir.write(path, data, mode)
         # kubeadm's packages and systemd put these in /usr/bin: absolute paths work too
@@ -399,6 +403,7 @@ class Machines:
         if word == "pid" and rest.isdigit():
             with contextlib.suppress(OSError):
                 machine.init_pidfd = os.pidfd_open(int(rest))
+            machine.reported.set()
         elif word == "boot-failed":
             instance.join_status = JoinStatus.FAILED
             instance.join_detail = f"the machine did not boot: {rest}"
@@ -408,7 +413,16 @@ class Machines:
 
     def _boot_program_ended(self, machine: Machine, status: int) -> None:
         instance = machine.instance
-        if machine.dir.has(rootfs.KUBELET_CONF):
+        if machine.container:
+            joined = machine.dir.has(rootfs.KUBELET_CONF)
+            instance.join_status = JoinStatus.CONTAINER_EXITED
+            instance.join_detail = (
+                f"the container's main process exited with status {status}, so the container "
+                "stopped and every process in it"
+                + (", the kubelet too (it had joined)" if joined else "")
+                + f". Console: {machine.dir.console_tail(4)}"
+            )
+        elif machine.dir.has(rootfs.KUBELET_CONF):
             self._joined(machine)
         elif status == 0:
             instance.join_status = JoinStatus.NOT_JOINED
@@ -468,6 +482,7 @@ class Machines:
             )
         machine.finished.set()
         machine.gone.set()
+        machine.reported.set()
 
     # -- kill -------------------------------------------------------------------------------
 
@@ -487,6 +502,11 @@ class Machines:
             instance.join_status = JoinStatus.INTERRUPTED
             instance.join_detail = f"{why} while its boot program ran"
         machine.dir.say(f"{why}: every process of the machine is killed (SIGKILL)")
+        # Killing the init ends the PID namespace; `unshare` reaps it and exits last, so
+        # its exit means no process of the machine is left. The init reports its PID
+        # first thing: wait for that rather than kill `unshare` before it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(machine.reported.wait(), KILL_TIMEOUT / 5)
         if machine.init_pidfd is not None:
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(machine.init_pidfd, signal.SIGKILL)
