@@ -51,7 +51,7 @@ lint: install ## ruff, mypy --strict on gpuctl/, layering check, shellcheck
 	$(BIN)/ruff format --check gpuctl tests hack
 	$(BIN)/mypy --strict gpuctl
 	$(BIN)/python hack/check_layers.py
-	$(BIN)/shellcheck --external-sources hack/*.sh
+	$(BIN)/shellcheck --external-sources hack/*.sh hack/image/*.sh
 
 .PHONY: fmt
 fmt: install ## format and auto-fix
@@ -87,6 +87,22 @@ check-generated: install $(NODE_TOOLS) ## fail if the generated specs or clients
 $(NODE_TOOLS): hack/package.json hack/package-lock.json
 	npm ci --prefix hack --no-audit --no-fund
 	touch $@
+
+# Container images without a Docker engine: Buildah (chroot isolation, vfs storage) on a
+# Python base made from Debian packages by mmdebstrap (docs/install.md#the-container-image).
+# Needs buildah and mmdebstrap (Debian: apt-get install buildah mmdebstrap) and root;
+# minutes, so not in `make test` (tests/integration/test_image_smoke.py has a fast part there).
+.PHONY: image
+image: ## build the operator image ghcr.io/gpuctl/gpuctl:v<version> with Buildah, no Docker
+	hack/image/build.sh runtime
+
+.PHONY: image-sim
+image-sim: ## build the simulated clouds' image ghcr.io/gpuctl/gpuctl-sim:v<version>
+	hack/image/build.sh sim
+
+.PHONY: image-smoke
+image-smoke: install controlplane image image-sim ## build both images and check them from the inside
+	GPUCTL_IMAGE_TESTS=1 $(BIN)/pytest tests/integration/test_image_smoke.py $(PYTEST_ARGS)
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv)
