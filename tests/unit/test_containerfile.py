@@ -1,17 +1,25 @@
-"""The Containerfile, checked by reading it (no container engine here to build it).
+"""The Containerfile, checked by reading it (fast; no container engine needed).
 
 The operator image must be multi-stage (no build tools or wheels in it), run as a
 numeric non-root user (so `runAsNonRoot` can verify it), start `gpuctl run` in exec
 form, and carry gpuctl's runtime dependencies only: no sim, test or dev extras.
+Every stage starts from the PYTHON_IMAGE build argument, so `make image` (hack/image/)
+builds the same file on a local base with Buildah; the built images are checked from
+the inside by hack/image/check.sh, and tests/integration/test_image_smoke.py runs the
+stages' pip commands in `make test`.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import attrs
 import pytest
+import yaml
+
+import gpuctl
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = ROOT / "Containerfile"
@@ -113,3 +121,48 @@ def test_containerignore_keeps_the_context_small() -> None:
     assert {".venv", "bin", "tests", "hack/node_modules", ".git"} <= ignored
     # Whatever the Containerfile copies must not be ignored.
     assert not {"gpuctl", "setup.cfg", "pyproject.toml", "README.md"} & ignored
+
+
+def test_every_stage_starts_from_the_python_image_argument(stages: dict[str, Stage]) -> None:
+    """Only the build argument changes between Docker's default base and the local one:
+    no other image is named, not even a bind mount's source (those are stages)."""
+    text = CONTAINERFILE.read_text()
+    assert text.index("ARG PYTHON_IMAGE=") < text.index("FROM ")
+    assert {stage.base for stage in stages.values()} == {"${PYTHON_IMAGE}"}
+    sources = re.findall(r"--mount=\S*\bfrom=([^,\s]+)", " ".join(
+        rest for stage in stages.values() for rest in stage.args("RUN")
+    ))  # fmt: skip
+    assert sources and set(sources) <= set(stages), sources
+
+
+def test_no_syntax_directive_that_would_pull_a_frontend_image() -> None:
+    first = CONTAINERFILE.read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
+
+
+def _image_of(manifest: Path, container: str) -> str:
+    (deployment,) = [
+        d for d in yaml.safe_load_all(manifest.read_text()) if d["kind"] == "Deployment"
+    ]
+    (image,) = [
+        c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]
+        if c["name"] == container
+    ]  # fmt: skip
+    return str(image)
+
+
+def test_make_image_tags_what_the_manifests_run() -> None:
+    """hack/image/lib.sh tags from gpuctl.__version__; the Deployments name those tags."""
+    names = subprocess.run(
+        ["bash", "-c", 'source hack/image/lib.sh && echo "$GPUCTL_IMAGE $GPUCTL_SIM_IMAGE"'],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert names[0] == f"ghcr.io/gpuctl/gpuctl:v{gpuctl.__version__}"
+    assert names == [
+        _image_of(ROOT / "manifests" / "manager" / "deployment.yaml", "manager"),
+        _image_of(ROOT / "manifests" / "sim" / "deployment.yaml", "sim"),
+    ]
