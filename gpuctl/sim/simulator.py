@@ -188,6 +188,16 @@ class Simulator:
         await self.machines.wait_join(self.state.instance(cloud, instance_id), seconds)
         return self.instance(cloud, instance_id)
 
+    async def wait_gone(self, cloud: str, instance_id: str, seconds: float = 60.0) -> SimInstance:
+        """Until no process of the machine is left (it stopped, or a container exited)."""
+        self.state.advance()
+        await self.machines.wait_gone(self.state.instance(cloud, instance_id), seconds)
+        return self.instance(cloud, instance_id)
+
+    def machine_file(self, cloud: str, instance_id: str, path: str) -> bytes | None:
+        """A file the machine wrote, e.g. "/var/log/kubelet.log" (None if it has none)."""
+        return self.machines.machine_file(self.state.instance(cloud, instance_id), path)
+
     def console(self, cloud: str, instance_id: str) -> str:
         """The machine's console log (its serial console): "" if it never booted."""
         return self.machines.console(self.state.instance(cloud, instance_id))

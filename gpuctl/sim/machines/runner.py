@@ -229,6 +229,10 @@ class Machines:
         except OSError:
             return ""
 
+    def machine_file(self, instance: SimInstance, path: str) -> bytes | None:
+        machine = self._machines.get((instance.cloud, instance.id))
+        return None if machine is None else machine.dir.read(path)
+
     def machine_dir(self, instance: SimInstance) -> Path | None:
         machine = self._machines.get((instance.cloud, instance.id))
         return None if machine is None else machine.dir.path
@@ -247,6 +251,14 @@ class Machines:
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(machine.finished.wait(), 0.2)
+
+    async def wait_gone(self, instance: SimInstance, seconds: float) -> None:
+        """Until no process of the machine is left (TimeoutError after `seconds`)."""
+        async with asyncio.timeout(seconds):
+            await self.idle()
+            machine = self._machines.get((instance.cloud, instance.id))
+            if machine is not None:
+                await machine.gone.wait()
 
     # -- scheduling ---------------------------------------------------------------------
 
