@@ -5,6 +5,7 @@ It mirrors the Python API one to one (no authentication; it binds 127.0.0.1):
   GET  /                 {"endpoints": {cloud: url}, "api_keys": {cloud: key}, "control_url"}
   GET  /ledger           ledger entries; ?cloud= filters, ?since=N skips the first N
   GET  /instances        instance snapshots; ?cloud= filters
+  GET  /console          ?cloud=&instance_id=: {"console": the machine's console log}
   GET  /violations       spec violations seen
   GET  /faults           armed faults
   POST /capacity         {"cloud", "region", "instance_type", "count"}
@@ -42,6 +43,7 @@ def application(sim: Simulator) -> web.Application:
         ("GET", "/", _info),
         ("GET", "/ledger", _ledger),
         ("GET", "/instances", _instances),
+        ("GET", "/console", _console),
         ("GET", "/violations", _violations),
         ("GET", "/faults", _faults),
         ("POST", "/capacity", _capacity),
@@ -116,6 +118,13 @@ async def _ledger(sim: Simulator, request: web.Request) -> Any:
 
 async def _instances(sim: Simulator, request: web.Request) -> Any:
     return [i.as_json() for cloud in _clouds(request) for i in sim.instances(cloud)]
+
+
+async def _console(sim: Simulator, request: web.Request) -> Any:
+    (cloud,) = _clouds(request) if "cloud" in request.query else ("",)
+    if not cloud:
+        raise ValueError("cloud= is required")
+    return {"console": sim.console(cloud, request.query["instance_id"])}
 
 
 async def _violations(sim: Simulator, request: web.Request) -> Any:

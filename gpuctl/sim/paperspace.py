@@ -7,7 +7,7 @@ GET /machine-availability, GET /os-templates.
 - POST /machines needs a known `machineType`, `region` and `templateId`
   (`GET /os-templates`), `diskSize` >= 50 and, if given, a live
   `startupScriptId`; the script's text at that moment is the machine's join
-  data (its simulated kubelet reads it at boot). No capacity -> 400
+  data (the machine runs it with bash at boot). No capacity -> 400
   `{"message": "...", "code": "BAD_REQUEST"}`. Answers `{event, data: machine}`.
   `startOnCreate` is not modelled: every machine starts.
 - state: provisioning (first half of the boot) -> starting -> ready; `off`

@@ -14,7 +14,7 @@ Semantics:
   and from a ticker), so transitions happen at their due time on the `Clock`.
 - Deterministic: ids, addresses and interruption times come from RNGs seeded by
   (seed, cloud, purpose), so the same call sequence gives the same results.
-- Listeners hear every phase change, in due-time order: the kubelet hangs off this.
+- Listeners hear every phase change, in due-time order: the machines hang off this.
 """
 
 from __future__ import annotations

@@ -75,6 +75,9 @@ async def test_interrupt_ledger_instances_reset(
 
     _, instances = await control(sim, session, "GET", "/instances?cloud=runpod")
     assert [i["id"] for i in instances] == [created["id"]]
+    assert instances[0]["join_status"] == "disabled"  # no machines without execute_join_data
+    console = f"/console?cloud=runpod&instance_id={created['id']}"
+    assert await control(sim, session, "GET", console) == (200, {"console": ""})
     _, ledger = await control(sim, session, "GET", "/ledger?cloud=runpod")
     assert [e["operation"] for e in ledger] == ["CreatePod", "GetPod"]
     assert ledger[0]["body"]["name"] == "spot"
@@ -96,3 +99,5 @@ async def test_errors(sim: Simulator, session: aiohttp.ClientSession) -> None:
     ] == 400
     assert (await control(sim, session, "POST", "/prices", {"cloud": "lambda"}))[0] == 400
     assert (await control(sim, session, "GET", "/instances?cloud=aws"))[0] == 404
+    assert (await control(sim, session, "GET", "/console?cloud=lambda&instance_id=x"))[0] == 404
+    assert (await control(sim, session, "GET", "/console?instance_id=x"))[0] == 400
