@@ -7,7 +7,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 K8S_BIN := bin/k8s
 CP_DIR := hack/controlplane
-CP_SRCS := $(CP_DIR)/go.mod $(CP_DIR)/go.sum $(wildcard $(CP_DIR)/*/main.go) Makefile
+NA_DIR := hack/nodeagent
+CP_SRCS := $(CP_DIR)/go.mod $(CP_DIR)/go.sum $(wildcard $(CP_DIR)/*/main.go) Makefile \
+  $(NA_DIR)/go.mod $(NA_DIR)/go.sum $(wildcard $(NA_DIR)/*/*.go)
+# envtest's KUBEBUILDER_ASSETS can stand in for these three ...
+CP_ENVTEST_PKGS := ./kube-apiserver ./etcd ./kubectl
+# ... never for these, which always build into bin/k8s.
+CP_CLUSTER_PKGS := ./kube-controller-manager ./kube-scheduler ./kubelet
 # Must match k8s.io/kubernetes in hack/controlplane/go.mod (a unit test checks).
 K8S_VERSION := v1.37.2
 K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
@@ -32,17 +38,27 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 .PHONY: controlplane
-controlplane: ## build etcd, kube-apiserver and kubectl into bin/k8s (skipped with KUBEBUILDER_ASSETS)
+controlplane: ## build the control plane, kubelet and gpuctl-node-agent into bin/k8s (see docs/development.md)
 	@if [ -n "$$KUBEBUILDER_ASSETS" ] && [ -x "$$KUBEBUILDER_ASSETS/kube-apiserver" ] \
 	    && [ -x "$$KUBEBUILDER_ASSETS/etcd" ] && [ -x "$$KUBEBUILDER_ASSETS/kubectl" ]; then \
-	  echo "using control-plane binaries from KUBEBUILDER_ASSETS=$$KUBEBUILDER_ASSETS"; \
+	  echo "using etcd, kube-apiserver, kubectl from KUBEBUILDER_ASSETS=$$KUBEBUILDER_ASSETS"; \
+	  $(MAKE) --no-print-directory $(K8S_BIN)/.built-cluster; \
 	else \
 	  $(MAKE) --no-print-directory $(K8S_BIN)/.built; \
 	fi
 
+# One `go build` per module: the packages of a module share one build, and the two
+# modules select the same versions (hack/nodeagent/tools.go), so they share the cache.
 $(K8S_BIN)/.built: $(CP_SRCS)
 	mkdir -p $(K8S_BIN)
-	cd $(CP_DIR) && GOFLAGS=-mod=readonly go build -trimpath -ldflags '$(CP_LDFLAGS)' -o ../../$(K8S_BIN)/ ./kube-apiserver ./etcd ./kubectl
+	cd $(CP_DIR) && GOFLAGS=-mod=readonly go build -trimpath -ldflags '$(CP_LDFLAGS)' -o ../../$(K8S_BIN)/ $(CP_ENVTEST_PKGS) $(CP_CLUSTER_PKGS)
+	cd $(NA_DIR) && GOFLAGS=-mod=readonly go build -trimpath -ldflags '$(CP_LDFLAGS)' -o ../../$(K8S_BIN)/ ./gpuctl-node-agent
+	touch $@ $(K8S_BIN)/.built-cluster
+
+$(K8S_BIN)/.built-cluster: $(CP_SRCS)
+	mkdir -p $(K8S_BIN)
+	cd $(CP_DIR) && GOFLAGS=-mod=readonly go build -trimpath -ldflags '$(CP_LDFLAGS)' -o ../../$(K8S_BIN)/ $(CP_CLUSTER_PKGS)
+	cd $(NA_DIR) && GOFLAGS=-mod=readonly go build -trimpath -ldflags '$(CP_LDFLAGS)' -o ../../$(K8S_BIN)/ ./gpuctl-node-agent
 	touch $@
 
 .PHONY: lint
