@@ -9,7 +9,9 @@ release bumps `__version__` and these literals together, or this test fails.
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ TAG = f"v{gpuctl.__version__}"
 IMAGES = ("ghcr.io/gpuctl/gpuctl", "ghcr.io/gpuctl/gpuctl-sim")
 # `<image>:<tag>` wherever an image is named with a literal tag.
 REFERENCE = re.compile(
-    r"ghcr\.io/gpuctl/gpuctl(?:-sim)?:(v?(?:\$\(\w+\)|\$\{\w+\}|\$\w+|[A-Za-z0-9_.-]+))"
+    r"ghcr\.io/gpuctl/gpuctl(?:-sim)?:(v?(?:\$\(\w+\)|\$\{\w+\}|\$\w+|<version>|[A-Za-z0-9_.-]+))"
 )
 # Files that name the images; a shell or make variable stands for the version there.
 NAMING = [
@@ -34,6 +36,7 @@ NAMING = [
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "manifests").glob("**/*.yaml")),
 ]
 VERSION_VARIABLES = {"v$GPUCTL_VERSION", "v${GPUCTL_VERSION}", "v$(VERSION)", "v${VERSION}"}
+PLACEHOLDER = "v<version>"  # in help texts and comments
 
 
 def test_setup_cfg_takes_the_version_from_the_package() -> None:
@@ -52,7 +55,7 @@ def test_the_deployment_runs_the_image_of_this_version() -> None:
 def test_every_image_reference_has_this_version(name: str) -> None:
     text = (ROOT / name).read_text()
     tags = set(REFERENCE.findall(text))
-    assert tags <= {TAG} | VERSION_VARIABLES, f"{name}: {tags}"
+    assert tags <= {TAG, PLACEHOLDER} | VERSION_VARIABLES, f"{name}: {tags}"
     if tags & VERSION_VARIABLES:  # the variable must come from gpuctl/__init__.py
         assert "gpuctl/__init__.py" in text, name
 
@@ -66,18 +69,20 @@ def test_kustomize_new_tags_have_this_version(name: str) -> None:
             assert tag == TAG, f"{name}: {image} newTag {tag}"
 
 
-def test_the_makefile_builds_the_tag_the_manifests_name() -> None:
-    """`make image` builds ghcr.io/gpuctl/gpuctl:v<version>: by name in the Makefile, or
-    through hack/image/lib.sh, whose default names it from gpuctl/__init__.py."""
+def test_make_image_builds_the_tags_the_manifests_name() -> None:
+    """`make image` / `make image-sim` run hack/image/build.sh, whose image names come from
+    hack/image/lib.sh: sourced here as build.sh sources it, with no override set."""
     makefile = (ROOT / "Makefile").read_text()
-    if not re.search(r"^image:", makefile, re.MULTILINE):
-        pytest.skip("no `make image` target yet")
-    names_it = REFERENCE.search(makefile) is not None
-    lib = ROOT / "hack/image/lib.sh"
-    if not names_it:
-        assert "hack/image/" in makefile
-        text = lib.read_text()
-        assert re.search(
-            r"GPUCTL_IMAGE=\$\{GPUCTL_IMAGE:-ghcr\.io/gpuctl/gpuctl:v\$GPUCTL_VERSION\}", text
-        )
-        assert "gpuctl/__init__.py" in text
+    for target, stage in (("image", "runtime"), ("image-sim", "sim")):
+        recipe = re.search(rf"^{target}:.*\n\t(.*)$", makefile, re.MULTILINE)
+        assert recipe, f"no `make {target}`"
+        assert recipe.group(1).split() == ["hack/image/build.sh", stage]
+    build = (ROOT / "hack/image/build.sh").read_text()
+    assert re.search(r"runtime\) image=\$GPUCTL_IMAGE ;;", build)
+    assert re.search(r"sim\) image=\$GPUCTL_SIM_IMAGE ;;", build)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GPUCTL_")}
+    sourced = subprocess.run(
+        ["bash", "-c", 'source hack/image/lib.sh && echo "$GPUCTL_IMAGE $GPUCTL_SIM_IMAGE"'],
+        cwd=ROOT, env=environ, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert sourced.stdout.split() == [f"{image}:{TAG}" for image in IMAGES]
