@@ -291,6 +291,27 @@ if systemctl start containerd; then exit 1; fi
     assert "Unit containerd.service not found." in console
 
 
+@needs_machines
+async def test_the_machine_never_writes_the_hosts_files(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    marker = f"gpuctl-sim-test-{os.getpid()}"
+    paths = [f"/etc/{marker}", f"/var/{marker}", f"/run/{marker}", f"/{marker}", f"/tmp/{marker}"]
+    script = "#!/bin/sh\nset -e\n" + "".join(f"echo x > {p}\n" for p in paths)
+    script += f"echo x > relative-{marker}\nhostname\n"
+    iid = await launch_lambda(sim, session, script)
+    machine = await sim.wait_join("lambda", iid, 30)
+    assert machine.join_status is JoinStatus.NOT_JOINED, machine.join_detail
+    for path in paths:
+        assert not Path(path).exists(), path
+    upper = machine_dir(sim, "lambda", iid) / "upper"
+    for path in paths:
+        if not path.startswith("/run/"):  # /run is the machine's own tmpfs
+            assert (upper / path.lstrip("/")).read_text() == "x\n"
+    assert (upper / "root" / f"relative-{marker}").exists()  # the working directory is /root
+    assert "203-0-113-1\n" in sim.console("lambda", iid)  # its own hostname
+
+
 # -- Paperspace ------------------------------------------------------------------------
 
 
@@ -319,6 +340,18 @@ async def test_paperspace_never_joins_with_a_cloud_config(
     (call,) = agent_calls(sim, "paperspace", mid)
     assert call[:3] == ["kubeadm", "join", ""]
     assert "apiServerEndpoint: Required value" in console
+
+
+@needs_machines
+async def test_a_missing_variable_fails_the_join(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    script = render(JoinMethod.STARTUP_SCRIPT).replace("$GPUCTL_NODE_NAME", "$GPUCTL_NODE")
+    mid = await launch_paperspace(sim, session, script)
+    machine = await sim.wait_join("paperspace", mid, 30)
+    assert machine.join_status is JoinStatus.FAILED
+    assert "GPUCTL_NODE: unbound variable" in machine.join_detail
+    assert agent_calls(sim, "paperspace", mid) == []
 
 
 @needs_machines
