@@ -2,12 +2,15 @@
 
 In order, each step undone in reverse order at the end:
 
-1. a real control plane (`ControlPlane`: etcd + kube-apiserver, RBAC on) in
-   `<dir>/controlplane`, emptied first so every run starts from a fresh cluster;
-2. the simulated clouds (`Simulator`, in this process) with the simulated
-   kubelet joining machines to that control plane: seeded, a few seconds of
+1. a real cluster (`ControlPlane`: etcd, kube-apiserver, kube-controller-manager,
+   kube-scheduler, kubeadm's join objects) in `<dir>/controlplane`, emptied first
+   so every run starts from a fresh cluster;
+2. the simulated clouds (`Simulator`, in this process) whose machines boot by
+   running the join data they were given — real `kubeadm join` discovery, TLS
+   bootstrap and kubelet code (gpuctl-node-agent): seeded, a few seconds of
    boot, spot interruptions at `--interrupt-rate` per spot instance-hour;
-3. the CRDs, the simulated kubelet's RBAC, namespace gpuctl-system;
+3. the CRDs, the join RBAC of `manifests/join` (kubectl apply -k), namespace
+   gpuctl-system;
 4. the operator: `gpuctl run` as a child process (demo_operator.py), its log
    in `<dir>/operator.log`;
 5. the objects of `manifests/samples` pointed at the simulator
@@ -53,6 +56,7 @@ from gpuctl.cli.demo_operator import OperatorArgs, OperatorError, OperatorProces
 from gpuctl.cli.demo_view import View, view_for
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane, ControlPlaneError, free_port, repo_root
+from gpuctl.dev.manifests import apply_join_rbac
 from gpuctl.runtime.client import Client, is_already_exists
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.resources import NAMESPACES, SECRETS
@@ -202,6 +206,7 @@ class Demo:
         api = await stack.enter_async_context(await api_client(cp.kubeconfig))
         client = Client(api)
         await install_crds(api)
+        await apply_join_rbac(cp)
         await _ensure_namespace(client)
         self._check_stop()
         operator = await self._operator(stack, cp, workdir)
@@ -216,7 +221,7 @@ class Demo:
 
     async def _control_plane(self, stack: contextlib.AsyncExitStack, where: Path) -> ControlPlane:
         shutil.rmtree(where, ignore_errors=True)  # a fresh cluster each run
-        self.say("starting the control plane (etcd, kube-apiserver)")
+        self.say("starting the cluster (etcd, kube-apiserver, controller-manager, scheduler)")
         cp = await stack.enter_async_context(ControlPlane(workdir=where))
         self.say(f"control plane ready at {cp.url} in {cp.ready_seconds:.1f}s")
         self._check_stop()
@@ -236,6 +241,7 @@ class Demo:
             interrupt_rate=o.interrupt_rate,
             kubeconfig=cp.kubeconfig,
             ca_file=cp.ca_file,
+            execute_join_data=True,
         )
         self.sim = sim = await stack.enter_async_context(Simulator(config))
         clouds = ", ".join(f"{c} {sim.endpoint(c)}" for c in CLOUDS)

@@ -159,8 +159,12 @@ def _kubeadm_cloud_config(params: JoinParams) -> str:
     )
 
 
-def _kubeadm_shell(params: JoinParams) -> str:
-    """The same join as a bash script, for clouds that run a script and not cloud-init."""
+def _kubeadm_shell(params: JoinParams, *, container: bool = False) -> str:
+    """The same join as a bash script, for clouds that run a script and not cloud-init.
+
+    In a container the script is the main process: when it ends, the container stops
+    and takes the kubelet with it, so there it stays alive after the join."""
+    keep_alive = "exec sleep infinity  # the container's main process\n" if container else ""
     return (
         "#!/bin/bash\n"
         "set -euo pipefail\n"
@@ -170,6 +174,7 @@ def _kubeadm_shell(params: JoinParams) -> str:
         f"{_exports(params.variables())}"
         "GPUCTL_JOIN_ENV\n"
         f"{_kubeadm_commands(params)}"
+        f"{keep_alive}"
     )
 
 
@@ -223,7 +228,12 @@ def render(
     """
     wants_shell = cloud_format is not JoinMethod.USER_DATA
     if method is Method.KUBEADM:
-        script = _kubeadm_shell(params) if wants_shell else _kubeadm_cloud_config(params)
+        container = cloud_format is JoinMethod.CONTAINER_ENV
+        script = (
+            _kubeadm_shell(params, container=container)
+            if wants_shell
+            else _kubeadm_cloud_config(params)
+        )
     elif method is Method.K3S:
         script = _k3s(params)
     else:

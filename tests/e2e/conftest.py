@@ -1,8 +1,10 @@
 """End-to-end harness: the real API server, the simulated clouds, and the operator.
 
-Each test gets a fresh simulator (its simulated kubelets register real Nodes with
-the bootstrap tokens the operator creates), three GPUProviders pointing at it with
-per-test names, and an operator running in-process with short poll intervals.
+Each test gets a fresh simulator whose machines boot by running the join data gpuctl
+gave the cloud (cloud-init, a startup script, a start command) with real kubeadm-join
+code (gpuctl-node-agent: token discovery, TLS bootstrap, a real kubelet), three
+GPUProviders pointing at it with per-test names, and an operator with short poll
+intervals (in-process, or `gpuctl run` from the installed wheel where a test says so).
 Requests made through `make_request` are deleted — and waited for, so their
 machines are terminated — before the operator stops.
 """
@@ -28,11 +30,12 @@ from gpuctl.controllers.operator import Operator, OperatorConfig
 from gpuctl.controllers.request.context import Settings
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
+from gpuctl.dev.manifests import apply_join_rbac
 from gpuctl.dev.pki import ca_public_key_hash
 from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.metrics import REGISTRY
 from gpuctl.runtime.resources import EVENTS, NAMESPACES, SECRETS
-from gpuctl.sim import SimConfig, Simulator, install_kubelet_rbac
+from gpuctl.sim import SimConfig, Simulator
 from tests.wheel import gpuctl_built_wheel, gpuctl_wheel  # noqa: F401 - fixtures
 
 NAMESPACE = "gpuctl-system"
@@ -79,10 +82,14 @@ async def no_credential_leaks(
 
 
 @pytest.fixture(scope="session")
-async def cluster_ready(kube: client.ApiClient) -> None:
-    """CRDs, the simulated kubelet's RBAC and the operator namespace, once per session."""
+async def cluster_ready(kube: client.ApiClient, control_plane: ControlPlane) -> None:
+    """CRDs, the join RBAC from manifests/join and the operator namespace, once per session.
+
+    The join RBAC is applied exactly as `kubectl apply -k manifests/default` would: a
+    machine joins with gpuctl's bootstrap token only because of those grants.
+    """
     await install_crds(kube)
-    await install_kubelet_rbac(kube)
+    await apply_join_rbac(control_plane)  # manifests/join, with kubectl apply -k
     api = Client(kube)
     try:
         await api.create(NAMESPACES, {"metadata": {"name": NAMESPACE}})
@@ -104,6 +111,7 @@ async def sim(control_plane: ControlPlane) -> AsyncIterator[Simulator]:
         terminate_seconds=0.2,
         kubeconfig=control_plane.kubeconfig,
         ca_file=control_plane.ca_file,
+        execute_join_data=True,  # machines run real kubeadm joins (gpuctl-node-agent)
     )
     async with Simulator(config) as simulator:
         ISSUED_KEYS.update(simulator.api_key(cloud) for cloud in CLOUDS)

@@ -373,8 +373,8 @@ async def test_paperspace_never_runs_a_script_over_16_kb(
 async def test_runpod_container_stops_when_its_start_command_exits(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
-    """gpuctl's `bash -c <join>` joins, exits, and the container stops with its kubelet."""
-    script = render(JoinMethod.CONTAINER_ENV)
+    """A start command that joins and exits: the container stops with its kubelet."""
+    script = render(JoinMethod.CONTAINER_ENV).replace("exec sleep infinity", "true")
     pod = await launch_runpod(sim, session, dockerStartCmd=["bash", "-c", script])
     machine = await sim.wait_gone("runpod", pod, 30)
     assert machine.join_status is JoinStatus.CONTAINER_EXITED
@@ -389,7 +389,8 @@ async def test_runpod_container_stops_when_its_start_command_exits(
 async def test_runpod_start_command_that_stays_up_keeps_the_node(
     sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
-    script = render(JoinMethod.CONTAINER_ENV) + "exec sleep infinity\n"
+    script = render(JoinMethod.CONTAINER_ENV)  # gpuctl's own: it stays up after the join
+    assert "exec sleep infinity" in script
     env = {"GPUCTL_NODE_NAME": "from-env"}
     pod = await launch_runpod(sim, session, dockerStartCmd=["bash", "-c", script], env=env)
     machine = await sim.wait_join("runpod", pod, 30)

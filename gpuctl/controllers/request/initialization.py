@@ -1,4 +1,9 @@
-"""Joining -> Ready: the Node is Ready; give it the request's labels and taints.
+"""Joining -> Ready: the Node is Ready and advertises its GPUs; label and taint it.
+
+Like Karpenter's initialization, a Ready kubelet is not enough: the machine is Ready
+only once the Node's allocatable `nvidia.com/gpu` (registered by the device plugin,
+which starts after the kubelet) covers the offer's GPU count — before that no GPU pod
+can be scheduled on it.
 
 Labels: `spec.node.labels` plus gpuctl's own (request, instance name, provider,
 capacity type, GPU type). Taints: `spec.node.taints` added to whatever the Node has.
@@ -39,14 +44,32 @@ def _patch(ctx: Ctx, node: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def gpus_advertised(node: dict[str, Any]) -> int:
+    allocatable = node.get("status", {}).get("allocatable") or {}
+    try:
+        return int(allocatable.get(GPU_RESOURCE, "0"))
+    except ValueError:
+        return 0
+
+
 async def reconcile(ctx: Ctx) -> Result | None:
-    if ctx.status.instance is None or ctx.status.offer is None:
+    offer = ctx.status.offer
+    if ctx.status.instance is None or offer is None:
         return None
     node = find_node(ctx)
     if node is None or not is_ready(node):
         if ctx.status.phase == Phase.READY:
             ctx.condition(ConditionType.READY, False, "NodeNotReady", "the Node is not Ready")
         return None
+    if ctx.status.phase != Phase.READY and gpus_advertised(node) < offer.gpu_count:
+        ctx.status.message = (
+            f"Node {node['metadata']['name']} Ready; waiting for it to advertise "
+            f"{offer.gpu_count} {GPU_RESOURCE} (device plugin)"
+        )
+        return Result(requeue_after=ctx.settings.joining_poll)
     patch = _patch(ctx, node)
     if patch:
         await ctx.services.client.patch(NODES, node["metadata"]["name"], patch)
@@ -57,7 +80,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     ctx.status.ready_at = ctx.now
     await delete_token(ctx, ctx.status.attempt)  # joined: the token has done its one job
     ctx.condition(ConditionType.INTERRUPTED, False, "Running", "the machine is running")
-    instance, offer = ctx.status.instance, ctx.status.offer
+    instance = ctx.status.instance
     took = (ctx.now - (instance.launched_at or ctx.now)).total_seconds()
     LAUNCH_TO_READY.labels(offer.provider).observe(took)
     message = f"Node {node['metadata']['name']} Ready {took:.0f}s after launch"

@@ -1,0 +1,186 @@
+"""Rented machines join through Kubernetes' own join path, and GPU pods run on them.
+
+The simulated machines run the join data gpuctl gave each cloud; inside it, `kubeadm
+join` is the real discovery + TLS bootstrap code and the kubelet is real kubelet code
+(gpuctl-node-agent, with a fake container runtime). Nothing here writes a Node but the
+kubelet, kube-controller-manager and gpuctl.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from typing import Any
+
+import pytest
+
+from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
+from gpuctl.dev.controlplane import ControlPlane
+from gpuctl.runtime.client import Client
+from gpuctl.runtime.resources import EVENTS, LEASES, NODES, SECRETS, Resource
+from gpuctl.sim import Simulator
+from tests.e2e.conftest import NAMESPACE, Env, MakeRequest, wait_for, wait_phase
+
+PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
+H100X8 = {"gpu": {"type": "H100-80GB", "count": 8}, "capacityType": "on-demand"}
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def kubectl_json(cp: ControlPlane, *args: str) -> Any:
+    out = subprocess.run(
+        [str(cp.kubectl), "--kubeconfig", str(cp.kubeconfig), *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return json.loads(out.stdout)
+
+
+async def gpu_pod(api: Client, name: str, gpus: int, selector: dict[str, str]) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeSelector": selector,
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}],
+            "containers": [
+                {
+                    "name": "train",
+                    "image": "registry.example/train:1",
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+        },
+    }
+    await api.create(PODS, body, namespace="default")
+
+
+async def pod(api: Client, name: str) -> dict[str, Any]:
+    return await api.get(PODS, name, namespace="default")
+
+
+async def test_machine_joins_by_kubeadm_bootstrap_and_a_gpu_pod_runs(
+    api: Client, env: Env, make_request: MakeRequest, control_plane: ControlPlane
+) -> None:
+    spec = {**H100X8, "providers": [env.providers["lambda"]], "node": {"taints": [GPU_TAINT]}}
+    name = await make_request("join", spec)
+    status = (await wait_phase(api, name, "Ready", timeout=90))["status"]
+    node = await api.get(NODES, status["nodeName"])
+
+    # The kubelet registered itself: its version and its capacity, GPUs from the device plugin.
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
+    assert node["status"]["capacity"]["nvidia.com/gpu"] == "8"
+    assert node["metadata"]["labels"]["gpuctl.io/request"] == name
+    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in [
+        {k: t[k] for k in ("key", "value", "effect") if k in t} for t in node["spec"]["taints"]
+    ]
+    # ... with a client certificate from an approved, issued CSR its bootstrap token made.
+    csrs = kubectl_json(control_plane, "get", "csr")["items"]
+    mine = [c for c in csrs if c["spec"]["username"].startswith("system:bootstrap:")]
+    issued = [
+        c
+        for c in mine
+        if c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+        and any(k["type"] == "Approved" for k in c["status"].get("conditions", []))
+        and c["status"].get("certificate")
+    ]
+    assert issued, [c["metadata"]["name"] for c in csrs]
+    async def heartbeat() -> bool:  # the kubelet renews its Lease
+        try:
+            lease = await api.get(LEASES, status["nodeName"], namespace="kube-node-lease")
+        except Exception as err:
+            if is_not_found(err):
+                return False
+            raise
+        return bool(lease["spec"].get("holderIdentity") == status["nodeName"])
+
+    await wait_for(heartbeat, 30, "the node's Lease")
+
+    # The token served its one join and is gone.
+    tokens = await api.list(
+        SECRETS, namespace="kube-system", label_selector=f"gpuctl.io/request={name}"
+    )
+    assert tokens["items"] == []
+
+    # The real scheduler binds a pod asking for all 8 GPUs; the fake runtime runs it.
+    await gpu_pod(api, f"{name}-train", 8, {"gpuctl.io/request": name})
+    await gpu_pod(api, f"{name}-b200", 1, {"gpuctl.io/gpu-type": "B200-192GB"})
+    try:
+
+        async def running() -> bool:
+            found = await pod(api, f"{name}-train")
+            return found["status"].get("phase") == "Running"
+
+        await wait_for(running, 60, "the GPU pod Running")
+        assert (await pod(api, f"{name}-train"))["spec"]["nodeName"] == status["nodeName"]
+        pending = await pod(api, f"{name}-b200")
+        assert pending["status"]["phase"] == "Pending"
+        assert "nodeName" not in pending["spec"]
+    finally:
+        for pod_name in (f"{name}-train", f"{name}-b200"):
+            await api.delete(PODS, pod_name, namespace="default", grace_period_seconds=0)
+
+
+@pytest.mark.parametrize("cloud", ["paperspace", "runpod"])
+async def test_script_clouds_join_with_a_bash_script(
+    api: Client, env: Env, make_request: MakeRequest, sim: Simulator, cloud: str
+) -> None:
+    """Paperspace runs a startup script, RunPod a start command: both with bash."""
+    gpu_type = "A100-80GB" if cloud == "paperspace" else "RTX-4090"
+    gpu = {"type": gpu_type, "count": 1}
+    name = await make_request(cloud, {"gpu": gpu, "providers": [env.providers[cloud]]})
+    status = (await wait_phase(api, name, "Ready", timeout=90))["status"]
+    (machine,) = [i for i in sim.instances(cloud) if i.id == status["instance"]["id"]]
+    assert machine.join_script.startswith("#!/bin/bash\n")
+    node = await api.get(NODES, status["nodeName"])
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
+
+
+async def test_join_data_the_machine_cannot_run_never_joins_and_the_request_says_so(
+    api: Client, env: Env, make_request: MakeRequest, kube: Any
+) -> None:
+    """A bootstrap script whose kubeadm join has a flag kubeadm does not know: the machine
+    boots, the join fails there, no Node ever appears, the request times out with a reason."""
+    template = '#!/bin/bash\nkubeadm join "${GPUCTL_API_SERVER#https://}" --no-such-flag\n'
+    secret = f"bad-template-{env.suffix}"
+    await api.create(
+        SECRETS,
+        {
+            "metadata": {"name": secret, "namespace": NAMESPACE},
+            "data": {"script": base64.b64encode(template.encode()).decode()},
+        },
+        namespace=NAMESPACE,
+    )
+    provider = env.providers["lambda"]
+    patch = {
+        "spec": {
+            "bootstrap": {
+                "method": "script",
+                "templateSecretRef": {"namespace": NAMESPACE, "name": secret, "key": "script"},
+            }
+        }
+    }
+    await api.patch(GPUPROVIDERS, provider, patch)
+    name = await make_request(
+        "badjoin",
+        {
+            "gpu": {"type": "A10-24GB", "count": 1},
+            "providers": [provider],
+            "registrationTimeout": "8s",
+        },
+    )
+
+    async def timed_out() -> bool:
+        status = (await api.get(GPUNODEREQUESTS, name)).get("status") or {}
+        return any(f["reason"] == "RegistrationTimeout" for f in status.get("failedOffers", []))
+
+    await wait_for(timed_out, 60, "RegistrationTimeout")
+    nodes = await api.list(NODES, label_selector=f"gpuctl.io/request={name}")
+    assert nodes["items"] == []
+    selector = f"involvedObject.name={name}"
+    events = await api.list(EVENTS, namespace="default", field_selector=selector)
+    messages = [e["message"] for e in events["items"] if e["reason"] == "RegistrationTimeout"]
+    assert messages and "no Ready Node within 8s" in messages[0]
