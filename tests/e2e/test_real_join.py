@@ -17,7 +17,7 @@ import pytest
 
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
-from gpuctl.runtime.client import Client
+from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.resources import EVENTS, LEASES, NODES, SECRETS, Resource
 from gpuctl.sim import Simulator
 from tests.e2e.conftest import NAMESPACE, Env, MakeRequest, wait_for, wait_phase
@@ -88,6 +88,7 @@ async def test_machine_joins_by_kubeadm_bootstrap_and_a_gpu_pod_runs(
         and c["status"].get("certificate")
     ]
     assert issued, [c["metadata"]["name"] for c in csrs]
+
     async def heartbeat() -> bool:  # the kubelet renews its Lease
         try:
             lease = await api.get(LEASES, status["nodeName"], namespace="kube-node-lease")
