@@ -26,6 +26,7 @@ import (
 	"k8s.io/kubernetes/pkg/kubelet/pluginmanager/cache"
 	"k8s.io/kubernetes/pkg/kubelet/status"
 	schedulerframework "k8s.io/kubernetes/pkg/scheduler/framework"
+	"k8s.io/utils/ptr"
 )
 
 // hollowContainerManager is kubemark's stub container manager (no cgroups,
@@ -244,4 +245,36 @@ func (l *hollowContainerLifecycle) PreStartContainer(logger klog.Logger, pod *v1
 func (l *hollowContainerLifecycle) PostStopContainer(logger klog.Logger, containerID string) error {
 	_ = l.InternalContainerLifecycle.PostStopContainer(logger, containerID)
 	return l.tm.RemoveContainer(logger, containerID)
+}
+
+// GetPodCgroupRoot is "/", as for a real kubelet without cgroups per QoS: the
+// summary API's "pods" system container (and the eviction manager's
+// allocatableMemory.available signal) are then the hollow root cgroup.
+func (m *hollowContainerManager) GetPodCgroupRoot() string { return "/" }
+
+// NewPodContainerManager is the stub's, except that a pod's "cgroup" reads
+// back what its spec would have set (the kubelet reports it in pod status).
+func (m *hollowContainerManager) NewPodContainerManager() cm.PodContainerManager {
+	return hollowPodContainerManager{m.ContainerManager.NewPodContainerManager()}
+}
+
+type hollowPodContainerManager struct{ cm.PodContainerManager }
+
+func (hollowPodContainerManager) GetPodCgroupConfig(pod *v1.Pod, _ v1.ResourceName) (*cm.ResourceConfig, error) {
+	const period = 100000 // the kernel's default CFS period, in µs
+	rc := cm.ResourceConfigForPod(pod, true, period, false, "")
+	// Reading a real cgroup always yields every value (unlimited: quota -1, memory 0).
+	if rc.CPUShares == nil {
+		rc.CPUShares = ptr.To[uint64](cm.MinShares)
+	}
+	if rc.CPUQuota == nil {
+		rc.CPUQuota = ptr.To[int64](-1)
+	}
+	if rc.CPUPeriod == nil {
+		rc.CPUPeriod = ptr.To[uint64](period)
+	}
+	if rc.Memory == nil {
+		rc.Memory = ptr.To[int64](0)
+	}
+	return rc, nil
 }
