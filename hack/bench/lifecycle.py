@@ -1,11 +1,19 @@
 """Lifecycle benchmark: N GPUNodeRequests from creation to Ready Nodes, and back to nothing.
 
-    PYTHONPATH=hack .venv/bin/python -m bench.lifecycle [--requests 1000] [--json FILE]
+    PYTHONPATH=hack .venv/bin/python -m bench.lifecycle [--requests 100] [--json FILE]
+
+Needs root: every request's machine runs a real node agent.
 
 What runs, all on this machine and on 127.0.0.1:
-- a real etcd + kube-apiserver (`gpuctl.dev.controlplane.ControlPlane`);
-- the simulated clouds as a child process (`gpuctl sim`): zero boot and termination
-  delay, capacity for every request, its kubelet registering real Nodes;
+- a real cluster (`gpuctl.dev.controlplane.ControlPlane`: etcd, kube-apiserver,
+  kube-controller-manager, kube-scheduler, kubeadm's join objects) with gpuctl's join
+  RBAC applied from `manifests/join` (`kubectl apply -k`, as a user installs it);
+- the simulated clouds as a child process (`gpuctl sim`, execute_join_data): zero boot
+  and termination delay, capacity for every request; each instance that turns RUNNING
+  boots as a machine (its own mount and PID namespaces) running the join data gpuctl
+  gave the cloud, so real `kubeadm join` code (token discovery, CA pinning) and the
+  real kubelet (TLS bootstrap through a CSR kube-controller-manager approves, then
+  `system:node:<name>`) register each Node: `gpuctl-node-agent` (`make controlplane`);
 - the operator as a child process (`gpuctl run`, gpuctl's default poll intervals unless
   overridden), so its memory and CPU are its own;
 - this process: creates the requests (at most `--concurrency` calls in flight), watches
@@ -26,10 +34,22 @@ Figures (docs/benchmarks.md explains them):
 - per request, for the way up and the way down apart: status writes, Kubernetes API
   calls, provider API calls (operator metrics, and the simulator's ledger), reconciles;
 - launch pacing: launches per second per cloud against the 10/s the providers allow;
-- the operator's peak RSS (VmHWM) and the CPU time of every process;
+- the operator's peak RSS (VmHWM) and the CPU time of every process (the machines'
+  processes together as "machines");
+- the machines (bench.machines, bench.joins): PSS and RSS of their processes at all
+  Ready, at their peak and after `--hold` idle seconds, with their CPU then; per machine
+  RUNNING -> agent start -> Node registered / Ready; Nodes Ready; the host's memory in
+  use (MemTotal - MemAvailable) before, at all Ready and at its peak;
 - teardown: first delete sent -> last request gone; then instances still live at the
-  clouds, Nodes and bootstrap-token Secrets left (all must be zero).
+  clouds, Nodes and bootstrap-token Secrets left, machine processes left after
+  teardown and after the simulator stopped (all must be zero).
 Exit status: 0 when every request got Ready and everything was torn down, else 1.
+
+Size: an agent costs about 20 MiB PSS and 0.5 % of a core idle, so the default is 100
+requests (about 2 GiB of agents), which fits a 2-core, 24 GiB machine; 1,000 would need
+about 20 GiB. Before starting, the run checks that MemAvailable covers
+MACHINE_BUDGET per request plus BASE_BUDGET; `--requests N --ignore-memory-check` runs
+more anyway, on a machine that has the room.
 """
 
 from __future__ import annotations
@@ -61,10 +81,15 @@ from bench.cluster import (
 )
 from bench.figures import Summary, note, parse_time, per, to_json
 from bench.host import Machine, cpu_seconds_of, load_average
+from bench.joins import INSTANCE_LABEL, NodeTracker, join_latencies
 from bench.lifecycle_report import (
+    BASE_BUDGET,
     DEFAULT_CLOUDS,
+    DEFAULT_REQUESTS,
     LAUNCHES_PER_MINUTE,
+    MACHINE_BUDGET,
     REQUESTS_PER_SECOND,
+    Agents,
     Latencies,
     LifecycleReport,
     Options,
@@ -72,10 +97,12 @@ from bench.lifecycle_report import (
     Work,
     render,
 )
+from bench.machines import MachineWatch, descendants, host_memory_used, meminfo, scan
 from bench.processes import OperatorProcess, SimProcess
 from bench.promtext import Metrics, grown, grown_by
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
+from gpuctl.dev.manifests import apply_join_rbac
 from gpuctl.dev.pki import ca_public_key_hash
 from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.informer import Informer
@@ -94,17 +121,26 @@ OFFERS: dict[str, tuple[str, JSON]] = {
 # The specs' operationIds of a launch, as the simulator's ledger records them.
 LAUNCH_OPERATIONS = frozenset({"launchInstance", "CreatePod", "machines-create"})
 PROGRESS_EVERY = 10.0  # seconds between progress lines on stderr
+MACHINES_GONE_TIMEOUT = 60.0  # after teardown, how long machine processes may take to go
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         prog="python -m bench.lifecycle",
         description="N GPUNodeRequests through the operator (a child process) on the local "
-        "control plane and the simulated clouds: time to all Ready, latencies, API calls, "
-        "memory, teardown. See docs/benchmarks.md.",
+        "cluster and the simulated clouds, whose machines join as real Nodes (kubeadm join "
+        "and kubelet code, gpuctl-node-agent; needs root): time to all Ready, latencies, "
+        "API calls, memory, agents, teardown. See docs/benchmarks.md.",
     )
     add = parser.add_argument
-    add("--requests", type=_positive_int, default=1000, help="requests to create (1000)")
+    add(
+        "--requests",
+        type=_positive_int,
+        default=DEFAULT_REQUESTS,
+        help=f"requests to create ({DEFAULT_REQUESTS}). Each runs a real node agent, about "
+        "20 MiB and 0.5 %% of a core idle: 100 fit a 2-core, 24 GiB machine, 1,000 do not "
+        "(the run refuses what MemAvailable cannot hold; see --ignore-memory-check)",
+    )
     add("--concurrency", type=_positive_int, default=32, help="create/delete calls in flight")
     add("--workers", type=_positive_int, default=4, help="operator reconcile workers (4)")
     add(
@@ -119,7 +155,21 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--termination-poll", type=float, help="operator --termination-poll")
     add("--log-level", default="info", help="operator log level (info)")
     add("--json", type=Path, dest="json_path", help="also write the report as JSON here")
+    add(
+        "--hold",
+        type=float,
+        default=15.0,
+        help="seconds to stay idle once all are Ready, measuring idle agents (15; 0: none)",
+    )
+    add(
+        "--ignore-memory-check",
+        action="store_true",
+        help=f"run even if MemAvailable is below {MACHINE_BUDGET >> 20} MiB per request + "
+        f"{BASE_BUDGET >> 30} GiB (e.g. --requests 1000 on a machine known to have room)",
+    )
     args = parser.parse_args(argv)
+    if args.hold < 0:
+        parser.error("--hold must be 0 or more")
     return Options(
         requests=args.requests,
         concurrency=args.concurrency,
@@ -131,7 +181,32 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         termination_poll=args.termination_poll,
         log_level=args.log_level,
         json_path=args.json_path,
+        hold=args.hold,
+        ignore_memory_check=args.ignore_memory_check,
     )
+
+
+def memory_needed(requests: int) -> int:
+    """Bytes a run of `requests` real agents needs available (see MACHINE_BUDGET)."""
+    return requests * MACHINE_BUDGET + BASE_BUDGET
+
+
+def preflight(options: Options, euid: int | None = None, available: int | None = None) -> None:
+    """Refuse a run that cannot work here: not root, or not enough memory for the agents."""
+    if (os.geteuid() if euid is None else euid) != 0:
+        raise SystemExit(
+            "bench.lifecycle runs every request's machine as a real node agent in its own "
+            "mount and PID namespaces (gpuctl sim --execute-join-data): run it as root"
+        )
+    have = meminfo().get("MemAvailable", 0) if available is None else available
+    need = memory_needed(options.requests)
+    if need > have and not options.ignore_memory_check:
+        raise SystemExit(
+            f"{options.requests} requests run {options.requests} node agents: want "
+            f"{need / 2**30:.1f} GiB available ({MACHINE_BUDGET >> 20} MiB each + "
+            f"{BASE_BUDGET >> 30} GiB), MemAvailable is {have / 2**30:.1f} GiB. Use fewer "
+            "--requests, or --ignore-memory-check"
+        )
 
 
 def _positive_int(text: str) -> int:
@@ -303,13 +378,16 @@ class Bench:
     api: Client
     sim: SimProcess
     operator: OperatorProcess
+    watch: MachineWatch
     tracker: Tracker = attrs.field(factory=Tracker)
+    nodes: NodeTracker = attrs.field(factory=NodeTracker)
     informer: Informer | None = None
     errors: list[str] = attrs.field(factory=list)
 
     def processes(self) -> dict[str, int]:
-        # ControlPlane.pids lists etcd, then kube-apiserver.
-        named = dict(zip(("etcd", "kube-apiserver"), self.cp.pids, strict=False))
+        # ControlPlane.pids lists etcd, kube-apiserver, kube-controller-manager, scheduler.
+        names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+        named = dict(zip(names, self.cp.pids, strict=False))
         return {
             "operator": self.operator.pid,
             "sim": self.sim.pid,
@@ -318,7 +396,9 @@ class Bench:
         }
 
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds_of(pid) for name, pid in self.processes().items()}
+        cpu = {name: cpu_seconds_of(pid) for name, pid in self.processes().items()}
+        cpu["machines"] = self.watch.cpu_seconds()
+        return cpu
 
     async def providers_ready(self) -> None:
         async def ready() -> bool:
@@ -387,10 +467,33 @@ class Bench:
             for obj in (self.informer.store.list() if self.informer else [])
         )
         counts = ", ".join(f"{k} {v}" for k, v in sorted(phases.items()))
+        machines = len({p.machine for p in self.watch.procs})
         note(
             f"{time.monotonic() - since:6.1f} s: {counts or 'no requests'}; "
+            f"{machines} machines, {len(self.nodes.ready_now)} Nodes Ready; "
             f"load {load_average()[0]}"
         )
+
+    def machine_processes(self) -> int:
+        """Processes of our machines: under the simulator's workdir or below the simulator."""
+        pids = {p.pid for p in scan(self.watch.workdir)}
+        if self.sim.child is not None and self.sim.child.running:
+            pids.update(descendants(self.sim.pid))
+        return len(pids)
+
+    async def machines_gone(self, timeout: float) -> tuple[int, float | None]:  # noqa: ASYNC109
+        """Machine processes now, and seconds until none is left (None: some stayed)."""
+        started, left = time.monotonic(), self.machine_processes()
+
+        async def none_left() -> bool:
+            return self.machine_processes() == 0
+
+        try:
+            await wait_until(none_left, timeout, "every machine process to go", 0.1)
+        except TimeoutError as err:
+            self.errors.append(f"{err}: {self.machine_processes()} processes left")
+            return left, None
+        return left, time.monotonic() - started
 
     async def mark(self) -> Mark:
         return Mark(await self.operator.metrics(), len(await self.sim.ledger()), self.cpu())
@@ -476,18 +579,26 @@ class Bench:
 
 
 async def run(options: Options) -> LifecycleReport:
+    preflight(options)
     machine, load_before = Machine.current(), load_average()
+    host_before = host_memory_used()
     workdir = Path(tempfile.mkdtemp(prefix="gpuctl-bench-lifecycle-"))
+    machines = workdir / "machines"
     note(f"{machine.describe()}; load {load_before}; logs in {workdir}")
+    watch = MachineWatch(machines)
     async with contextlib.AsyncExitStack() as stack:
         cp = await stack.enter_async_context(ControlPlane())
         kube = await stack.enter_async_context(await api_client(cp.kubeconfig))
         await prepare_cluster(kube)
-        # TODO(lead): join RBAC + execute_join_data for real node agents (issue 10)
+        await apply_join_rbac(cp)  # manifests/join, as a user installs it
         api = Client(kube)
-        sim = SimProcess.for_benchmark(workdir, cp, capacity=options.requests + 10)
+        sim = SimProcess.for_benchmark(
+            workdir, cp, capacity=options.requests + 10, machines=machines
+        )
         stack.push_async_callback(sim.stop)
         await sim.start()
+        watch.start()
+        stack.push_async_callback(watch.stop)
         for cloud in options.clouds:
             await api.create(SECRETS, secret_body(cloud, sim.api_key(cloud)))
             await api.create(GPUPROVIDERS, provider_body(cloud, sim, cp))
@@ -503,31 +614,41 @@ async def run(options: Options) -> LifecycleReport:
         )
         stack.push_async_callback(operator.stop)
         await operator.start()
-        bench = Bench(options, workdir, cp, api, sim, operator)
+        bench = Bench(options, workdir, cp, api, sim, operator, watch)
         try:
-            return await _measure(bench, machine, load_before, stack)
+            report = await _measure(bench, machine, load_before, host_before, stack)
         except BaseException:
             note(f"operator log tail:\n{operator.log_tail()}")
             raise
-    raise AssertionError("unreachable")
+    # The simulator has stopped (it kills and removes every machine it still has).
+    left = len(scan(machines))
+    if report.agents is not None:
+        report = attrs.evolve(report, agents=attrs.evolve(report.agents, left_after_sim_stop=left))
+    if left:
+        report.errors.append(f"{left} machine processes outlived the simulator")
+    return report
 
 
 async def _measure(
     bench: Bench,
     machine: Machine,
     load_before: tuple[float, float, float],
+    host_before: int,
     stack: contextlib.AsyncExitStack,
 ) -> LifecycleReport:
-    options, operator = bench.options, bench.operator
+    options, operator, watch = bench.options, bench.operator, bench.watch
     startup = await operator.wait_ready(120)
     await bench.providers_ready()
     informer = Informer(bench.api, GPUNODEREQUESTS, name="bench")
     informer.add_handler(bench.tracker)
     bench.informer = informer
-    task = asyncio.create_task(informer.run())
-    stack.callback(task.cancel)
-    stack.callback(informer.stop)
-    await informer.wait_synced(60)
+    node_informer = Informer(bench.api, NODES, label_selector=INSTANCE_LABEL, name="bench-nodes")
+    node_informer.add_handler(bench.nodes)
+    for each in (informer, node_informer):
+        task = asyncio.create_task(each.run())
+        stack.callback(task.cancel)
+        stack.callback(each.stop)
+        await each.wait_synced(60)
 
     start = await bench.mark()
     note(f"creating {options.requests} requests over {', '.join(options.clouds)}")
@@ -538,14 +659,53 @@ async def _measure(
     up, after_up = await bench.work(time.monotonic() - t0, start)
     pacing = await bench.pacing(since=start.ledger_entries)
     rss_ready = operator.memory().rss
-    note("not all Ready" if ready_in is None else f"all Ready in {ready_in:.1f} s; deleting")
+    nodes_ready = len(bench.nodes.ready_now)
+    memory_ready = await asyncio.to_thread(watch.memory)
+    host_ready = host_memory_used()
+    instances = await bench.sim.instances()
+    to_wall = time.time() - time.monotonic()
+    request_ready = {
+        name: t.ready + to_wall for name, t in bench.tracker.timelines.items() if t.ready
+    }
+    joins = join_latencies(instances, watch.snapshot(), bench.nodes.nodes, request_ready)
+    note("not all Ready" if ready_in is None else f"all Ready in {ready_in:.1f} s")
+
+    memory_idle, idle_cpu = None, 0.0
+    if options.hold > 0:
+        note(f"{memory_ready.machines} machines, {nodes_ready} Nodes Ready; idle {options.hold} s")
+        cpu_before = watch.cpu_seconds()
+        await asyncio.sleep(options.hold)
+        idle_cpu = watch.cpu_seconds() - cpu_before
+        memory_idle = await asyncio.to_thread(watch.memory)
+        after_up = await bench.mark()  # the way down starts from here
+    note("deleting")
 
     t1 = time.monotonic()
     await bench.delete_all()
     teardown_in = await bench.wait_for("gone", t1)
     down, _ = await bench.work(time.monotonic() - t1, after_up)
+    left, gone_after = await bench.machines_gone(MACHINES_GONE_TIMEOUT)
     live, nodes, tokens, violations = await bench.leftovers()
     memory = operator.memory()
+    await watch.stop()
+    agents = Agents(
+        machines=len(watch.times),
+        nodes_registered=bench.nodes.registered,
+        nodes_ever_ready=bench.nodes.ever_ready,
+        nodes_ready_at_all_ready=nodes_ready,
+        nodes_most_ready=bench.nodes.most_ready,
+        joins=joins,
+        memory_ready=memory_ready,
+        memory_peak=watch.peak,
+        memory_idle=memory_idle,
+        hold_seconds=options.hold,
+        idle_cpu_seconds=idle_cpu,
+        host_used_before=host_before,
+        host_used_ready=host_ready,
+        host_used_peak=watch.host_peak_used,
+        left_after_teardown=left,
+        gone_after=gone_after,
+    )
 
     timelines = list(bench.tracker.timelines.values())
     w_launch, w_ready, w_launch_ready = watch_latencies(timelines)
@@ -580,6 +740,7 @@ async def _measure(
         operator_rss_ready=rss_ready,
         operator_rss_end=memory.rss,
         workdir=str(bench.workdir),
+        agents=agents,
         errors=bench.errors,
     )
 

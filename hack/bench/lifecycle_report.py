@@ -14,6 +14,8 @@ import attrs
 
 from bench.figures import Row, Section, Summary, fmt_bytes, per, render_table
 from bench.host import Machine, machine_rows
+from bench.joins import JoinLatencies
+from bench.machines import MachineMemory
 
 # The most the GPUProvider CRD allows (its schema maxima); the benchmark uses them.
 REQUESTS_PER_SECOND = 1000
@@ -22,11 +24,18 @@ LAUNCHES_PER_MINUTE = 600
 # obeys (RateLimit-Policy), whatever the GPUProvider allows, so with it the run measures
 # that quota (docs/benchmarks.md). `--clouds lambda,runpod,paperspace` includes it.
 DEFAULT_CLOUDS = ("lambda", "paperspace")
+# Every request's machine runs a real node agent (about 20 MiB PSS and 0.5 % of a core
+# idle each, docs/benchmarks.md): 100 fit this 2-core, 24 GiB machine, 1,000 do not.
+DEFAULT_REQUESTS = 100
+# The memory check before a run: this much per machine, plus the rest (control plane,
+# operator, simulator, this process), must be available (--ignore-memory-check skips it).
+MACHINE_BUDGET = 25 * 2**20
+BASE_BUDGET = 2 * 2**30
 
 
 @attrs.frozen
 class Options:
-    requests: int = 1000
+    requests: int = DEFAULT_REQUESTS
     concurrency: int = 32
     workers: int = 4
     clouds: tuple[str, ...] = DEFAULT_CLOUDS
@@ -36,6 +45,8 @@ class Options:
     termination_poll: float | None = None
     log_level: str = "info"
     json_path: Path | None = None
+    hold: float = 15.0  # seconds idle after all Ready, to measure idle agents
+    ignore_memory_check: bool = False
 
 
 @attrs.frozen
@@ -77,6 +88,33 @@ class Latencies:
 
 
 @attrs.frozen
+class Agents:
+    """The machines: real node agents joining through kubeadm's path (bench.machines)."""
+
+    machines: int  # machines that booted (had a process)
+    nodes_registered: int
+    nodes_ever_ready: int
+    nodes_ready_at_all_ready: int  # Ready when the last request was seen Ready
+    nodes_most_ready: int  # most Nodes Ready at once
+    joins: JoinLatencies
+    memory_ready: MachineMemory  # at all Ready
+    memory_peak: MachineMemory | None  # the highest-PSS sample (every few seconds)
+    memory_idle: MachineMemory | None  # at the end of the idle hold
+    hold_seconds: float  # idle hold after all Ready (0: none)
+    idle_cpu_seconds: float  # CPU of every machine process over the hold
+    host_used_before: int  # MemTotal - MemAvailable before the control plane started
+    host_used_ready: int  # ... at all Ready
+    host_used_peak: int  # ... highest sample (every 0.5 s) over the run
+    left_after_teardown: int  # machine processes left once every request was gone ...
+    gone_after: float | None  # ... and seconds after that until none was left
+    left_after_sim_stop: int | None = None  # after the simulator stopped (None: not checked)
+
+    @property
+    def clean(self) -> bool:
+        return self.gone_after is not None and not self.left_after_sim_stop
+
+
+@attrs.frozen
 class LifecycleReport:
     machine: Machine
     load_before: tuple[float, float, float]
@@ -101,13 +139,16 @@ class LifecycleReport:
     operator_rss_ready: int
     operator_rss_end: int
     workdir: str
+    agents: Agents | None = None
     errors: list[str] = attrs.field(factory=list)
 
     @property
     def ok(self) -> bool:
         all_ready = self.ready == self.options.requests and self.ready_in is not None
         clean = not (self.live_instances or self.nodes_left or self.tokens_left)
-        return all_ready and self.teardown_in is not None and clean and not self.errors
+        machines_gone = self.agents is None or self.agents.clean
+        done = self.teardown_in is not None and machines_gone
+        return all_ready and done and clean and not self.errors
 
 
 def render(report: LifecycleReport) -> str:
@@ -115,6 +156,8 @@ def render(report: LifecycleReport) -> str:
         ("machine", machine_rows(report.machine, report.load_before, report.load_after)),
         ("run", _run_rows(report)),
         ("way up", _up_rows(report) + _work_rows(report.up, report.options)),
+        *([("machines: real node agents (kubeadm join, kubelet)",
+            _agent_rows(report.agents, report))] if report.agents else []),
         (f"launch pacing (limit {LAUNCHES_PER_MINUTE // 60} launches/s per provider)",
          [_pacing_row(p) for p in report.pacing]),
         ("way down", _down_rows(report) + _work_rows(report.down, report.options)),
@@ -166,6 +209,59 @@ def _up_rows(report: LifecycleReport) -> list[Row]:
         ("create -> launchedAt, status (1 s resolution)", _summary(lat.status_create_to_launch, 0)),
         ("create -> readyAt, status (1 s resolution)", _summary(lat.status_create_to_ready, 0)),
     ]
+
+
+def _agent_rows(a: Agents, report: LifecycleReport) -> list[Row]:
+    n, j, total = report.options.requests, a.joins, report.machine.memory_bytes
+    ready = a.memory_ready
+    rows: list[Row] = [
+        ("machines booted / Nodes registered", f"{a.machines} / {a.nodes_registered}"),
+        ("Nodes Ready: at all Ready / ever / most at once",
+         f"{a.nodes_ready_at_all_ready} / {a.nodes_ever_ready} / {a.nodes_most_ready} (of {n})"),
+        ("RUNNING -> agent start (kubeadm join)", _summary(j.running_to_agent)),
+        ("agent start -> Node registered", _summary(j.agent_to_registered)),
+        ("agent start -> Node Ready", _summary(j.agent_to_ready)),
+        ("RUNNING -> Node Ready", _summary(j.running_to_ready)),
+        ("Node Ready -> its GPUs allocatable (device plugin)", _summary(j.ready_to_usable)),
+        ("GPUs allocatable -> request Ready (operator)", _summary(j.usable_to_request_ready)),
+        ("machine processes at all Ready (node agents)",
+         f"{ready.processes} ({ready.agents}) in {ready.machines} machines"),
+        ("PSS / RSS of machine processes at all Ready", _pss_rss(ready.pss, ready.rss, ready)),
+        ("  of which node agents", _pss_rss(ready.agent_pss, ready.agent_rss, ready)),
+    ]  # fmt: skip
+    if a.memory_peak is not None:
+        peak = a.memory_peak
+        rows.append(("peak PSS / RSS of machine processes (sampled)",
+                     _pss_rss(peak.pss, peak.rss, peak)))  # fmt: skip
+    if a.hold_seconds and a.memory_idle is not None:
+        idle, machines = a.memory_idle, max(1, a.memory_idle.machines)
+        share = 100 * a.idle_cpu_seconds / a.hold_seconds
+        rows += [
+            (f"idle {a.hold_seconds:.0f} s after all Ready: CPU of machine processes",
+             f"{share:.1f} % of a core ({share / machines:.2f} % per machine)"),
+            ("  PSS / RSS then", _pss_rss(idle.pss, idle.rss, idle)),
+        ]  # fmt: skip
+    rows += [
+        ("host memory in use (MemTotal - MemAvailable): before / at all Ready / peak",
+         f"{fmt_bytes(a.host_used_before)} / {fmt_bytes(a.host_used_ready)} / "
+         f"{fmt_bytes(a.host_used_peak)} ({100 * a.host_used_peak / total if total else 0:.0f} %"
+         f" of {fmt_bytes(total)})"),
+        ("machine processes left after teardown",
+         f"{a.left_after_teardown} when the last request was gone; "
+         + ("none left after " + f"{a.gone_after:.1f} s" if a.gone_after is not None
+            else "some still there at the end")),
+        ("machine processes left after the simulator stopped",
+         "not checked" if a.left_after_sim_stop is None else str(a.left_after_sim_stop)),
+    ]  # fmt: skip
+    return rows
+
+
+def _pss_rss(pss: int, rss: int, memory: MachineMemory) -> str:
+    machines = max(1, memory.machines)
+    return (
+        f"{fmt_bytes(pss)} / {fmt_bytes(rss)} "
+        f"({fmt_bytes(pss / machines)} / {fmt_bytes(rss / machines)} per machine)"
+    )
 
 
 def _down_rows(report: LifecycleReport) -> list[Row]:

@@ -9,7 +9,8 @@
   `cpu_seconds()` read its /proc figures.
 - `SimProcess` writes a simulator configuration file, starts `gpuctl sim -o json`, reads
   the endpoints and keys it announces and talks to its control API (ledger, instances,
-  spec violations).
+  spec violations). For the lifecycle benchmark its machines run their join data
+  (`execute_join_data`: real `kubeadm join` and kubelet, gpuctl-node-agent).
 """
 
 from __future__ import annotations
@@ -217,13 +218,19 @@ class SimProcess:
     info: JSON = attrs.field(factory=dict)
 
     @classmethod
-    def for_benchmark(cls, workdir: Path, cp: ControlPlane, capacity: int) -> SimProcess:
+    def for_benchmark(
+        cls, workdir: Path, cp: ControlPlane, capacity: int, machines: Path | None = None
+    ) -> SimProcess:
+        """Zero boot and termination delay, `capacity` of everything; with `machines`,
+        every instance boots as a machine running its join data (real node agents;
+        needs root), its files under that directory."""
         config: JSON = {
             "seed": 1,
             "boot_seconds": 0.0,
             "terminate_seconds": 0.0,
             "kubeconfig": str(cp.kubeconfig),
             "ca_file": str(cp.ca_file),
+            **({"execute_join_data": True, "workdir": str(machines)} if machines else {}),
             # `capacity` tables are replaced whole: every (region, type) gets the default.
             **{cloud: {"default_capacity": capacity, "capacity": {}} for cloud in CLOUDS},
         }

@@ -15,8 +15,12 @@ sys.path.insert(0, str(ROOT / "hack"))  # the benchmarks are tools under hack/, 
 from bench import lifecycle  # noqa: E402
 from bench.figures import Summary, to_json  # noqa: E402
 from bench.host import Machine, cpu_seconds_of, memory_of  # noqa: E402
+from bench.joins import JoinLatencies  # noqa: E402
 from bench.lifecycle_report import (  # noqa: E402
+    BASE_BUDGET,
     DEFAULT_CLOUDS,
+    MACHINE_BUDGET,
+    Agents,
     Latencies,
     LifecycleReport,
     Options,
@@ -24,31 +28,52 @@ from bench.lifecycle_report import (  # noqa: E402
     Work,
     render,
 )
+from bench.machines import MachineMemory  # noqa: E402
+
+MiB = 2**20
 
 
 def test_defaults_are_the_documented_run() -> None:
     options = lifecycle.parse_args([])
     assert options == Options()
-    assert options.requests == 1000 and options.workers == 4
+    # 100 real node agents fit the 2-core, 24 GiB machine; 1,000 do not (docs/benchmarks.md)
+    assert options.requests == 100 and options.workers == 4
     assert options.clouds == DEFAULT_CLOUDS == ("lambda", "paperspace")
     assert options.ready_poll is None  # gpuctl run's own defaults
+    assert options.hold == 15.0 and not options.ignore_memory_check
 
 
 def test_flags_override() -> None:
     options = lifecycle.parse_args(
         ["--requests", "12", "--clouds", "runpod,lambda", "--workers", "8", "--timeout", "60",
-         "--joining-poll", "0.5", "--json", "/tmp/x.json"]
+         "--joining-poll", "0.5", "--json", "/tmp/x.json", "--hold", "0",
+         "--ignore-memory-check"]
     )  # fmt: skip
     assert options.requests == 12 and options.workers == 8 and options.timeout == 60
     assert options.clouds == ("runpod", "lambda")
     assert options.joining_poll == 0.5
     assert options.json_path == Path("/tmp/x.json")
+    assert options.hold == 0 and options.ignore_memory_check
 
 
-@pytest.mark.parametrize("argv", [["--requests", "0"], ["--clouds", "aws"], ["--clouds", ","]])
+@pytest.mark.parametrize(
+    "argv", [["--requests", "0"], ["--clouds", "aws"], ["--clouds", ","], ["--hold", "-1"]]
+)
 def test_bad_flags_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         lifecycle.parse_args(argv)
+
+
+def test_preflight_wants_root_and_memory_for_every_agent() -> None:
+    hundred, thousand = Options(requests=100), Options(requests=1000)
+    assert lifecycle.memory_needed(100) == 100 * MACHINE_BUDGET + BASE_BUDGET
+    plenty = 22 * 2**30  # what this 24 GiB machine has available when quiet
+    lifecycle.preflight(hundred, euid=0, available=plenty)
+    with pytest.raises(SystemExit, match="run it as root"):
+        lifecycle.preflight(hundred, euid=1000, available=plenty)
+    with pytest.raises(SystemExit, match="1000 requests run 1000 node agents"):
+        lifecycle.preflight(thousand, euid=0, available=plenty)
+    lifecycle.preflight(Options(requests=1000, ignore_memory_check=True), euid=0, available=0)
 
 
 def test_requests_spread_round_robin_pinned_to_one_provider() -> None:
@@ -118,6 +143,42 @@ def _work() -> Work:
     )
 
 
+def _agents(**overrides: object) -> Agents:
+    ready = MachineMemory(
+        machines=10, processes=40, pss=200 * MiB, rss=800 * MiB, agents=10,
+        agent_pss=190 * MiB, agent_rss=780 * MiB,
+    )  # fmt: skip
+    fields: dict[str, object] = dict(
+        machines=10,
+        nodes_registered=10,
+        nodes_ever_ready=10,
+        nodes_ready_at_all_ready=10,
+        nodes_most_ready=10,
+        joins=JoinLatencies(
+            Summary.of([0.1]),
+            Summary.of([0.5]),
+            Summary.of([1.0]),
+            Summary.of([1.2]),
+            Summary.of([0.3]),
+            Summary.of([0.05]),
+            10,
+        ),
+        memory_ready=ready,
+        memory_peak=ready,
+        memory_idle=ready,
+        hold_seconds=10.0,
+        idle_cpu_seconds=0.5,
+        host_used_before=2 * 2**30,
+        host_used_ready=4 * 2**30,
+        host_used_peak=6 * 2**30,
+        left_after_teardown=40,
+        gone_after=0.5,
+        left_after_sim_stop=0,
+    )
+    fields.update(overrides)
+    return Agents(**fields)  # type: ignore[arg-type]
+
+
 def _report(**overrides: object) -> LifecycleReport:
     fields: dict[str, object] = dict(
         machine=Machine("Test CPU", 2, 24 * 2**30, "6.0", "3.11.7"),
@@ -143,6 +204,7 @@ def _report(**overrides: object) -> LifecycleReport:
         operator_rss_ready=90 * 2**20,
         operator_rss_end=95 * 2**20,
         workdir="/tmp/w",
+        agents=_agents(),
     )
     fields.update(overrides)
     return LifecycleReport(**fields)  # type: ignore[arg-type]
@@ -161,15 +223,39 @@ def test_report_table_and_json() -> None:
     assert "| instances not terminated at the clouds | 0 |" in lines
     assert "| peak RSS (VmHWM) | 100.0 MiB |" in lines
     assert any(line.startswith("| lambda | 5 launches in 0.4 s = 10.0/s (100 %") for line in lines)
+    assert "| **machines: real node agents (kubeadm join, kubelet)** | |" in lines
+    assert "| Nodes Ready: at all Ready / ever / most at once | 10 / 10 / 10 (of 10) |" in lines
+    assert "| agent start -> Node Ready | 1.00 / 1.00 / 1.00 / 1.00 s (n=1) |" in lines
+    assert "| machine processes at all Ready (node agents) | 40 (10) in 10 machines |" in lines
+    assert ("| PSS / RSS of machine processes at all Ready | 200.0 MiB / 800.0 MiB "
+            "(20.0 MiB / 80.0 MiB per machine) |") in lines  # fmt: skip
+    assert ("| idle 10 s after all Ready: CPU of machine processes | "
+            "5.0 % of a core (0.50 % per machine) |") in lines  # fmt: skip
+    assert ("| host memory in use (MemTotal - MemAvailable): before / at all Ready / peak | "
+            "2.0 GiB / 4.0 GiB / 6.0 GiB (25 % of 24.0 GiB) |") in lines  # fmt: skip
+    assert ("| machine processes left after teardown | "
+            "40 when the last request was gone; none left after 0.5 s |") in lines  # fmt: skip
+    assert "| machine processes left after the simulator stopped | 0 |" in lines
     assert report.ok
     decoded = json.loads(json.dumps(to_json(report), default=str))
     assert decoded["up"]["status_writes"] == 30.0
     assert decoded["latencies"]["watch_create_to_launch"]["p50"] == 1.0
+    assert decoded["agents"]["memory_ready"]["pss"] == 200 * MiB
+    assert decoded["agents"]["joins"]["agent_to_ready"]["p50"] == 1.0
+
+
+def test_without_agents_or_idle_hold_the_rows_are_left_out() -> None:
+    assert "machines: real node agents" not in render(_report(agents=None))
+    quiet = render(_report(agents=_agents(hold_seconds=0.0, memory_idle=None)))
+    assert "idle" not in quiet and "| RUNNING -> Node Ready |" in quiet
 
 
 def test_a_leak_or_a_timeout_fails_the_run() -> None:
     assert not _report(live_instances=1).ok
     assert not _report(ready=9).ok
+    assert not _report(agents=_agents(gone_after=None)).ok  # a machine process stayed
+    assert not _report(agents=_agents(left_after_sim_stop=2)).ok
+    assert _report(agents=_agents(left_after_sim_stop=None)).ok  # not checked yet
     failed = _report(teardown_in=None, errors=["timed out after 60 s waiting for 10 gone"])
     assert not failed.ok
     assert "| teardown (first delete -> last gone) | did not finish |" in render(failed)
