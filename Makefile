@@ -87,7 +87,7 @@ BENCH_LIFECYCLE_ARGS ?=
 BENCH_MEMORY_ARGS ?=
 
 .PHONY: bench
-bench: install controlplane ## run the benchmarks of docs/benchmarks.md (minutes; not in `make test`)
+bench: install controlplane ## run the benchmarks of docs/benchmarks.md (minutes; root: real node agents; not in `make test`)
 	PYTHONPATH=hack $(BIN)/python -m bench.lifecycle $(BENCH_LIFECYCLE_ARGS)
 	PYTHONPATH=hack $(BIN)/python -m bench.memory $(BENCH_MEMORY_ARGS)
 
