@@ -1,19 +1,19 @@
 """Money safety under SIGKILL: the operator is killed at precise points, then restarted.
 
-Each case runs `gpuctl run` as a real subprocess with `GPUCTL_CRASH_AT` naming a
-crash point (gpuctl/util/crashpoints.py): the process SIGKILLs itself there. A
-second, uncrashed operator then takes over. The simulated clouds' records prove the
-outcome: every request converges, and each one got exactly one machine — no
-duplicate launch — and nothing is left running after the requests are deleted.
+Each case runs `gpuctl run` from the installed wheel (tests/wheel.py) as a real
+subprocess with `GPUCTL_CRASH_AT` naming a crash point (gpuctl/util/crashpoints.py): the
+process SIGKILLs itself there. A second, uncrashed operator then takes over. The
+simulated clouds' records prove the outcome: every request converges, and each one got
+exactly one machine — no duplicate launch — and nothing is left running after the
+requests are deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import datetime
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,9 @@ from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.runtime.client import Client
 from gpuctl.sim import Simulator
-from tests.e2e.conftest import NAMESPACE, Env, delete_and_wait, wait_phase
+from tests.e2e.conftest import Env, delete_and_wait, operator_config, wait_phase
 from tests.processes import wait_gone
+from tests.wheel import Installed, run_args, start_gpuctl
 
 SPECS = {
     "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
@@ -33,24 +34,11 @@ SPECS = {
 
 
 def start(
-    env: Env, cp: ControlPlane, log: Path, crash: str | None = None
+    installed: Installed, env: Env, cp: ControlPlane, log: Path, crash: str | None = None
 ) -> subprocess.Popen[bytes]:
-    argv = [
-        sys.executable, "-m", "gpuctl.cli.main", "run",
-        "--kubeconfig", str(cp.kubeconfig),
-        "--cluster-name", env.cluster,
-        "--namespace", NAMESPACE,
-        "--join-endpoint", cp.url,
-        "--health-port", "0", "--health-host", "127.0.0.1",
-        "--ready-poll", "0.5", "--joining-poll", "0.3", "--termination-poll", "0.3",
-        "--gc-interval", "0.5", "--gc-grace", "3", "--provider-refresh", "5",
-        "--log-level", "debug",
-    ]  # fmt: skip
-    environ = {k: v for k, v in os.environ.items() if k != "GPUCTL_CRASH_AT"}
-    if crash:
-        environ["GPUCTL_CRASH_AT"] = crash
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, env=environ, stdout=out, stderr=out)
+    config = operator_config(env, cp, gc_grace=datetime.timedelta(seconds=3))
+    crash_env = {"GPUCTL_CRASH_AT": crash} if crash else None
+    return start_gpuctl(installed, run_args(config), log, crash_env).process
 
 
 async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
@@ -83,11 +71,17 @@ async def create(api: Client, env: Env, name: str) -> str:
     ],
 )
 async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
-    point: str, api: Client, sim: Simulator, env: Env, control_plane: ControlPlane, tmp_path: Path
+    point: str,
+    api: Client,
+    sim: Simulator,
+    env: Env,
+    control_plane: ControlPlane,
+    tmp_path: Path,
+    gpuctl_wheel: Installed,
 ) -> None:
     log = tmp_path / "operator.log"
     crashing = point == "after-terminate"
-    first = start(env, control_plane, log, None if crashing else point)
+    first = start(gpuctl_wheel, env, control_plane, log, None if crashing else point)
     names = [await create(api, env, n) for n in SPECS]
     survivor: subprocess.Popen[bytes] | None = None
     try:
@@ -96,10 +90,10 @@ async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
                 await wait_phase(api, name, "Ready")
             first.send_signal(signal.SIGTERM)
             assert await exited(first, 40) == 0, log.read_text()[-3000:]
-            first = start(env, control_plane, log, point)
+            first = start(gpuctl_wheel, env, control_plane, log, point)
             await api.delete(GPUNODEREQUESTS, names[0])
         assert await exited(first, 60) == -signal.SIGKILL, log.read_text()[-3000:]
-        survivor = start(env, control_plane, log)
+        survivor = start(gpuctl_wheel, env, control_plane, log)
         uids = {}
         for name in names:
             obj = await api.get(GPUNODEREQUESTS, name) if not crashing or name != names[0] else None

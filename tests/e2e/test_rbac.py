@@ -1,19 +1,18 @@
 """The operator needs exactly the permissions in manifests/rbac: a full lifecycle, no 403.
 
-The operator runs as the `gpuctl` ServiceAccount, authenticated by a token from the
-TokenRequest API, on the RBAC-enforcing API server, with exactly the rules that
-`kubectl kustomize manifests/rbac` renders — leader election on, so the Lease rules
-are exercised too.
+The operator is `gpuctl run` from the installed wheel (tests/wheel.py), as the `gpuctl`
+ServiceAccount, authenticated by a token from the TokenRequest API, on the
+RBAC-enforcing API server, with exactly the rules that `kubectl kustomize manifests/rbac`
+renders — leader election on, so the Lease rules are exercised too.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import subprocess
+from pathlib import Path
 
 import attrs
-import pytest
 from kubernetes_asyncio import client
 
 from gpuctl.controllers.resources import GPUNODEREQUESTS
@@ -21,14 +20,15 @@ from gpuctl.dev.controlplane import ControlPlane, TokenUser
 from gpuctl.runtime.client import Client
 from gpuctl.runtime.manager import LeaderElectionConfig
 from tests.e2e.conftest import (
+    ISSUED_KEYS,
     NAMESPACE,
     Env,
     delete_and_wait,
     operator_config,
-    start_operator,
     wait_phase,
 )
-from tests.e2e.test_metrics import scrape
+from tests.e2e.test_metrics import SAMPLE
+from tests.wheel import Installed, run_args, running_gpuctl
 
 SERVICE_ACCOUNT = "gpuctl"
 
@@ -67,24 +67,21 @@ async def test_operator_runs_a_full_lifecycle_with_exactly_its_rbac(
     control_plane: ControlPlane,
     env: Env,
     api: Client,
-    caplog: pytest.LogCaptureFixture,
+    gpuctl_wheel: Installed,
+    tmp_path: Path,
 ) -> None:
     await apply_rbac(kubectl)
     token = await service_account_token(kube)
     identity = TokenUser(f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}", token=token)
-    kubeconfig = control_plane.token_kubeconfig(identity)
     config = attrs.evolve(
         operator_config(env, control_plane),
-        kubeconfig=kubeconfig,
-        leader_election=LeaderElectionConfig(
-            namespace=NAMESPACE, name=f"gpuctl-{env.suffix}", identity="rbac-test"
-        ),
+        kubeconfig=control_plane.token_kubeconfig(identity),
+        leader_election=LeaderElectionConfig(namespace=NAMESPACE, name=f"gpuctl-{env.suffix}"),
     )
-    caplog.set_level(logging.INFO)
-    running = await start_operator(config)
     admin = api  # the test acts as the cluster admin; the operator as its ServiceAccount
     name = f"rbac-{env.suffix}"
-    try:
+    log = tmp_path / "operator.log"
+    async with running_gpuctl(gpuctl_wheel, run_args(config), log, secrets=ISSUED_KEYS) as running:
         await admin.create(
             GPUNODEREQUESTS,
             {
@@ -100,14 +97,15 @@ async def test_operator_runs_a_full_lifecycle_with_exactly_its_rbac(
         )
         await wait_phase(admin, name, "Ready")
         await delete_and_wait(admin, name)
-        samples: dict[str, float] = {}
-        await scrape(running, samples)
-    finally:
-        await running.halt()
-    # Kubernetes API calls only: provider calls (other tests' fake clouds answer 403 on
-    # purpose) share the process's registry.
+        metrics = await running.metrics()
+    samples = {
+        match.group(1) + (match.group(2) or ""): float(match.group(3))
+        for match in map(SAMPLE.match, metrics.splitlines())
+        if match
+    }
     calls = {k: v for k, v in samples.items() if k.startswith("gpuctl_kube_api_requests_total")}
     assert sum(calls.values()) > 0  # the metric saw the operator's traffic
     forbidden = {k: v for k, v in calls.items() if 'code="403"' in k}
     assert forbidden == {}
-    assert "Forbidden" not in caplog.text and " 403" not in caplog.text
+    output = running.output()
+    assert "Forbidden" not in output and " 403" not in output, running.tail()
