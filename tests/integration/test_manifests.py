@@ -524,4 +524,5 @@ def test_the_sim_configuration_matches_its_wiring() -> None:
     secrets_ = list(yaml.safe_load_all((MANIFESTS / "sim" / "e2e" / "secrets.yaml").read_text()))
     keys = {s["metadata"]["name"].split("-")[1]: s["stringData"]["apiKey"] for s in secrets_}
     assert keys == {cloud: config.api_key(cloud) for cloud in ("lambda", "runpod", "paperspace")}
-    assert config.kubelet_enabled and config.ca_file is not None
+    # Cloud APIs only: no machine joins from the restricted pod, nothing talks to the API.
+    assert not config.execute_join_data and config.kubeconfig is None
