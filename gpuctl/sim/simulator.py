@@ -194,6 +194,12 @@ class Simulator:
         await self.machines.wait_gone(self.state.instance(cloud, instance_id), seconds)
         return self.instance(cloud, instance_id)
 
+    async def hang(self, cloud: str, instance_id: str) -> None:
+        """The machine hangs (kernel panic, dead kubelet): every process of it is killed
+        while the cloud keeps reporting it running and billing it."""
+        self.state.advance()
+        await self.machines.hang(self.state.instance(cloud, instance_id))
+
     def machine_file(self, cloud: str, instance_id: str, path: str) -> bytes | None:
         """A file the machine wrote, e.g. "/var/log/kubelet.log" (None if it has none)."""
         return self.machines.machine_file(self.state.instance(cloud, instance_id), path)

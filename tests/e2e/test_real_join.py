@@ -9,10 +9,12 @@ kubelet, kube-controller-manager and gpuctl.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import subprocess
 from typing import Any
 
+import attrs
 import pytest
 
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
@@ -20,7 +22,16 @@ from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.resources import EVENTS, LEASES, NODES, SECRETS, Resource
 from gpuctl.sim import Simulator
-from tests.e2e.conftest import NAMESPACE, Env, MakeRequest, wait_for, wait_phase
+from tests.e2e.conftest import (
+    NAMESPACE,
+    Env,
+    MakeRequest,
+    delete_and_wait,
+    operator_config,
+    start_operator,
+    wait_for,
+    wait_phase,
+)
 
 PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 H100X8 = {"gpu": {"type": "H100-80GB", "count": 8}, "capacityType": "on-demand"}
@@ -135,7 +146,8 @@ async def test_script_clouds_join_with_a_bash_script(
     name = await make_request(cloud, {"gpu": gpu, "providers": [env.providers[cloud]]})
     status = (await wait_phase(api, name, "Ready", timeout=90))["status"]
     (machine,) = [i for i in sim.instances(cloud) if i.id == status["instance"]["id"]]
-    assert machine.join_script.startswith("#!/bin/bash\n")
+    assert "#!/bin/bash\nset -euo pipefail\n" in machine.join_script  # RunPod: bash -c <it>
+    assert "#cloud-config" not in machine.join_script
     node = await api.get(NODES, status["nodeName"])
     assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
 
@@ -184,4 +196,43 @@ async def test_join_data_the_machine_cannot_run_never_joins_and_the_request_says
     selector = f"involvedObject.name={name}"
     events = await api.list(EVENTS, namespace="default", field_selector=selector)
     messages = [e["message"] for e in events["items"] if e["reason"] == "RegistrationTimeout"]
-    assert messages and "no Ready Node within 8s" in messages[0]
+    assert messages and "no Ready Node within 0:00:08 of launch" in messages[0]
+
+
+async def test_a_hung_machine_goes_unknown_and_is_replaced(
+    api: Client, env: Env, sim: Simulator, control_plane: ControlPlane, kube: Any
+) -> None:
+    """The kubelet stops (the machine hangs) while the cloud still says running:
+    kube-controller-manager marks the Node Unknown after its grace period, and gpuctl
+    replaces the machine after --node-unhealthy-after."""
+    config = operator_config(env, control_plane)
+    fast = attrs.evolve(config.settings, node_unhealthy_after=datetime.timedelta(seconds=3))
+    running = await start_operator(attrs.evolve(config, settings=fast))
+    name = f"hang-{env.suffix}"
+    try:
+        spec = {"gpu": {"type": "A10-24GB", "count": 1}, "providers": [env.providers["lambda"]]}
+        body = {"apiVersion": "gpuctl.io/v1alpha1", "kind": "GPUNodeRequest"}
+        await api.create(GPUNODEREQUESTS, {**body, "metadata": {"name": name}, "spec": spec})
+        first = (await wait_phase(api, name, "Ready", timeout=90))["status"]
+        await sim.hang("lambda", first["instance"]["id"])
+
+        async def unknown() -> bool:
+            node = await api.get(NODES, first["nodeName"])
+            ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+            return bool(ready and ready[0]["status"] == "Unknown")
+
+        await wait_for(unknown, 60, "the Node Ready=Unknown (kube-controller-manager)")
+
+        async def replaced() -> bool:
+            status = (await api.get(GPUNODEREQUESTS, name)).get("status") or {}
+            return status.get("phase") == "Ready" and status.get("attempt") == 2
+
+        await wait_for(replaced, 90, "a replacement Ready")
+        status = (await api.get(GPUNODEREQUESTS, name))["status"]
+        assert [f["reason"] for f in status["failedOffers"]] == ["Interrupted"]
+        lost = sim.instance("lambda", first["instance"]["id"])
+        assert lost.phase.value in ("terminating", "terminated")  # gpuctl terminated it
+        assert "not Ready for 0:00:03" in status["failedOffers"][0]["message"]
+    finally:
+        await delete_and_wait(api, name, 90)
+        await running.halt()

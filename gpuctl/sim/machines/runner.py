@@ -498,6 +498,13 @@ class Machines:
 
     # -- kill -------------------------------------------------------------------------------
 
+    async def hang(self, instance: SimInstance) -> None:
+        """Kill the machine's processes; its instance stays as the cloud reports it."""
+        machine = self._machines.get((instance.cloud, instance.id))
+        if machine is None:
+            raise KeyError(f"{instance.cloud}: instance {instance.id} has no running machine")
+        await self._kill_now(machine, "the machine hung")
+
     async def _kill(self, instance: SimInstance) -> None:
         machine = self._machines.get((instance.cloud, instance.id))
         if machine is not None:
