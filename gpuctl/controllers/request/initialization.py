@@ -7,6 +7,7 @@ can be scheduled on it.
 
 Labels: `spec.node.labels` plus gpuctl's own (request, instance name, provider,
 capacity type, GPU type). Taints: `spec.node.taints` added to whatever the Node has.
+Provider ID: `gpuctl://<cloud>/<region>/<instance id>` when the kubelet set none.
 Both are patched only when missing, so re-running changes nothing. Once Ready,
 the Ready condition follows the Node's own readiness, and the attempt's bootstrap
 token is deleted: it served its one join and must not serve another.
@@ -25,8 +26,21 @@ from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import NODES
 
 
+def provider_id(ctx: Ctx) -> str:
+    """`gpuctl://<cloud>/<native region>/<instance id>`: what a cloud-controller-manager
+    would set. The kubelet cannot (the id is the cloud's answer to the launch, after the
+    join data was written), so gpuctl sets it once, from "" (the only change the API
+    server allows)."""
+    offer, instance = ctx.status.offer, ctx.status.instance
+    assert offer is not None and instance is not None
+    return f"gpuctl://{offer.cloud}/{offer.native_region}/{instance.id}"
+
+
 def _patch(ctx: Ctx, node: dict[str, Any]) -> dict[str, Any]:
     patch: dict[str, Any] = {}
+    spec: dict[str, Any] = {}
+    if not node.get("spec", {}).get("providerID"):
+        spec["providerID"] = provider_id(ctx)
     current = node["metadata"].get("labels") or {}
     missing = {k: v for k, v in node_labels(ctx).items() if current.get(k) != v}
     if missing:
@@ -40,7 +54,9 @@ def _patch(ctx: Ctx, node: dict[str, Any]) -> dict[str, Any]:
         if (t.key, t.effect.value) not in have
     ]
     if added:
-        patch["spec"] = {"taints": taints + added}
+        spec["taints"] = taints + added
+    if spec:
+        patch["spec"] = spec
     return patch
 
 
