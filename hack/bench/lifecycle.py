@@ -45,7 +45,7 @@ Figures (docs/benchmarks.md explains them):
   teardown and after the simulator stopped (all must be zero).
 Exit status: 0 when every request got Ready and everything was torn down, else 1.
 
-Size: an agent costs about 20 MiB PSS and 0.5 % of a core idle, so the default is 100
+Size: an agent costs about 20 MiB PSS and 0.4 % of a core idle, so the default is 100
 requests (about 2 GiB of agents), which fits a 2-core, 24 GiB machine; 1,000 would need
 about 20 GiB. Before starting, the run checks that MemAvailable covers
 MACHINE_BUDGET per request plus BASE_BUDGET; `--requests N --ignore-memory-check` runs
@@ -138,7 +138,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=_positive_int,
         default=DEFAULT_REQUESTS,
         help=f"requests to create ({DEFAULT_REQUESTS}). Each runs a real node agent, about "
-        "20 MiB and 0.5 %% of a core idle: 100 fit a 2-core, 24 GiB machine, 1,000 do not "
+        "20 MiB PSS and 0.4 %% of a core idle: 100 fit a 2-core, 24 GiB machine, 1,000 do not "
         "(the run refuses what MemAvailable cannot hold; see --ignore-memory-check)",
     )
     add("--concurrency", type=_positive_int, default=32, help="create/delete calls in flight")
@@ -158,8 +158,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add(
         "--hold",
         type=float,
-        default=15.0,
-        help="seconds to stay idle once all are Ready, measuring idle agents (15; 0: none)",
+        default=30.0,
+        help="seconds to stay idle once all are Ready, measuring idle agents (30; 0: none)",
     )
     add(
         "--ignore-memory-check",

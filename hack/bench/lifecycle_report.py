@@ -24,7 +24,7 @@ LAUNCHES_PER_MINUTE = 600
 # obeys (RateLimit-Policy), whatever the GPUProvider allows, so with it the run measures
 # that quota (docs/benchmarks.md). `--clouds lambda,runpod,paperspace` includes it.
 DEFAULT_CLOUDS = ("lambda", "paperspace")
-# Every request's machine runs a real node agent (about 20 MiB PSS and 0.5 % of a core
+# Every request's machine runs a real node agent (about 20 MiB PSS and 0.4 % of a core
 # idle each, docs/benchmarks.md): 100 fit this 2-core, 24 GiB machine, 1,000 do not.
 DEFAULT_REQUESTS = 100
 # The memory check before a run: this much per machine, plus the rest (control plane,
@@ -45,7 +45,7 @@ class Options:
     termination_poll: float | None = None
     log_level: str = "info"
     json_path: Path | None = None
-    hold: float = 15.0  # seconds idle after all Ready, to measure idle agents
+    hold: float = 30.0  # seconds idle after all Ready, to measure idle agents
     ignore_memory_check: bool = False
 
 

@@ -40,7 +40,7 @@ def test_defaults_are_the_documented_run() -> None:
     assert options.requests == 100 and options.workers == 4
     assert options.clouds == DEFAULT_CLOUDS == ("lambda", "paperspace")
     assert options.ready_poll is None  # gpuctl run's own defaults
-    assert options.hold == 15.0 and not options.ignore_memory_check
+    assert options.hold == 30.0 and not options.ignore_memory_check
 
 
 def test_flags_override() -> None:
