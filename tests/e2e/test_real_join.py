@@ -16,9 +16,11 @@ from typing import Any
 
 import attrs
 import pytest
+from kubernetes_asyncio import client as k8s_client
 
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
+from gpuctl.dev.manifests import apply_join_rbac
 from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.resources import EVENTS, LEASES, NODES, SECRETS, Resource
 from gpuctl.sim import Simulator
@@ -236,3 +238,39 @@ async def test_a_hung_machine_goes_unknown_and_is_replaced(
     finally:
         await delete_and_wait(api, name, 90)
         await running.halt()
+
+
+async def test_without_the_join_rbac_of_manifests_no_machine_joins(
+    api: Client,
+    env: Env,
+    make_request: MakeRequest,
+    sim: Simulator,
+    control_plane: ControlPlane,
+    kube: Any,
+) -> None:
+    """The join works only because of manifests/join: without its CSR grant for gpuctl's
+    token group, the kubelet's TLS bootstrap is refused and no Node ever appears."""
+    rbac = k8s_client.RbacAuthorizationV1Api(kube)
+    await rbac.delete_cluster_role_binding("gpuctl:kubelet-bootstrap")
+    try:
+        name = await make_request(
+            "norbac",
+            {
+                "gpu": {"type": "A10-24GB", "count": 1},
+                "providers": [env.providers["lambda"]],
+                "registrationTimeout": "15s",
+            },
+        )
+
+        async def timed_out() -> bool:
+            status = (await api.get(GPUNODEREQUESTS, name)).get("status") or {}
+            failed = status.get("failedOffers", [])
+            return any(f["reason"] == "RegistrationTimeout" for f in failed)
+
+        await wait_for(timed_out, 60, "RegistrationTimeout")
+        assert (await api.list(NODES, label_selector=f"gpuctl.io/request={name}"))["items"] == []
+        (machine, *_) = sim.instances("lambda")
+        log = sim.machine_file("lambda", machine.id, "/var/log/kubelet.log") or b""
+        assert b"forbidden" in log.lower() or b"cannot create" in log.lower(), log[-2000:]
+    finally:
+        await apply_join_rbac(control_plane)
