@@ -26,10 +26,21 @@ die() {
   log "$*"
   exit 1
 }
+# Each tool is a Debian package of the same name: a fresh machine gets it from apt when
+# we are root (as CI is); otherwise say what to install.
 need() {
-  local tool
+  local tool missing=()
   for tool in "$@"; do
-    command -v "$tool" >/dev/null || die "$tool not found (Debian: apt-get install $tool)"
+    command -v "$tool" >/dev/null || missing+=("$tool")
   done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    log "installing ${missing[*]} from Debian"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2; }; then
+      die "apt-get install ${missing[*]} failed"
+    fi
+  else
+    die "${missing[*]} not found (Debian: apt-get install ${missing[*]})"
+  fi
 }
 image_exists() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
