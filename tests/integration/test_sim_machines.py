@@ -137,6 +137,17 @@ async def wait_ready(kube: client.ApiClient, name: str, status: str = "True") ->
             await asyncio.sleep(0.5)
 
 
+async def wait_gpus(kube: client.ApiClient, name: str) -> client.V1Node:
+    """The device plugin registers after the kubelet's first status: the GPUs show with a
+    later status update (gpuctl's initialization waits for them the same way)."""
+    async with asyncio.timeout(READY_TIMEOUT):
+        while True:
+            node = await client.CoreV1Api(kube).read_node(name)
+            if (node.status.capacity or {}).get("nvidia.com/gpu", "0") != "0":
+                return node
+            await asyncio.sleep(0.5)
+
+
 def agent_version() -> str:
     assert AGENT is not None
     out = subprocess.run([str(AGENT), "version"], capture_output=True, text=True, check=True)
@@ -154,7 +165,8 @@ async def test_lambda_machine_joins_as_a_ready_node_and_leaves_with_the_machine(
     machine = await sim.wait_join("lambda", iid, READY_TIMEOUT)
     assert machine.join_status is JoinStatus.JOINED, machine.join_detail
     assert machine.node_name == node_name
-    node = await wait_ready(kube, node_name)
+    await wait_ready(kube, node_name)
+    node = await wait_gpus(kube, node_name)
     assert node.status.node_info.kubelet_version == agent_version()
     assert node.metadata.labels["gpuctl.io/request"] == node_name
     assert node.status.capacity["nvidia.com/gpu"] == "8"
@@ -235,9 +247,11 @@ async def test_runpod_bash_c_start_command_joins_then_the_container_stops(
     kube: client.ApiClient,
     join_data: Callable[..., Any],
 ) -> None:
-    """gpuctl's RunPod start command `bash -c <join>` exits after the join: a container
-    stops with its main process, and the kubelet with it."""
+    """A start command `bash -c <join>` that exits after the join: a container stops with
+    its main process, and the kubelet with it (gpuctl's own stays up: exec sleep)."""
     script = await join_data("sim-runpod-exits", JoinMethod.CONTAINER_ENV)
+    assert "exec sleep infinity" in script
+    script = script.replace("exec sleep infinity", "true")
     pod = await launch_runpod(sim, session, dockerStartCmd=["bash", "-c", script])
     machine = await sim.wait_gone("runpod", pod, READY_TIMEOUT)
     assert machine.join_status is JoinStatus.CONTAINER_EXITED, machine.join_detail
