@@ -74,13 +74,29 @@ fmt: install ## format and auto-fix
 	$(BIN)/ruff format gpuctl tests hack
 	$(BIN)/ruff check --fix gpuctl tests hack
 
+# Debian packages the tests use: cloud-init (its `cloud-init schema` checks the user data
+# gpuctl renders), util-linux (`unshare`) and procps (`pgrep`) for the simulated machines.
+SYSTEM_DEPS := cloud-init util-linux procps
+
+.PHONY: system-deps
+system-deps: ## apt-get install the Debian packages the tests use, if missing (as root)
+	@missing=""; for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	  echo "missing Debian packages:$$missing (tests that need them are skipped)"; \
+	fi
+
 .PHONY: test
-test: install controlplane lint check-generated ## everything CI checks
+test: install system-deps controlplane lint check-generated ## everything CI checks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 DEMO_ARGS ?=
 .PHONY: demo
-demo: install controlplane ## control plane + simulated clouds + operator + samples, live (docs/demo.md)
+demo: install system-deps controlplane ## control plane + simulated clouds + operator + samples, live (docs/demo.md)
 	$(BIN)/gpuctl demo $(DEMO_ARGS)
 
 BENCH_LIFECYCLE_ARGS ?=
