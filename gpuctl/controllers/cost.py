@@ -40,3 +40,22 @@ def due(cost: CostStatus | None, now: datetime.datetime, every: datetime.timedel
     if cost is None or cost.updated_at is None:
         return True
     return now - cost.updated_at >= every
+
+
+def add_interval(
+    cost: CostStatus | None,
+    price_per_hour: Decimal,
+    start: datetime.datetime,
+    now: datetime.datetime,
+) -> CostStatus:
+    """`cost` plus `price_per_hour` over [`start`, `now`]: time no update billed, of a
+    machine gpuctl found by name (a launch whose answer was lost, a twin). Bring `cost`
+    up to `now` with `accrue` first; `since` moves back to `start` when that is earlier."""
+    seconds = max(Decimal(0), Decimal(str((now - start).total_seconds())))
+    base = cost.accrued_usd if cost is not None else Decimal(0)
+    since = cost.since if cost is not None and cost.since is not None else start
+    return CostStatus(
+        accrued_usd=(base + price_per_hour * seconds / _HOUR).quantize(_PLACES, ROUND_HALF_UP),
+        since=min(since, start),
+        updated_at=now,
+    )

@@ -47,12 +47,20 @@ def _options(spec: GPUProviderSpec) -> dict[str, str]:
         options["sshKeyName"] = spec.lambda_.ssh_key_name
         if spec.lambda_.image:
             options["imageFamily"] = spec.lambda_.image
+        if spec.lambda_.file_system_names:
+            options["fileSystemNames"] = ",".join(spec.lambda_.file_system_names)
     if spec.runpod is not None:
         options["imageName"] = spec.runpod.image_name
         options["cloudType"] = spec.runpod.cloud_type.value
+        if spec.runpod.container_disk_gb is not None:
+            options["containerDiskInGb"] = str(spec.runpod.container_disk_gb)
+        if spec.runpod.volume_gb is not None:
+            options["volumeInGb"] = str(spec.runpod.volume_gb)
     if spec.paperspace is not None:
         options["templateId"] = spec.paperspace.template_id
         options["diskSize"] = str(spec.paperspace.disk_size_gb)
+        if spec.paperspace.public_ip_type is not None:
+            options["publicIpType"] = spec.paperspace.public_ip_type.value
     limit = spec.rate_limit
     if limit is not None and limit.launches_per_minute:
         options["launchIntervalSeconds"] = str(60 / limit.launches_per_minute)

@@ -6,12 +6,15 @@ computed when scraped, so they never drift from the objects.
 
 - `gpuctl_requests{phase}`: GPUNodeRequests by phase.
 - `gpuctl_launches_total{provider,capacity_type,result}`: launch attempts; `result` is
-  `success`, `capacity`, `quota`, `auth`, `invalid` or `transient`.
+  `success`, `adopted` (found by name), `unknown` (a create with no answer), `capacity`,
+  `quota`, `auth`, `invalid` or `transient`.
 - `gpuctl_launch_to_ready_seconds{provider}`: launch until the Node is Ready.
 - `gpuctl_interruptions_total{provider,capacity_type}`: machines lost while in use.
 - `gpuctl_running_price_per_hour_usd{provider}`: summed $/h of machines now billed.
 - `gpuctl_accrued_cost_usd{provider}`: summed `status.cost.accruedUSD` of live requests.
 - `gpuctl_leaked_instances_collected_total{provider}`: orphans the collector terminated.
+- `gpuctl_duplicate_instances_total{provider}`: twins (a second machine under one
+  attempt's name) terminated at once, by the launch or termination step or the collector.
 - `gpuctl_request_failures_total{reason}`: Warning outcomes on requests (NoOffer,
   CapacityError, RegistrationTimeout, ProviderUnavailableError, ...).
 - `gpuctl_provider_ready{provider}`: 1 when the GPUProvider's credentials work and its
@@ -53,6 +56,12 @@ INTERRUPTIONS = Counter(
 LEAKS_COLLECTED = Counter(
     "gpuctl_leaked_instances_collected_total",
     "Instances with this cluster's prefix and no owning request that were terminated.",
+    ["provider"],
+    registry=REGISTRY,
+)
+DUPLICATES = Counter(
+    "gpuctl_duplicate_instances_total",
+    "Second machines found under one request attempt's name, terminated at once.",
     ["provider"],
     registry=REGISTRY,
 )

@@ -47,6 +47,11 @@ class InstanceState(enum.StrEnum):
         """No longer billed and never coming back."""
         return self in (InstanceState.TERMINATED, InstanceState.PREEMPTED)
 
+    @property
+    def serviceable(self) -> bool:
+        """Booting, up, or not known otherwise: may still become (or be) a usable machine."""
+        return self in (InstanceState.PENDING, InstanceState.RUNNING, InstanceState.UNKNOWN)
+
 
 @attrs.frozen
 class Capabilities:
@@ -162,7 +167,14 @@ class NotFoundError(ProviderError):
 
 
 class TransientError(ProviderError):
-    """Outage, 5xx, 429, timeout, malformed answer: retry later."""
+    """Outage, 5xx, 429, timeout, malformed answer: retry later.
+
+    `outcome_unknown` says whether the operation may have taken effect at the cloud
+    although no answer says so: True for a timeout, a connection dropped after the
+    request went out, a 5xx or an unreadable 2xx; False when the request certainly did
+    nothing (connection refused, 408, 425, 429). Only a create cares: see
+    `LaunchOutcomeUnknownError`.
+    """
 
     retryable = True
 
@@ -173,9 +185,22 @@ class TransientError(ProviderError):
         code: str = "",
         provider: str = "",
         retry_after: float | None = None,
+        outcome_unknown: bool = True,
     ) -> None:
         super().__init__(message, code=code, provider=provider)
         self.retry_after = retry_after
+        self.outcome_unknown = outcome_unknown
+
+
+class LaunchOutcomeUnknownError(TransientError):
+    """A create went out and no answer says what became of it: the machine may exist.
+
+    Raised by `Driver.create` (and by `Driver.launch` when its look-up by name right
+    after did not find the machine either). The caller must not create again until a
+    look-up by the deterministic name has had time to see the machine (clouds list
+    eventually consistently): gpuctl records the uncertain attempt in the request's
+    status and lists again for a bounded time before any relaunch.
+    """
 
 
 # -- the protocol ----------------------------------------------------------------
@@ -205,23 +230,54 @@ class Driver(Protocol):
         ...
 
     async def launch(self, request: LaunchRequest) -> Instance:
-        """Launch, idempotently: an instance named `request.name` is returned, not duplicated."""
+        """Launch, idempotently: an instance named `request.name` is returned, not duplicated.
+
+        `errors.launch_or_recover` over `find_all` and `create`: whatever exists under the
+        name (in any state but terminated) is returned; else one `create`; when its outcome
+        is unknown, one more look-up, then LaunchOutcomeUnknownError.
+        """
+        ...
+
+    async def create(self, request: LaunchRequest) -> Instance:
+        """Send ONE create for `request` (no look-up first; never retried blindly).
+
+        Raises LaunchOutcomeUnknownError when the create went out and its outcome is
+        unknown; other errors say the cloud created nothing.
+        """
         ...
 
     async def get(self, instance_id: str) -> Instance:
         """Raises NotFoundError when the cloud no longer knows the instance."""
         ...
 
+    async def find_all(self, name: str) -> list[Instance]:
+        """Every instance with exactly this name that still exists at the cloud, in any
+        state but terminated (preempted, stopped, failed and terminating ones bill, or may):
+        the preferred one first (`errors.preferred`). Two or more are twins: a duplicate."""
+        ...
+
     async def find(self, name: str) -> Instance | None:
-        """The live (not terminated) instance with exactly this name, if any."""
+        """The preferred of `find_all(name)`, if any."""
         ...
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
-        """Live instances whose name starts with `name_prefix`."""
+        """Instances, in any state but terminated, whose name starts with `name_prefix`."""
         ...
 
     async def terminate(self, instance_id: str) -> None:
-        """Ask the cloud to terminate; an unknown or already gone instance is not an error."""
+        """Ask the cloud to terminate; an unknown or already gone instance is not an error.
+
+        Idempotent and remembered (`errors.TerminateLog`): once the cloud accepted it, a
+        repeat within `TERMINATE_RESEND_SECONDS` sends nothing; an instance the cloud
+        said is gone is never asked about again.
+        """
+        ...
+
+    async def cleanup(self, name: str) -> None:
+        """Delete what the cloud keeps for machines named `name` besides the machine
+        (Paperspace: the startup script of that name). Call once no machine of that name
+        exists any more; a script still assigned to a live machine is left alone.
+        Idempotent; clouds that keep nothing make no call."""
         ...
 
     async def validate_credentials(self) -> None:

@@ -42,8 +42,9 @@ import email.utils
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -52,13 +53,15 @@ from gpuctl.providers.base import (
     AuthError,
     CapacityError,
     Instance,
-    InstanceState,
     InvalidRequestError,
+    LaunchOutcomeUnknownError,
     NotFoundError,
     ProviderError,
     QuotaError,
     TransientError,
 )
+
+T = TypeVar("T")
 
 # Statuses that say "not now" rather than "never": timeout, conflict, too early, rate limit.
 _TRANSIENT_4XX = frozenset({408, 409, 425, 429})
@@ -280,34 +283,126 @@ def structure_guard(cloud: str, operation: str, provider: str) -> Iterator[None]
         raise malformed(cloud, operation, provider) from exc
 
 
-# States of an instance that can no longer serve a launch: `find` skips them, so a
-# relaunch under the same name gets a new machine rather than a dying one.
-ENDING = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED, InstanceState.PREEMPTED})
+def preferred(instances: Iterable[Instance]) -> list[Instance]:
+    """Instances of one name, the one to keep first: a serviceable one (booting, up or
+    unknown) before a preempted, stopped, failed or terminating one, then the oldest
+    (launch time, where the cloud reports one), then by id. Every other one is a twin."""
+    far = datetime.datetime.max.replace(tzinfo=datetime.UTC)
+    return sorted(
+        instances,
+        key=lambda i: (not i.state.serviceable, i.launched_at or far, i.id),
+    )
 
 
 async def launch_or_recover(
     name: str,
-    find: Callable[[str], Awaitable[Instance | None]],
+    find_all: Callable[[str], Awaitable[list[Instance]]],
     create: Callable[[], Awaitable[Instance]],
 ) -> Instance:
     """The launch protocol every driver follows; `name` is the idempotency key.
 
-    1. An instance named `name` that is alive is returned as is: no second machine.
-    2. Otherwise `create()` is called once. A TransientError (timeout, 5xx, 429,
-       malformed answer) leaves unknown whether the cloud created the machine, so the
-       driver looks again: found, it is returned; not found, the error goes to the
-       caller, whose retry starts again at step 1. Other errors go straight up.
+    1. Whatever exists under `name` (in any state but terminated: a preempted or stopped
+       machine still bills and must be adopted, then terminated, never duplicated) is
+       returned: the preferred one (`preferred`).
+    2. Otherwise `create()` is called once. When its outcome is unknown
+       (LaunchOutcomeUnknownError: timeout, dropped connection, 5xx, unreadable answer)
+       the name is looked up once more: found, it is returned; not found, the error goes
+       to the caller, who must give the cloud's listing time to catch up before a new
+       create (the controller records the uncertain attempt and lists again for a
+       bounded time). Other errors go straight up: the cloud created nothing.
     """
-    existing = await find(name)
-    if existing is not None:
-        return existing
+    existing = await find_all(name)
+    if existing:
+        return existing[0]
     try:
         return await create()
-    except TransientError:
-        found = await find(name)
-        if found is not None:
-            return found
+    except LaunchOutcomeUnknownError:
+        found = await find_all(name)
+        if found:
+            return found[0]
         raise
+
+
+async def create_once(create: Awaitable[T]) -> T:
+    """Await one create; a TransientError that may hide a done create becomes
+    LaunchOutcomeUnknownError (the drivers' `create` wrap their cloud call in this)."""
+    try:
+        return await create
+    except LaunchOutcomeUnknownError:
+        raise
+    except TransientError as err:
+        if not err.outcome_unknown:
+            raise
+        raise LaunchOutcomeUnknownError(
+            f"{err.message} (the create may have happened)",
+            code=err.code,
+            provider=err.provider,
+            retry_after=err.retry_after,
+        ) from err
+
+
+@contextlib.contextmanager
+def create_guard(cloud: str, operation: str, provider: str) -> Iterator[None]:
+    """`structure_guard` for reading a create's answer: an answer that cannot be read
+    says the create went through without saying what it made, so the outcome is unknown."""
+    try:
+        yield
+    except ProviderError:
+        raise
+    except STRUCTURE_ERRORS as exc:
+        raise LaunchOutcomeUnknownError(
+            f"{cloud} {operation}: malformed response (the create may have happened)",
+            code="malformed",
+            provider=provider,
+        ) from exc
+
+
+# Seconds during which a terminate the cloud accepted is not sent again for the same id.
+TERMINATE_RESEND_SECONDS = 30.0
+
+
+class TerminateLog:
+    """What became of each terminate a driver sent: one terminate per instance per poll.
+
+    Every caller (the termination step every few seconds, liveness, the leak collector)
+    may ask to terminate the same machine; the cloud hears it once per
+    `resend_after` seconds while it holds the machine, and never again once it said the
+    machine is gone. Failures are not remembered: the next call tries again.
+    """
+
+    def __init__(
+        self,
+        resend_after: float = TERMINATE_RESEND_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.resend_after = resend_after
+        self._clock = clock
+        self._accepted: dict[str, float] = {}
+        self._gone: dict[str, float] = {}
+
+    def due(self, instance_id: str) -> bool:
+        """Whether a terminate for `instance_id` should go to the cloud now."""
+        now = self._clock()
+        self._expire(now)
+        if instance_id in self._gone:
+            return False
+        sent = self._accepted.get(instance_id)
+        return sent is None or now - sent >= self.resend_after
+
+    def accepted(self, instance_id: str) -> None:
+        self._accepted[instance_id] = self._clock()
+
+    def gone(self, instance_id: str) -> None:
+        self._accepted.pop(instance_id, None)
+        self._gone[instance_id] = self._clock()
+
+    def _expire(self, now: float) -> None:
+        # Gone ids are kept an hour (a late caller must not terminate again), accepted
+        # ones until they are due again: the log stays small however long gpuctl runs.
+        for key in [k for k, t in self._gone.items() if now - t > 3600]:
+            del self._gone[key]
+        for key in [k for k, t in self._accepted.items() if now - t >= self.resend_after]:
+            del self._accepted[key]
 
 
 def make_strict(converter: cattrs.Converter) -> None:

@@ -9,7 +9,10 @@ ONE `aiohttp.ClientSession`, which the caller owns and closes. Per request:
 3. 2xx: return the decoded JSON (None for an empty body); a body that is not JSON is a
    TransientError("malformed response");
 4. otherwise: the cloud's `ErrorMapper` turns the answer into a typed error; connection
-   failures and timeouts are TransientError too.
+   failures and timeouts are TransientError too. A TransientError says whether the
+   request may have been acted on (`outcome_unknown`): not for a refused connection or
+   a 408/425/429, yes for a timeout, a connection dropped after sending, a 5xx or an
+   unreadable answer.
 
 Retries: only TransientError, and only for idempotent operations (GET, HEAD, PUT, DELETE
 and the operations a driver names, such as Lambda's terminate). Up to `attempts` tries,
@@ -49,6 +52,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# Answers that say the server did not act on the request (timeout before processing,
+# too early, rate limited): a create answered so created nothing.
+_NOTHING_DONE = frozenset({408, 425, 429})
 
 
 @attrs.frozen
@@ -192,6 +198,14 @@ class HttpTransport:
         except asyncio.CancelledError:
             code = "cancelled"
             raise
+        except aiohttp.ClientConnectorError as exc:
+            # Not even connected: the request never went out, so nothing happened.
+            raise TransientError(
+                f"{self.cloud} {operation}: connection failed ({type(exc).__name__})",
+                code=code,
+                provider=self.provider,
+                outcome_unknown=False,
+            ) from exc
         except aiohttp.ClientError as exc:
             raise TransientError(
                 f"{self.cloud} {operation}: connection failed ({type(exc).__name__})",
@@ -202,7 +216,7 @@ class HttpTransport:
             metrics.api_call(self.provider, self.cloud, operation, code, time.monotonic() - started)
         self.limiter.observe(headers)
         if not 200 <= status < 300:
-            raise self.error_mapper(
+            error = self.error_mapper(
                 HttpFailure(
                     cloud=self.cloud,
                     provider=self.provider,
@@ -213,6 +227,9 @@ class HttpTransport:
                     headers=headers,
                 )
             )
+            if isinstance(error, TransientError) and status in _NOTHING_DONE:
+                error.outcome_unknown = False  # the server refused before acting
+            raise error
         if not data.strip():
             return None
         try:

@@ -14,6 +14,11 @@ Kinds, and whether the operation itself runs:
 - "timeout": the operation RUNS, then the server hangs `seconds` (default
   SimConfig.hang_seconds, bounded; cut short by stop) and drops the connection:
   the worst case for a client, which cannot know whether a launch happened.
+- "drop": the operation RUNS, then the connection is dropped at once, nothing
+  answered (a reset after the request went out): the client cannot know whether,
+  e.g., a launch happened, and does not wait for a timeout to find out.
+- "500-after": the operation RUNS, then the cloud answers its internal error, as a
+  cloud that failed after acting (the client sees a plain 5xx).
 - "malformed": the operation runs; the body is cut in half ("truncated", the
   default `variant`) or every JSON leaf gets the wrong type ("wrong-types").
 """
@@ -25,7 +30,10 @@ from typing import Any
 
 import attrs
 
-KINDS = ("500", "429", "slow", "timeout", "malformed")
+KINDS = ("500", "429", "slow", "timeout", "drop", "500-after", "malformed")
+# Kinds whose operation runs before the fault strikes: the cloud acted, the client
+# does not learn of it.
+ACT_THEN_FAIL = frozenset({"timeout", "drop", "500-after"})
 VARIANTS = ("truncated", "wrong-types")
 
 

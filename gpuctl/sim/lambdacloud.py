@@ -230,7 +230,7 @@ class LambdaApi(CloudApi):
         return Reply(200, {"data": {"terminated_instances": terminated}})
 
     def list_instances(self, call: Call) -> Reply:
-        live = self.state.cloud(self.cloud).live()
+        live = self.state.cloud(self.cloud).listed(self.state.clock.now())
         return Reply(200, {"data": [self._instance_json(i) for i in live]})
 
     def get_instance(self, call: Call) -> Reply:

@@ -2,6 +2,7 @@
 
 Operations: GET /auth/session, GET/POST /machines, GET/DELETE /machines/{id},
 GET/POST /startup-scripts, GET/DELETE /startup-scripts/{id},
+POST /startup-scripts/{id}/unassign, GET /machine-events, GET /machine-events/{id},
 GET /machine-availability, GET /os-templates.
 
 - POST /machines needs a known `machineType`, `region` and `templateId`
@@ -9,7 +10,13 @@ GET /machine-availability, GET /os-templates.
   `startupScriptId`; the script's text at that moment is the machine's join
   data (the machine runs it with bash at boot). No capacity -> 400
   `{"message": "...", "code": "BAD_REQUEST"}`. Answers `{event, data: machine}`.
-  `startOnCreate` is not modelled: every machine starts.
+  `startOnCreate` is not modelled: every machine starts. `emailPassword` defaults to
+  true as in the spec: each such machine is noted in `objects["password-emails"]`.
+- machine events: the create answers a `create` event (state new); it is
+  `in progress` while the machine boots, `done` once it runs, and `error` (with the
+  error text) when its provisioning failed (`SimState.fail_next_boots`: the machine
+  itself stays `provisioning`). DELETE adds a `deactivate` event. GET /machine-events
+  filters by `machineId`, newest first, paged like the other lists.
 - state: provisioning (first half of the boot) -> starting -> ready; `off`
   once stopped or interrupted; DELETE -> stopping for `terminate_seconds`,
   then the machine is gone (404) and out of the list. `usageRate` is the price.
@@ -33,6 +40,8 @@ from gpuctl.sim.specs import Spec, spec
 from gpuctl.sim.state import CloudState, NoCapacityError, SimState
 
 SCRIPTS = "startup-scripts"
+EVENTS = "machine-events"
+PASSWORD_EMAILS = "password-emails"  # machines created without emailPassword: false
 MIN_DISK_GB = 50
 PAGE_SIZE = 20
 GIB = 1024**3
@@ -42,7 +51,8 @@ ACCOUNT_CREATED = "2024-01-15T12:00:00.000Z"
 
 def native_state(instance: SimInstance, now: float) -> str:
     if instance.phase is Phase.BOOTING:
-        assert instance.running_at is not None
+        if instance.running_at is None:  # a failed provisioning never gets further
+            return "provisioning"
         halfway = instance.phase_since + (instance.running_at - instance.phase_since) / 2
         return "provisioning" if now < halfway else "starting"
     return {
@@ -87,6 +97,9 @@ class PaperspaceApi(CloudApi):
             Route("POST", s, "/startup-scripts", self.create_script),
             Route("GET", s, "/startup-scripts/{id}", self.get_script),
             Route("DELETE", s, "/startup-scripts/{id}", self.delete_script),
+            Route("POST", s, "/startup-scripts/{id}/unassign", self.unassign_script),
+            Route("GET", s, "/machine-events", self.list_events),
+            Route("GET", s, "/machine-events/{id}", self.get_event),
             Route("GET", s, "/machine-availability", self.availability),
             Route("GET", s, "/os-templates", self.list_templates),
         ]
@@ -217,6 +230,11 @@ class PaperspaceApi(CloudApi):
             ) from None
         if script is not None:
             script["assignedMachineIds"].append(machine.id)
+        if body.get("emailPassword", True):  # the spec's default: mail a password
+            self._cloud.objects.setdefault(PASSWORD_EMAILS, {})[machine.id] = {
+                "machineId": machine.id,
+                "dtCreated": iso8601(self.state.clock.now()),
+            }
         return Reply(
             200, {"event": self._event("create", machine), "data": self._machine_json(machine)}
         )
@@ -241,7 +259,7 @@ class PaperspaceApi(CloudApi):
         agent = call.query.get("agentType")
         machines = [
             self._machine_json(m)
-            for m in self._cloud.live()
+            for m in self._cloud.listed(self.state.clock.now())
             if m.phase is not Phase.TERMINATED and (agent is None or agent == "LinuxServer")
         ]
         items = [m for m in machines if all(v is None or m[k] == v for k, v in filters.items())]
@@ -253,6 +271,8 @@ class PaperspaceApi(CloudApi):
 
     def delete_machine(self, call: Call) -> Reply:
         machine = self._find(call.path_params["id"])
+        if machine.phase.live:
+            self._record_event("deactivate", machine)
         self.state.terminate(machine)
         return Reply(
             200, {"event": self._event("deactivate", machine), "data": self._machine_json(machine)}
@@ -301,6 +321,12 @@ class PaperspaceApi(CloudApi):
         record["dtDeleted"] = iso8601(self.state.clock.now())
         return Reply(200, _script_json(record))
 
+    def unassign_script(self, call: Call) -> Reply:
+        record = self._live_script(call.path_params["id"])
+        machine_id = call.body["machineId"]
+        record["assignedMachineIds"] = [m for m in record["assignedMachineIds"] if m != machine_id]
+        return Reply(200, _script_json(record))
+
     def _live_script(self, script_id: str) -> dict[str, Any]:
         record = self._cloud.objects.get(SCRIPTS, {}).get(script_id)
         if record is None or record["dtDeleted"] is not None:
@@ -330,16 +356,63 @@ class PaperspaceApi(CloudApi):
             body["nextPage"] = page[-1]["id"]
         return Reply(200, body)
 
+    # -- machine events -----------------------------------------------------------------
+
+    def list_events(self, call: Call) -> Reply:
+        machine_id = call.query.get("machineId")
+        items = [
+            self._event_json(e)
+            for e in self._cloud.objects.get(EVENTS, {}).values()
+            if machine_id is None or e["machineId"] == machine_id
+        ]
+        return self._page(items, call, key=lambda e: (e["dtCreated"], e["id"]), default_desc=True)
+
+    def get_event(self, call: Call) -> Reply:
+        record = self._cloud.objects.get(EVENTS, {}).get(call.path_params["id"])
+        if record is None:
+            raise ApiError(self.not_found(f"Machine event {call.path_params['id']} not found"))
+        return Reply(200, self._event_json(record))
+
     def _event(self, name: str, machine: SimInstance) -> dict[str, Any]:
-        return {
+        """A new event, as the operation that starts it answers it (state new)."""
+        return {**self._record_event(name, machine), "state": "new"}
+
+    def _record_event(self, name: str, machine: SimInstance) -> dict[str, Any]:
+        record: dict[str, Any] = {
             "id": "e" + self._cloud.new_id(11),
             "name": name,
-            "state": "new",
             "machineId": machine.id,
             "dtCreated": iso8601(self.state.clock.now()),
-            "dtStarted": None,
-            "dtFinished": None,
-            "error": None,
+        }
+        self._cloud.objects.setdefault(EVENTS, {})[record["id"]] = record
+        return self._event_json(record)
+
+    def _event_json(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The event now: a create is in progress while the machine boots, done once it
+        runs, error when its provisioning failed; a deactivate is done once it is gone."""
+        machine = self._cloud.instances.get(record["machineId"])
+        error = self._cloud.boot_errors.get(record["machineId"])
+        started = record["dtCreated"]
+        state, finished = "in progress", None
+        if record["name"] == "create" and error is not None:
+            state, error_text = "error", error
+        else:
+            error_text = None
+            booting = machine is not None and machine.phase is Phase.BOOTING
+            terminating = machine is not None and machine.phase is Phase.TERMINATING
+            if not (booting if record["name"] == "create" else terminating):
+                state = "done"
+        if state in ("done", "error"):
+            finished = iso8601(machine.phase_since) if machine is not None else started
+        return {
+            "id": record["id"],
+            "name": record["name"],
+            "state": state,
+            "machineId": record["machineId"],
+            "dtCreated": record["dtCreated"],
+            "dtStarted": started,
+            "dtFinished": finished,
+            "error": error_text,
         }
 
     def _machine_json(self, machine: SimInstance) -> dict[str, Any]:

@@ -15,7 +15,9 @@ same pods: a pod created through v1 is visible through v2 and vice versa.
   and `portMappings` appear), EXITED when stopped or interrupted, TERMINATED
   while a delete completes; afterwards the pod is gone (404). The data centre is
   only visible as `machine.dataCenterId` with `includeMachine=true`, as in the
-  real API.
+  real API. DELETE, stop and start of a pod the cloud does not know (or no longer:
+  terminated) answer 400 "Invalid Pod ID." as the v1 spec documents (it lists no 404
+  for them); GET answers 404.
 - v2 pods (GET /v2/pods, GET/DELETE /v2/pods/{id}, POST /v2/pods/{id}/action)
   report v2's `status`: PROVISIONING (first half of the boot), STARTING,
   RUNNING, EXITED (stopped or interrupted), TERMINATED (while a delete
@@ -64,7 +66,8 @@ def native_state(instance: SimInstance, now: float) -> str:
 
 def v2_status(instance: SimInstance, now: float) -> str:
     if instance.phase is Phase.BOOTING:
-        assert instance.running_at is not None
+        if instance.running_at is None:  # a failed provisioning never gets further
+            return "PROVISIONING"
         halfway = instance.phase_since + (instance.running_at - instance.phase_since) / 2
         return "PROVISIONING" if now < halfway else "STARTING"
     return {
@@ -277,7 +280,8 @@ class RunPodApi(CloudApi):
         return "community" if body.get("cloudType", "SECURE") == "COMMUNITY" else "on-demand"
 
     def list_pods(self, call: Call) -> Reply:
-        pods = [p for p in self._cloud.live() if self._matches(p, call)]
+        now = self.state.clock.now()
+        pods = [p for p in self._cloud.listed(now) if self._matches(p, call)]
         return Reply(200, [self._pod_json(p, machine=call.flag("includeMachine")) for p in pods])
 
     def _matches(self, pod: SimInstance, call: Call) -> bool:
@@ -301,11 +305,11 @@ class RunPodApi(CloudApi):
         return Reply(200, self._pod_json(self._find(call), machine=call.flag("includeMachine")))
 
     def delete_pod(self, call: Call) -> Reply:
-        self.state.terminate(self._find(call))
+        self.state.terminate(self._find_for_action(call))
         return Reply(204)
 
     def stop_pod(self, call: Call) -> Reply:
-        pod = self._find(call)
+        pod = self._find_for_action(call)
         if pod.phase in (Phase.BOOTING, Phase.RUNNING):
             self.state.stop(pod)
         elif pod.phase is Phase.TERMINATING:
@@ -313,7 +317,7 @@ class RunPodApi(CloudApi):
         return Reply(200, self._pod_json(pod, machine=False))
 
     def start_pod(self, call: Call) -> Reply:
-        pod = self._find(call)
+        pod = self._find_for_action(call)
         try:
             self.state.start(pod)
         except NoCapacityError:
@@ -321,6 +325,14 @@ class RunPodApi(CloudApi):
         except InvalidTransitionError:
             raise ApiError(problem(400, "Bad Request", "pod is being terminated")) from None
         return Reply(200, self._pod_json(pod, machine=False))
+
+    def _find_for_action(self, call: Call) -> SimInstance:
+        """The pod of a v1 DELETE, stop or start: the v1 spec documents 400 "Invalid Pod
+        ID." (and no 404) for these when the cloud does not know the pod."""
+        pod = self._cloud.instances.get(call.path_params["podId"])
+        if pod is None or pod.phase is Phase.TERMINATED:
+            raise ApiError(problem(400, "Bad Request", "Invalid Pod ID."))
+        return pod
 
     def _find(self, call: Call, key: str = "podId") -> SimInstance:
         pod = self._cloud.instances.get(call.path_params[key])
@@ -331,7 +343,8 @@ class RunPodApi(CloudApi):
     # -- v2 pods --------------------------------------------------------------------
 
     def list_pods_v2(self, call: Call) -> Reply:
-        return Reply(200, {"pods": [self._pod_v2_json(p) for p in self._cloud.live()]})
+        listed = self._cloud.listed(self.state.clock.now())
+        return Reply(200, {"pods": [self._pod_v2_json(p) for p in listed]})
 
     def get_pod_v2(self, call: Call) -> Reply:
         return Reply(200, self._pod_v2_json(self._find(call, "id")))
@@ -455,8 +468,8 @@ class RunPodApi(CloudApi):
             "consumerUserId": "user_sim",
             "memoryInGb": pod.memory_gib,
             "vcpuCount": pod.vcpus,
-            "containerDiskInGb": request.get("containerDiskInGb") or 50,
-            "volumeInGb": request.get("volumeInGb") or 20,
+            "containerDiskInGb": _given(request, "containerDiskInGb", 50),
+            "volumeInGb": _given(request, "volumeInGb", 20),
             "volumeMountPath": request.get("volumeMountPath", "/workspace"),
             "ports": list(request.get("ports") or DEFAULT_PORTS),
             "dockerEntrypoint": list(request.get("dockerEntrypoint", [])),
@@ -535,7 +548,7 @@ class RunPodApi(CloudApi):
             "actions": list(_V2_ACTIONS[status]),
             "image": request.get("imageName", ""),
             "args": " ".join(request.get("dockerStartCmd", [])),
-            "disk": request.get("containerDiskInGb") or 50,
+            "disk": _given(request, "containerDiskInGb", 50),
             "mounts": {},
             "ports": list(request.get("ports") or DEFAULT_PORTS),
             "env": dict(pod.join_env),
@@ -565,6 +578,12 @@ class RunPodApi(CloudApi):
 
 
 _LEVELS = ["NONE", "LOW", "MEDIUM", "HIGH"]
+
+
+def _given(request: Any, key: str, default: int) -> Any:
+    """A create field as sent, RunPod's default when absent or null (0 is a value)."""
+    value = request.get(key)
+    return default if value is None else value
 
 
 def _level(fits: int) -> str:

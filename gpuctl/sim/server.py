@@ -11,7 +11,8 @@ each request through the same pipeline:
    as request violations;
 3. routing to an implemented operation (a spec operation the sim does not
    implement gets the cloud's 404, which is not a violation);
-4. injected faults (see gpuctl.sim.faults) around the operation's handler;
+4. injected faults (see gpuctl.sim.faults) around the operation's handler (before
+   it: 500, 429, slow; after it: timeout, drop, 500-after, malformed);
 5. response validation against the spec (or, for statuses the operation does
    not document, against the cloud's error model): a mismatch is a sim bug and
    recorded as a response violation;
@@ -273,6 +274,9 @@ class CloudServer:
         if (early := await self._fault_before(exchange.fault)) is not None:
             return self._finish(exchange, early)
         reply = self._run(exchange)
+        if exchange.fault is not None and exchange.fault.kind == "500-after":
+            self._finish(exchange, reply)  # the operation's own answer is checked, then lost
+            reply = self.api.internal_error()
         return self._finish(exchange, reply)
 
     def _run(self, exchange: _Exchange) -> Reply:
@@ -332,6 +336,8 @@ class CloudServer:
             return data
         if fault.kind == "timeout":
             await self._pause(fault.seconds, self.context.config.hang_seconds)
+            return None
+        if fault.kind == "drop":
             return None
         if fault.kind == "malformed":
             return _malform(data, fault.variant)

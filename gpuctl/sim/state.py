@@ -15,6 +15,16 @@ Semantics:
 - Deterministic: ids, addresses and interruption times come from RNGs seeded by
   (seed, cloud, purpose), so the same call sequence gives the same results.
 - Listeners hear every phase change, in due-time order: the machines hang off this.
+- Eventual consistency: `set_list_lag(cloud, s)` keeps a new instance out of the
+  cloud's list answers for its first `s` seconds (reads by id see it at once), as a
+  cloud whose listing lags its writes does.
+- Failed provisioning: `fail_next_boots(cloud, n, error)` makes the next `n` launches
+  never finish booting (the machine stays booting, billed); the error is kept in
+  `CloudState.boot_errors` (Paperspace reports it as its create event's error).
+- Billing: `billed_usd(cloud, id)` is what the cloud charges for an instance: its
+  price for every second from its creation until it is terminated (no minimum, no
+  rounding to the cloud's billing unit), the reference gpuctl's cost ledger is
+  checked against.
 """
 
 from __future__ import annotations
@@ -61,6 +71,9 @@ class CloudState:
     instances: dict[str, SimInstance] = attrs.field(factory=dict)
     # Other objects a cloud keeps (Paperspace startup scripts), by kind then id.
     objects: dict[str, dict[str, dict[str, Any]]] = attrs.field(factory=dict)
+    list_lag: float = 0.0  # seconds a new instance stays out of list answers
+    boot_failures: list[str] = attrs.field(factory=list)  # errors for the next launches
+    boot_errors: dict[str, str] = attrs.field(factory=dict)  # instance id -> its error
     _ids: random.Random = attrs.field(init=False)
     _interrupts: random.Random = attrs.field(init=False)
     _launched: int = attrs.field(default=0, init=False)
@@ -101,6 +114,10 @@ class CloudState:
 
     def live(self) -> Iterator[SimInstance]:
         return (i for i in self.instances.values() if i.phase is not Phase.TERMINATED)
+
+    def listed(self, now: float) -> Iterator[SimInstance]:
+        """What a list answer shows now: live instances older than `list_lag`."""
+        return (i for i in self.live() if now - i.created_at >= self.list_lag)
 
 
 class SimState:
@@ -155,6 +172,23 @@ class SimState:
         if capacity_type not in CAPACITY_TYPES:
             raise ValueError(f"capacity_type must be one of {CAPACITY_TYPES}")
         state.prices[(instance_type, capacity_type)] = float(usd_per_hour)
+
+    def set_list_lag(self, cloud: str, seconds: float) -> None:
+        """New instances appear in the cloud's lists only `seconds` after their creation."""
+        self.cloud(cloud).list_lag = max(0.0, float(seconds))
+
+    def fail_next_boots(self, cloud: str, count: int = 1, error: str = "") -> None:
+        """The next `count` launches on `cloud` are created but never finish booting."""
+        message = error or "Failed to provision the machine: hypervisor error"
+        self.cloud(cloud).boot_failures.extend([message] * count)
+
+    def billed_usd(self, cloud: str, instance_id: str) -> float:
+        """What the cloud bills for the instance so far: price x seconds it existed."""
+        instance = self.instance(cloud, instance_id)
+        end = self.clock.now()
+        if instance.phase is Phase.TERMINATED and instance.terminated_at is not None:
+            end = instance.terminated_at
+        return instance.price_per_hour * max(0.0, end - instance.created_at) / 3600.0
 
     def interrupt(self, cloud: str, instance_id: str) -> SimInstance:
         """Spot preemption now (allowed on any booting or running instance)."""
@@ -219,6 +253,9 @@ class SimState:
         )
         state.instances[instance_id] = instance
         self._boot(instance, now)
+        if state.boot_failures:
+            state.boot_errors[instance_id] = state.boot_failures.pop(0)
+            instance.running_at = None  # never boots: stays booting until terminated
         return instance
 
     def terminate(self, instance: SimInstance) -> None:

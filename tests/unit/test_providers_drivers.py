@@ -212,6 +212,11 @@ def paperspace_handler(api: FakeApi) -> Callable[[Seen], Reply]:
                 del api.instances[m[1]]
                 return Reply(200, {"event": paperspace_event(m[1]), "data": found})
             return Reply(200, found)
+        if route == ("GET", "/v1/machine-events"):
+            events = [paperspace_event(i) for i in api.instances if i == query.get("machineId")]
+            return Reply(200, {"hasMore": False, "items": events})
+        if m := re.fullmatch(r"/v1/machine-events/(\w+)", seen.path):
+            return Reply(200, paperspace_event(next(iter(api.instances), "m")))
         if route == ("GET", "/v1/auth/session"):
             return Reply(200, None)
         return not_found

@@ -144,7 +144,9 @@ async def test_auth_and_not_found(sim: Simulator, api: CloudClient) -> None:
     wrong = await api.call("GET", "/v1/pods", key="nope")
     assert (wrong.status, wrong.body["title"]) == (401, "Unauthorized")
     missing = await api.call("DELETE", "/v1/pods/doesnotexist")
-    assert missing.status == 404
+    # The v1 spec documents 400 "Invalid Pod ID." (no 404) for DELETE of an unknown pod.
+    assert (missing.status, missing.body["detail"]) == (400, "Invalid Pod ID.")
+    assert (await api.call("GET", "/v1/pods/doesnotexist")).status == 404
     templates = await api.call("GET", "/v2/templates")
     assert templates.status == 404  # in the v2 spec, not simulated
     no_violations(sim)

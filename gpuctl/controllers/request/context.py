@@ -53,6 +53,40 @@ class Settings:
     token_margin: datetime.timedelta = datetime.timedelta(minutes=15)
     # A Ready machine whose Node stays not Ready (or gone) this long is replaced.
     node_unhealthy_after: datetime.timedelta = datetime.timedelta(minutes=5)
+    # After a create whose outcome is unknown, how long a look-up by name must keep
+    # finding nothing before the machine is taken not to exist (clouds list eventually
+    # consistently); a relaunch or a teardown waits that long.
+    launch_settle: datetime.timedelta = datetime.timedelta(seconds=30)
+
+
+@attrs.define
+class LaunchMemory:
+    """What this process knows about the creates it sent (lost on restart, by design).
+
+    `settled` attempts (request uid, attempt) have no create of unknown outcome behind
+    them: this process created their bootstrap token itself (a create always comes
+    after the token) and every create it sent got an answer. `uncertain` attempts may
+    have a machine nobody recorded, since the given time: this process sent a create
+    that got no answer then, or met the attempt then with a token and no recorded
+    machine (an earlier process may have crashed between the cloud's answer and the
+    status write). An attempt in neither is met for the first time.
+    """
+
+    settled: set[tuple[str, int]] = attrs.field(factory=set)
+    uncertain: dict[tuple[str, int], datetime.datetime] = attrs.field(factory=dict)
+
+    def settle(self, key: tuple[str, int]) -> None:
+        self.uncertain.pop(key, None)
+        self.settled.add(key)
+
+    def doubt(self, key: tuple[str, int], since: datetime.datetime) -> None:
+        self.settled.discard(key)
+        self.uncertain[key] = since
+
+    def forget(self, uid: str) -> None:
+        self.settled = {k for k in self.settled if k[0] != uid}
+        for key in [k for k in self.uncertain if k[0] == uid]:
+            del self.uncertain[key]
 
 
 @attrs.define
@@ -65,6 +99,7 @@ class Services:
     settings: Settings
     # (request, instance id) -> last cloud poll; in memory: a restart polls at once.
     last_poll: dict[tuple[str, str], datetime.datetime] = attrs.field(factory=dict)
+    launches: LaunchMemory = attrs.field(factory=LaunchMemory)
     clock: Callable[[], datetime.datetime] = attrs.field(
         factory=lambda: lambda: datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     )

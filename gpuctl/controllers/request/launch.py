@@ -5,10 +5,21 @@ Idempotence, in order:
    UID and attempt): found again after a crash, never duplicated;
 2. the request is read fresh from the API server (a quorum read): a stale cache must
    not launch an attempt the server has already moved past;
-3. the driver launches under the attempt's deterministic instance name and, before
-   any launch, looks that name up and adopts what it finds.
-So a crash between the cloud's answer and the status write leaves an instance the
-next reconcile adopts, not a second one.
+3. before any create, the attempt's deterministic instance name is looked up
+   (`Driver.find_all`): whatever exists under it, in any state but terminated, is
+   adopted — recorded with its time billed since the attempt started — and a second
+   machine under the same name (a twin) is terminated at once, with a
+   `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
+4. a create whose outcome is unknown (timeout, dropped connection, 5xx after sending,
+   unreadable answer) is looked up once more, then recorded in status as
+   `Launched=Unknown` (reason `LaunchOutcomeUnknown`, Event of the same name) before
+   anything else happens. No create is sent again for that attempt until look-ups by
+   name have found nothing for `Settings.launch_settle` (clouds list eventually
+   consistently); meanwhile the step lists again every `joining_poll`. An attempt this
+   process did not start itself and that has a token but no recorded machine (an
+   earlier process may have crashed after its create) is treated the same way.
+So a crash, a lost answer or a lagging list between the cloud's create and the status
+write leaves an instance the next reconcile adopts, not a second one.
 
 Failures: capacity, quota, auth and invalid-request errors fail over (the offer is
 marked in the capacity cache and a new attempt picks another); transient errors
@@ -18,31 +29,38 @@ retry the same attempt with backoff.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gpuctl.api import (
+    ConditionStatus,
     ConditionType,
     GPUProvider,
     InstanceStatus,
     Phase,
+    get_condition,
     registration_timeout,
+    set_condition,
 )
-from gpuctl.controllers import bootstrap
+from gpuctl.controllers import bootstrap, cost
 from gpuctl.controllers.drivers import ProviderUnavailableError
-from gpuctl.controllers.metrics import LAUNCHES
+from gpuctl.controllers.metrics import DUPLICATES, LAUNCHES
 from gpuctl.controllers.request.context import Ctx, to_offer
 from gpuctl.controllers.request.nodes import node_labels
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.providers.base import (
     AuthError,
     CapacityError,
+    Driver,
     Instance,
     InstanceState,
     InvalidRequestError,
     JoinData,
     JoinMethod,
+    LaunchOutcomeUnknownError,
     LaunchRequest,
     ProviderError,
     QuotaError,
@@ -51,6 +69,8 @@ from gpuctl.runtime.client import is_already_exists, is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import SECRETS
 from gpuctl.util.crashpoints import crash_point
+
+log = logging.getLogger(__name__)
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 # Errors that end an attempt (fail over to another offer): metric result, condition reason.
@@ -118,7 +138,20 @@ async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
         if not is_already_exists(err):  # a concurrent create won: read its secret
             raise
         return await ensure_token(ctx, provider)
+    # Every create of an attempt comes after its token: none was sent before this one.
+    ctx.services.launches.settle(attempt_key(ctx))
     return token
+
+
+async def token_exists(ctx: Ctx, attempt: int) -> bool:
+    name = token_secret_name(ctx.request.metadata.uid or "", attempt)
+    try:
+        await ctx.services.client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+    except Exception as err:
+        if is_not_found(err):
+            return False
+        raise
+    return True
 
 
 def _template(ctx: Ctx, provider: GPUProvider) -> str | None:
@@ -174,7 +207,71 @@ async def _check_fresh(ctx: Ctx) -> None:
         raise StaleCacheError(ctx.name)
 
 
+# -- what may exist at the cloud -----------------------------------------------------
+
+
+def attempt_key(ctx: Ctx) -> tuple[str, int]:
+    return (ctx.request.metadata.uid or "", ctx.status.attempt)
+
+
+def attempt_started(ctx: Ctx) -> datetime.datetime:
+    """The earliest moment a create of the current attempt can have gone out: when its
+    offer was chosen (OfferAvailable turned True) or, for a later attempt, when the last
+    one failed over, whichever is later. Billing a machine found by name from here never
+    under-reports it: not every cloud reports when a machine was created."""
+    times = []
+    chosen = get_condition(ctx.status.conditions, ConditionType.OFFER_AVAILABLE)
+    if chosen is not None and chosen.status == ConditionStatus.TRUE:
+        times.append(chosen.last_transition_time)
+    if ctx.status.failed_offers:
+        times.append(ctx.status.failed_offers[-1].at)
+    found = [t for t in times if t is not None]
+    return max(found) if found else ctx.now
+
+
+def uncertain_since(ctx: Ctx) -> datetime.datetime | None:
+    """Since when the current attempt may have a machine nobody recorded (see
+    `LaunchMemory`); None when it certainly has none beyond what status says."""
+    memory, key = ctx.services.launches, attempt_key(ctx)
+    if key in memory.uncertain:
+        return memory.uncertain[key]
+    if key in memory.settled:
+        return None
+    memory.doubt(key, ctx.now)
+    return ctx.now
+
+
+def settle_wait(ctx: Ctx, since: datetime.datetime | None) -> float:
+    """Seconds still to wait before an attempt uncertain since `since` may be taken to
+    have no machine (look-ups by name found none for `launch_settle`); 0: done."""
+    if since is None:
+        return 0.0
+    return max(0.0, (since + ctx.settings.launch_settle - ctx.now).total_seconds())
+
+
+def _running_price(ctx: Ctx) -> Any:
+    before = ctx.request.status  # as read: what was billed up to now
+    return before.offer.price_per_hour if before.offer and before.instance else None
+
+
+def bill_found(ctx: Ctx, instance: Instance) -> None:
+    """Bill the time of a machine found by name that no status recorded: since the
+    attempt started, at the machine's own price where the cloud reports one. The bill
+    lands with the status write of this reconcile (guarded by resourceVersion): a write
+    that fails takes the bill with it, and the next reconcile finds and bills the machine
+    again. A twin terminated at launch and still listed when the request is torn down is
+    billed twice: an over-report, never an under-report."""
+    offer = ctx.status.offer
+    assert offer is not None
+    price = instance.price_per_hour if instance.price_per_hour else offer.price_per_hour
+    settled = cost.accrue(ctx.status.cost, _running_price(ctx), ctx.now)
+    ctx.status.cost = cost.add_interval(settled, price, attempt_started(ctx), ctx.now)
+
+
 def record_instance(ctx: Ctx, instance: Instance) -> None:
+    """Write the machine into status. The offer's price becomes the rate the cloud
+    reports charging for it, where it does (RunPod's costPerHr, Paperspace's usageRate):
+    the cost ledger bills what the cloud bills."""
     ctx.status.instance = InstanceStatus(
         id=instance.id,
         name=instance.name,
@@ -182,8 +279,95 @@ def record_instance(ctx: Ctx, instance: Instance) -> None:
         public_ip=instance.public_ip,
         launched_at=instance.launched_at or ctx.now,
     )
+    offer = ctx.status.offer
+    if offer is not None and instance.price_per_hour and instance.price_per_hour > 0:
+        offer.price_per_hour = instance.price_per_hour
     booting = instance.state in (InstanceState.PENDING, InstanceState.UNKNOWN)
     ctx.status.phase = Phase.PROVISIONING if booting else Phase.JOINING
+
+
+def record_found(ctx: Ctx, instance: Instance) -> None:
+    """Record a machine found by name (not from a create's answer) and bill its time so
+    far; its launch time is the cloud's where reported, else the attempt's start."""
+    bill_found(ctx, instance)
+    record_instance(ctx, instance)
+    assert ctx.status.instance is not None
+    ctx.status.instance.launched_at = instance.launched_at or attempt_started(ctx)
+
+
+async def terminate_twins(
+    ctx: Ctx, driver: Driver, keep: Instance | None, twins: Sequence[Instance]
+) -> None:
+    """Terminate second machines under the attempt's name at once, billed and reported."""
+    offer = ctx.status.offer
+    assert offer is not None
+    for twin in twins:
+        bill_found(ctx, twin)
+        await driver.terminate(twin.id)
+        report_twin(ctx, twin, keep.id if keep is not None else None, "terminated")
+
+
+def report_twin(ctx: Ctx, twin: Instance, kept: str | None, done: str = "terminating it") -> None:
+    """A `DuplicateInstance` Warning and `gpuctl_duplicate_instances_total`."""
+    offer = ctx.status.offer
+    assert offer is not None
+    DUPLICATES.labels(offer.provider).inc()
+    keeping = f" besides {kept}" if kept else ""
+    message = (
+        f"{twin.name} ({twin.id}, {twin.native_state}) is a second machine under attempt "
+        f"{ctx.status.attempt}'s name{keeping}: {done}"
+    )
+    log.warning(message, extra={"request": ctx.name, "instance": twin.name})
+    ctx.event("Warning", "DuplicateInstance", message)
+
+
+async def cleanup(ctx: Ctx, driver: Driver, name: str) -> None:
+    """Best effort: what the cloud keeps for a machine that is gone or never came (a
+    Paperspace startup script). It costs nothing, so a failure only logs."""
+    try:
+        await driver.cleanup(name)
+    except ProviderError as err:
+        log.info("cleanup of %s failed: %s", name, err, extra={"request": ctx.name})
+
+
+async def _adopt(ctx: Ctx, driver: Driver, found: Sequence[Instance], how: str) -> Result:
+    offer = ctx.status.offer
+    assert offer is not None
+    keep, twins = found[0], found[1:]
+    await terminate_twins(ctx, driver, keep, twins)
+    record_found(ctx, keep)
+    ctx.services.launches.settle(attempt_key(ctx))
+    LAUNCHES.labels(offer.provider, offer.capacity_type.value, "adopted").inc()
+    message = f"{keep.name} ({keep.id}, {keep.native_state}) {how}: adopted"
+    ctx.status.message = message
+    ctx.condition(ConditionType.LAUNCHED, True, "Adopted", message)
+    ctx.event("Normal", "Adopted", message)
+    return ctx.stop()
+
+
+def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
+    """Record, before anything else happens, that a create of this attempt went out with
+    no answer: status says Launched=Unknown since then, and no create is sent again
+    until look-ups by name found nothing for `launch_settle`."""
+    ctx.services.launches.doubt(attempt_key(ctx), ctx.now)
+    settle = ctx.settings.launch_settle.total_seconds()
+    message = (
+        f"attempt {ctx.status.attempt}: the create of {ctx.instance_name} got no answer "
+        f"({err.message}); looking it up by name for {settle:g}s before any relaunch"
+    )
+    set_condition(
+        ctx.status.conditions,
+        ConditionType.LAUNCHED,
+        ConditionStatus.UNKNOWN,
+        "LaunchOutcomeUnknown",
+        message,
+        observed_generation=ctx.request.metadata.generation,
+        now=ctx.now,
+    )
+    ctx.status.message = message
+    ctx.event("Warning", "LaunchOutcomeUnknown", message)
+    ctx.stop()
+    return Result(requeue_after=min(settle, ctx.settings.joining_poll))
 
 
 async def reconcile(ctx: Ctx) -> Result | None:
@@ -202,17 +386,39 @@ async def reconcile(ctx: Ctx) -> Result | None:
         tags={"gpuctl-cluster": ctx.settings.cluster_name, "gpuctl-request": ctx.name},
     )
     labels = (offer.provider, offer.capacity_type.value)
+    found = await driver.find_all(request.name)
+    if found:
+        return await _adopt(ctx, driver, found, "found by name")
+    since = uncertain_since(ctx)
+    wait = settle_wait(ctx, since)
+    if since is not None and wait > 0:
+        until = since + ctx.settings.launch_settle
+        ctx.status.message = (
+            f"attempt {ctx.status.attempt}: a create of {request.name} may have happened; "
+            f"looking it up by name until {until:%H:%M:%S}Z before launching again"
+        )
+        return Result(requeue_after=min(wait, ctx.settings.joining_poll))
+    ctx.services.launches.settle(attempt_key(ctx))  # listed long enough: nothing exists
     crash_point("before-launch")
     try:
-        instance = await driver.launch(request)
-        crash_point("after-launch")  # the cloud has the machine; status does not know it yet
+        instance = await driver.create(request)
+        crash_point("after-launch")
+    except LaunchOutcomeUnknownError as err:
+        LAUNCHES.labels(*labels, "unknown").inc()
+        found = await driver.find_all(request.name)  # it may be listed already
+        if found:
+            return await _adopt(ctx, driver, found, "found by name after a create with no answer")
+        result = _outcome_unknown(ctx, err)
+        crash_point("after-launch-unknown")  # the cloud may have it; status does not know
+        return result
     except ProviderError as err:
         kind = failover_kind(err)
         LAUNCHES.labels(*labels, kind[0] if kind else "transient").inc()
         if kind is None:
-            raise  # transient: the same attempt again, with backoff
+            raise  # transient, nothing created: the same attempt again, with backoff
         reason = kind[1]
         ctx.services.capacity.mark(request.offer, reason)
+        await cleanup(ctx, driver, request.name)
         message = f"{offer.provider} {offer.instance_type} in {offer.native_region}: {err.message}"
         ctx.condition(ConditionType.LAUNCHED, False, reason, message)
         ctx.event("Warning", reason, f"attempt {ctx.status.attempt}: {message}; failing over")

@@ -2,35 +2,39 @@
 
 Order matters for money safety: the finalizer goes only after the cloud reports the
 machine gone (terminated, or unknown to it). The machine is the attempt's recorded
-instance or, when a crash came between launch and status write, the one found by
-the attempt's deterministic name. Then the Node and the bootstrap tokens of every
-attempt are deleted. If the provider cannot be reached or configured, the request
-stays Terminating (with an Event saying why): never drop a finalizer while a paid
-machine may exist.
+instance; once that is gone (or when none was recorded: a crash or a lost status
+write between launch and record), the attempt's deterministic name is looked up, and
+anything found is first RECORDED — id, launch time, its time billed since the attempt
+started — in a status write, and terminated only on the next pass, so what it cost
+reaches the ledger whatever happens in between. A second machine under the name is a
+twin: billed, terminated at once and reported. When a create of the attempt may have
+happened unseen (`launch.uncertain_since`), look-ups continue for
+`Settings.launch_settle` before the machine is taken not to exist. Terminate is sent
+once per poll (the drivers remember it). Then what the cloud keeps besides the machine
+(a Paperspace startup script), the Node and the bootstrap tokens of every attempt are
+deleted. If the provider cannot be reached or configured, the request stays
+Terminating (with an Event saying why): never drop a finalizer while a paid machine may
+exist.
 """
 
 from __future__ import annotations
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
 from gpuctl.controllers import ledger
+from gpuctl.controllers.request import launch
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.providers.base import Instance, InstanceState, NotFoundError
+from gpuctl.providers.base import Driver, Instance, InstanceState, NotFoundError
 from gpuctl.runtime.client import is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.util.crashpoints import crash_point
 
 
-async def _current(ctx: Ctx) -> Instance | None:
-    """The live machine of the current attempt, or None when there is none."""
-    offer = ctx.status.offer
-    if offer is None:
-        return None  # earlier attempts were terminated when they failed over
-    driver = ctx.services.drivers.get(offer.provider)
-    if ctx.status.instance is None:
-        return await driver.find(ctx.instance_name)
+async def _recorded(ctx: Ctx, driver: Driver) -> Instance | None:
+    """The recorded machine while the cloud still has it; None once it is gone."""
+    assert ctx.status.instance is not None
     try:
         current = await driver.get(ctx.status.instance.id)
     except NotFoundError:
@@ -39,20 +43,55 @@ async def _current(ctx: Ctx) -> Instance | None:
     return None if current.state is InstanceState.TERMINATED else current
 
 
+async def _may_have_unrecorded(ctx: Ctx) -> bool:
+    """Whether a create of the current attempt may have made a machine no look-up has
+    shown yet: uncertain, and for less than `launch_settle`."""
+    key = launch.attempt_key(ctx)
+    memory = ctx.services.launches
+    met = key in memory.uncertain or key in memory.settled
+    # Never met by this process: without a token no create was ever sent.
+    if not met and not await launch.token_exists(ctx, ctx.status.attempt):
+        memory.settle(key)
+        return False
+    return launch.settle_wait(ctx, launch.uncertain_since(ctx)) > 0
+
+
 async def machine_gone(ctx: Ctx) -> bool:
-    current = await _current(ctx)
-    if current is None:
-        ctx.status.instance = None
-        return True
     offer = ctx.status.offer
-    assert offer is not None
-    if ctx.status.instance is None or ctx.status.instance.state != current.native_state:
-        ctx.event("Normal", "TerminatingInstance", f"terminating {current.name} ({current.id})")
-    await ctx.services.drivers.get(offer.provider).terminate(current.id)
-    crash_point("after-terminate")
-    if ctx.status.instance is not None:
-        ctx.status.instance.state = current.native_state
-    return False
+    if offer is None:
+        return True  # earlier attempts were terminated when they failed over
+    driver = ctx.services.drivers.get(offer.provider)
+    recorded = ctx.status.instance
+    if recorded is not None:
+        current = await _recorded(ctx, driver)
+        if current is not None:
+            if recorded.state != current.native_state:
+                ctx.event(
+                    "Normal", "TerminatingInstance", f"terminating {current.name} ({current.id})"
+                )
+            await driver.terminate(current.id)  # sent once per poll at most
+            crash_point("after-terminate")
+            recorded.state = current.native_state
+            return False
+        ctx.status.instance = None  # the recorded machine is gone
+    # Nothing (more) recorded: anything else under the attempt's name bills too.
+    listed = await driver.find_all(ctx.instance_name)
+    found = [i for i in listed if recorded is None or i.id != recorded.id]
+    if found:
+        keep, twins = found[0], found[1:]
+        await launch.terminate_twins(ctx, driver, keep, twins)
+        launch.record_found(ctx, keep)
+        message = f"{keep.name} ({keep.id}, {keep.native_state}) found by name: recorded"
+        if recorded is not None:  # the recorded machine existed: this one is a twin
+            launch.report_twin(ctx, keep, recorded.id)
+        ctx.status.message = f"{message}; terminating it"
+        ctx.event("Normal", "FoundByName", f"{message}, terminating it next")
+        return False
+    if await _may_have_unrecorded(ctx):
+        ctx.status.message = f"a create of {ctx.instance_name} may have happened; looking it up"
+        return False
+    await launch.cleanup(ctx, driver, ctx.instance_name)
+    return True
 
 
 async def _delete_tokens(ctx: Ctx) -> None:
@@ -90,4 +129,5 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
     await delete_request_nodes(ctx)
     await _delete_tokens(ctx)
     await ledger.record(ctx)  # what it cost outlives the request
+    ctx.services.launches.forget(ctx.request.metadata.uid or "")
     return Result(), True

@@ -9,9 +9,13 @@ bearer API key, through the generated operations in `_generated/`.
 - Launch: `POST /instance-operations/launch` with `name`, `user_data` = the join script
   (cloud-init user data), one SSH key (`options["sshKeyName"]`, else the account's first
   key: Lambda requires exactly one), `image` (`options["imageFamily"]` or
-  `options["imageId"]`), and the request's tags (keys lower-cased, characters Lambda
-  refuses replaced by "-"). Idempotent by name (`errors.launch_or_recover`).
-- Terminate: `POST /instance-operations/terminate`; an unknown id is not an error.
+  `options["imageId"]`), `file_system_names` (`options["fileSystemNames"]`,
+  comma-separated: persistent file systems to attach), and the request's tags (keys
+  lower-cased, characters Lambda refuses replaced by "-"). Idempotent by name
+  (`errors.launch_or_recover`); `create` sends exactly one launch.
+- Terminate: `POST /instance-operations/terminate`, once per instance per
+  `errors.TERMINATE_RESEND_SECONDS` (`errors.TerminateLog`); an unknown id is not an
+  error.
 
 States: booting -> PENDING, active -> RUNNING, unhealthy -> FAILED,
 terminating -> TERMINATING, terminated -> TERMINATED, preempted -> PREEMPTED,
@@ -91,6 +95,10 @@ class LambdaDriver:
         )
         self._prices: PriceCache[list[Offer]] = PriceCache(config.name)
         self._names = Translator(CLOUD, config.regions)
+        self._terminations = errors.TerminateLog()
+        self._file_systems = [
+            n.strip() for n in config.options.get("fileSystemNames", "").split(",") if n.strip()
+        ]
 
     @property
     def name(self) -> str:
@@ -154,7 +162,7 @@ class LambdaDriver:
 
     # -- instances -------------------------------------------------------------------
 
-    async def launch(self, request: LaunchRequest) -> Instance:
+    def _check(self, request: LaunchRequest) -> None:
         if len(request.name) > MAX_NAME:
             raise InvalidRequestError(
                 f"lambda: instance name longer than {MAX_NAME}: {request.name!r}",
@@ -164,11 +172,15 @@ class LambdaDriver:
             raise InvalidRequestError("lambda: no spot instances", provider=self.name)
         if len(request.join.script.encode()) > CAPABILITIES.max_join_data_bytes:
             raise InvalidRequestError("lambda: user data over 1 MB", provider=self.name)
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        self._check(request)
         return await errors.launch_or_recover(
-            request.name, self.find, lambda: self._create(request)
+            request.name, self.find_all, lambda: self.create(request)
         )
 
-    async def _create(self, request: LaunchRequest) -> Instance:
+    async def create(self, request: LaunchRequest) -> Instance:
+        self._check(request)
         offer = request.offer
         body = models.LaunchInstanceRequest(
             region_name=offer.native_region,
@@ -178,9 +190,10 @@ class LambdaDriver:
             user_data=request.join.script or None,
             image=self._image(),
             tags=_tags(request.tags) or None,
+            file_system_names=self._file_systems or None,
         )
-        answer = await self._transport.call(operations.launch_instance, body)
-        with errors.structure_guard(CLOUD, LAUNCH, self.name):
+        answer = await errors.create_once(self._transport.call(operations.launch_instance, body))
+        with errors.create_guard(CLOUD, LAUNCH, self.name):  # unreadable: it may exist
             instance_id = answer.data.instance_ids[0]
         # Launch answers ids only: describe the instance from the request rather than
         # spending another request of the 1/s budget on it.
@@ -222,9 +235,12 @@ class LambdaDriver:
         with errors.structure_guard(CLOUD, "getInstance", self.name):
             return _instance(answer.data)
 
+    async def find_all(self, name: str) -> list[Instance]:
+        return errors.preferred(i for i in await self._list() if i.name == name)
+
     async def find(self, name: str) -> Instance | None:
-        live = [i for i in await self._list() if i.name == name and i.state not in errors.ENDING]
-        return live[0] if live else None
+        found = await self.find_all(name)
+        return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
         return [i for i in await self._list() if i.name.startswith(name_prefix)]
@@ -236,11 +252,18 @@ class LambdaDriver:
         return [i for i in found if i.state is not InstanceState.TERMINATED]
 
     async def terminate(self, instance_id: str) -> None:
+        if not self._terminations.due(instance_id):
+            return
         body = models.TerminateInstanceRequest(instance_ids=[instance_id])
         try:
             await self._transport.call(operations.terminate_instance, body)
         except NotFoundError:
+            self._terminations.gone(instance_id)
             return
+        self._terminations.accepted(instance_id)
+
+    async def cleanup(self, name: str) -> None:
+        """Lambda keeps nothing per machine besides the machine."""
 
     async def validate_credentials(self) -> None:
         await self._transport.call(operations.list_ssh_keys)

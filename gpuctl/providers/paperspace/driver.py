@@ -11,15 +11,21 @@ generated operations in `_generated/`.
 - Launch: a startup script named after the machine carries the join script
   (`POST /startup-scripts`, isRunOnce; an existing script of that name is reused), then
   `POST /machines` with `name`, `machineType`, `templateId`, `diskSize`, `region`,
-  `startupScriptId`, `startOnCreate: true`. Idempotent by name. `templateId` is
-  `options["templateId"]`, else the first OS template named "ML-in-a-Box" (NVIDIA drivers
-  preinstalled), else the first "Ubuntu" one, that offers the machine type. `diskSize` is
-  `options["diskSize"]` GB (100 by default).
-- Terminate: `DELETE /machines/{id}` and the machine's startup script(s) by name.
+  `startupScriptId`, `startOnCreate: true`, `emailPassword: false` (the spec's default
+  is true: a password e-mail per machine) and `publicIpType` (`options["publicIpType"]`,
+  Paperspace's default when unset). Idempotent by name; `create` sends one
+  `POST /machines`. `templateId` is `options["templateId"]`, else the first OS template
+  named "ML-in-a-Box" (NVIDIA drivers preinstalled), else the first "Ubuntu" one, that
+  offers the machine type. `diskSize` is `options["diskSize"]` GB (100 by default).
+- Provisioning: the create answers the machine and its `create` event; while the machine
+  provisions, `get` reads that event (`GET /machine-events/{id}`, or the machine's
+  events when a restart forgot the id): state `error` makes the instance FAILED.
+- Terminate: `DELETE /machines/{id}`, once per poll. The startup script is left until
+  the machine is gone: `cleanup(name)` then unassigns and deletes it.
 
-States: provisioning, starting, restarting, upgrading -> PENDING; ready, serviceready ->
-RUNNING; off, stopping -> STOPPED; a machine with `dtDeleted` -> TERMINATED; anything else
--> UNKNOWN.
+States: provisioning, starting, restarting, upgrading -> PENDING (FAILED when the create
+event failed); ready, serviceready -> RUNNING; off, stopping -> STOPPED; a machine with
+`dtDeleted` -> TERMINATED; anything else -> UNKNOWN.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -47,6 +54,7 @@ from gpuctl.providers.base import (
     LaunchRequest,
     NotFoundError,
     Offer,
+    ProviderError,
 )
 from gpuctl.providers.http import HttpTransport, retry_policy_for
 from gpuctl.providers.paperspace._generated import models, operations
@@ -54,6 +62,8 @@ from gpuctl.providers.pricing import PriceCache, PriceTable, Translator, filter_
 from gpuctl.providers.ratelimit import AccountLimiter, limits_for
 
 errors.make_strict(models.converter)  # see errors.make_strict
+
+log = logging.getLogger(__name__)
 
 CLOUD = "paperspace"
 DEFAULT_ENDPOINT = "https://api.paperspace.com/v1"
@@ -118,6 +128,10 @@ class PaperspaceDriver:
             config.name, count_metrics=False
         )
         self._names = Translator(CLOUD, config.regions)
+        self._terminations = errors.TerminateLog()
+        self._public_ip = _public_ip_type(config.options.get("publicIpType"))
+        # machine id -> id of its create event, while it provisions (see `get`)
+        self._create_events: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -198,7 +212,7 @@ class PaperspaceDriver:
 
     # -- instances -------------------------------------------------------------------
 
-    async def launch(self, request: LaunchRequest) -> Instance:
+    def _check(self, request: LaunchRequest) -> None:
         if request.offer.capacity_type is not CapacityType.ON_DEMAND:
             raise InvalidRequestError("paperspace: no spot machines", provider=self.name)
         if not request.name:
@@ -210,11 +224,15 @@ class PaperspaceDriver:
                 f"{CAPABILITIES.max_join_data_bytes}-byte limit",
                 provider=self.name,
             )
+
+    async def launch(self, request: LaunchRequest) -> Instance:
+        self._check(request)
         return await errors.launch_or_recover(
-            request.name, self.find, lambda: self._create(request)
+            request.name, self.find_all, lambda: self.create(request)
         )
 
-    async def _create(self, request: LaunchRequest) -> Instance:
+    async def create(self, request: LaunchRequest) -> Instance:
+        self._check(request)
         offer = request.offer
         script_id = await self._startup_script(request.name, request.join.script)
         body = models.MachinesCreateRequest(
@@ -225,10 +243,16 @@ class PaperspaceDriver:
             region=offer.native_region,
             startup_script_id=script_id,
             start_on_create=True,
+            # The spec's default is true: every machine would e-mail a root password.
+            email_password=False,
+            public_ip_type=self._public_ip,
         )
-        answer = await self._transport.call(operations.machines_create, body)
-        with errors.structure_guard(CLOUD, CREATE, self.name):
-            return _instance(answer.data)
+        answer = await errors.create_once(self._transport.call(operations.machines_create, body))
+        with errors.create_guard(CLOUD, CREATE, self.name):
+            instance = _instance(answer.data)
+            event = answer.event
+        self._create_events[instance.id] = event.id
+        return _failed(instance, event) if event.state == "error" else instance
 
     async def _startup_script(self, name: str, script: str) -> str:
         """The id of the startup script named `name`, created with `script` if missing."""
@@ -277,14 +301,51 @@ class PaperspaceDriver:
             after = page.next_page
 
     async def get(self, instance_id: str) -> Instance:
+        """The machine; while it provisions, its create event too: Paperspace reports a
+        failed provisioning there (state `error`), not in the machine's state, which stays
+        `provisioning`. Such a machine is FAILED at once rather than after the
+        registration timeout."""
         machine = await self._transport.call(operations.machines_get, instance_id)
         with errors.structure_guard(CLOUD, "machines-get", self.name):
-            return _instance(machine)
+            instance = _instance(machine)
+        if instance.state is not InstanceState.PENDING:
+            self._create_events.pop(instance_id, None)
+            return instance
+        try:
+            event = await self._create_event(instance_id)
+        except ProviderError as err:  # the event only adds to the machine's own state
+            log.debug("paperspace: no create event of %s: %s", instance_id, err)
+            return instance
+        if event is not None and event.state == "error":
+            return _failed(instance, event)
+        return instance
+
+    async def _create_event(self, machine_id: str) -> models.MachineEvent | None:
+        """The machine's create event: by the id its create answered, else (a restart
+        forgot it) the newest `create` in the machine's events."""
+        event_id = self._create_events.get(machine_id)
+        if event_id:
+            try:
+                return await self._transport.call(operations.machine_events_get, event_id)
+            except NotFoundError:
+                pass
+        page = await self._transport.call(
+            operations.machine_events_list, machine_id=machine_id, limit=PAGE
+        )
+        with errors.structure_guard(CLOUD, "machineEvents-list", self.name):
+            creates = [e for e in page.items if e.name == "create" and e.machine_id == machine_id]
+        if not creates:
+            return None
+        newest = max(creates, key=lambda e: e.dt_created)
+        self._create_events[machine_id] = newest.id
+        return newest
+
+    async def find_all(self, name: str) -> list[Instance]:
+        return errors.preferred(i for i in await self._list(name=name) if i.name == name)
 
     async def find(self, name: str) -> Instance | None:
-        found = await self._list(name=name)
-        live = [i for i in found if i.name == name and i.state not in errors.ENDING]
-        return live[0] if live else None
+        found = await self.find_all(name)
+        return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
         return [i for i in await self._list() if i.name.startswith(name_prefix)]
@@ -303,21 +364,43 @@ class PaperspaceDriver:
             after = page.next_page
 
     async def terminate(self, instance_id: str) -> None:
-        """Delete the machine and its startup script; unknown or deleted: nothing to do.
+        """`DELETE /machines/{id}`, once per poll (`errors.TerminateLog`); unknown: gone.
 
-        The script goes first, while the machine still tells its name: a failure there
-        leaves the machine for the caller's retry to find again.
+        The machine's startup script stays: it is assigned to the machine until the
+        machine is gone, and `cleanup(name)` removes it then.
         """
-        try:
-            machine = await self._transport.call(operations.machines_get, instance_id)
-        except NotFoundError:
+        if not self._terminations.due(instance_id):
             return
-        for script in [s async for s in self._scripts(machine.name)]:
+        try:
+            await self._transport.call(operations.machines_delete, instance_id)
+        except NotFoundError:
+            self._terminations.gone(instance_id)
+            self._create_events.pop(instance_id, None)
+            return
+        self._terminations.accepted(instance_id)
+
+    async def cleanup(self, name: str) -> None:
+        """Unassign and delete the startup script(s) named `name` whose machines are gone.
+
+        A script still assigned to a machine that exists (not yet deleted) is left for a
+        later call: a machine's script goes only after the machine.
+        """
+        for script in [s async for s in self._scripts(name)]:
+            if any([await self._exists(m) for m in script.assigned_machine_ids]):
+                continue
+            for machine_id in script.assigned_machine_ids:
+                with contextlib.suppress(NotFoundError, InvalidRequestError):
+                    body = models.StartupScriptsUnassignRequest(machine_id=machine_id)
+                    await self._transport.call(operations.startup_scripts_unassign, script.id, body)
             with contextlib.suppress(NotFoundError):
                 await self._transport.call(operations.startup_scripts_delete, script.id)
-        if machine.dt_deleted is None:
-            with contextlib.suppress(NotFoundError):
-                await self._transport.call(operations.machines_delete, instance_id)
+
+    async def _exists(self, machine_id: str) -> bool:
+        try:
+            machine = await self._transport.call(operations.machines_get, machine_id)
+        except NotFoundError:
+            return False
+        return machine.dt_deleted is None
 
     async def validate_credentials(self) -> None:
         session = await self._transport.call(operations.auth_session)
@@ -345,6 +428,24 @@ def _instance(machine: models.Machine) -> Instance:
         price_per_hour=usd(machine.usage_rate),
         launched_at=_timestamp(machine.dt_created),
     )
+
+
+def _failed(instance: Instance, event: models.MachineEvent) -> Instance:
+    """The machine whose create event failed: FAILED, the cloud's error as its state."""
+    error = (event.error or "no details").replace("\n", " ")[:200]
+    return attrs.evolve(
+        instance, state=InstanceState.FAILED, native_state=f"provisioning failed: {error}"
+    )
+
+
+def _public_ip_type(text: str | None) -> str | None:
+    if text is None:
+        return None
+    if text not in ("static", "dynamic", "none"):
+        raise InvalidRequestError(
+            f"paperspace: publicIpType must be static, dynamic or none, not {text!r}"
+        )
+    return text
 
 
 def _offers_type(template: models.OsTemplate, machine_type: str) -> bool:

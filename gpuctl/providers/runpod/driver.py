@@ -20,8 +20,13 @@ instead of eight).
 
 Launch: `POST /pods` with `name`, `gpuTypeIds` [type], `gpuCount`, `dataCenterIds`
 [data centre], `cloudType`, `interruptible` (spot), `env` = the join environment,
-`imageName` (`options["imageName"]`) or `templateId` (`options["templateId"]`), and
-`ports` (`options["ports"]`, comma-separated). Idempotent by name.
+`dockerStartCmd` = `bash -c <join script>`, `imageName` (`options["imageName"]`) or
+`templateId` (`options["templateId"]`), `ports` (`options["ports"]`, comma-separated),
+`containerDiskInGb` and `volumeInGb` (`options`, RunPod's defaults 50 and 20 when unset;
+a volume of 0 is none). Idempotent by name; `create` sends exactly one POST.
+
+Terminate: `DELETE /pods/{id}` once per poll; a 400 or 404 is confirmed with a GET
+(RunPod's spec answers 400 for an unknown pod).
 
 States (v1 `desiredStatus`): RUNNING -> RUNNING, EXITED -> STOPPED, or PREEMPTED when the
 pod is interruptible (RunPod stops a reclaimed spot pod; it still exists, and costs
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+from collections.abc import Mapping
 from decimal import Decimal
 
 import aiohttp
@@ -114,6 +120,9 @@ class RunPodDriver:
             config.name, count_metrics=False
         )
         self._names = Translator(CLOUD, config.regions)
+        self._terminations = errors.TerminateLog()
+        self._container_disk = _gigabytes(config.options, "containerDiskInGb", minimum=1)
+        self._volume = _gigabytes(config.options, "volumeInGb", minimum=0)
 
     @property
     def name(self) -> str:
@@ -209,14 +218,23 @@ class RunPodDriver:
     # -- instances -------------------------------------------------------------------
 
     async def launch(self, request: LaunchRequest) -> Instance:
+        self._create_body(request)  # refuse a request the cloud would refuse, before looking
+        return await errors.launch_or_recover(
+            request.name, self.find_all, lambda: self.create(request)
+        )
+
+    async def create(self, request: LaunchRequest) -> Instance:
+        body = self._create_body(request)
+        pod = await errors.create_once(self._v1.call(operations_v1.create_pod, body))
+        region = (body.data_center_ids or [""])[0]
+        with errors.create_guard(CLOUD, CREATE, self.name):
+            return _instance(pod, region)
+
+    def _create_body(self, request: LaunchRequest) -> models_v1.PodCreateInput:
         if len(request.name) > MAX_NAME:
             raise InvalidRequestError(
                 f"runpod: pod name longer than {MAX_NAME}: {request.name!r}", provider=self.name
             )
-        body = self._create_body(request)
-        return await errors.launch_or_recover(request.name, self.find, lambda: self._create(body))
-
-    def _create_body(self, request: LaunchRequest) -> models_v1.PodCreateInput:
         options, offer = self._config.options, request.offer
         if not (options.get("imageName") or options.get("templateId")):
             raise InvalidRequestError(
@@ -238,23 +256,21 @@ class RunPodDriver:
             # the same variables are in its env for images that join by themselves.
             docker_start_cmd=["bash", "-c", request.join.script] if request.join.script else None,
             ports=ports or None,
+            container_disk_in_gb=self._container_disk,
+            volume_in_gb=self._volume,
         )
-
-    async def _create(self, body: models_v1.PodCreateInput) -> Instance:
-        pod = await self._v1.call(operations_v1.create_pod, body)
-        region = (body.data_center_ids or [""])[0]
-        with errors.structure_guard(CLOUD, CREATE, self.name):
-            return _instance(pod, region)
 
     async def get(self, instance_id: str) -> Instance:
         pod = await self._v1.call(operations_v1.get_pod, instance_id, include_machine=True)
         with errors.structure_guard(CLOUD, "GetPod", self.name):
             return _instance(pod)
 
+    async def find_all(self, name: str) -> list[Instance]:
+        return errors.preferred(i for i in await self._list(name=name) if i.name == name)
+
     async def find(self, name: str) -> Instance | None:
-        found = await self._list(name=name)
-        live = [i for i in found if i.name == name and i.state not in errors.ENDING]
-        return live[0] if live else None
+        found = await self.find_all(name)
+        return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
         return [i for i in await self._list() if i.name.startswith(name_prefix)]
@@ -266,10 +282,32 @@ class RunPodDriver:
         return [i for i in found if i.id and i.state is not InstanceState.TERMINATED]
 
     async def terminate(self, instance_id: str) -> None:
+        """DELETE the pod, once per poll (`errors.TerminateLog`).
+
+        RunPod's spec answers 400 "Invalid Pod ID" (not 404) for a pod it does not know,
+        and 400 may mean other things too: a 400 or a 404 is confirmed with a GET, and
+        only a pod the GET does not find (or finds terminated) counts as gone.
+        """
+        if not self._terminations.due(instance_id):
+            return
         try:
             await self._v1.call(operations_v1.delete_pod, instance_id)
-        except NotFoundError:
+        except (NotFoundError, InvalidRequestError) as err:
+            if not await self._gone(instance_id):
+                raise err
+            self._terminations.gone(instance_id)
             return
+        self._terminations.accepted(instance_id)
+
+    async def _gone(self, instance_id: str) -> bool:
+        try:
+            pod = await self.get(instance_id)
+        except NotFoundError:
+            return True
+        return pod.state is InstanceState.TERMINATED
+
+    async def cleanup(self, name: str) -> None:
+        """RunPod keeps nothing per pod besides the pod (its volume goes with it)."""
 
     async def validate_credentials(self) -> None:
         await self._v1.call(operations_v1.list_pods)
@@ -306,6 +344,22 @@ def _timestamp(text: str | None) -> datetime.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def _gigabytes(options: Mapping[str, str], key: str, *, minimum: int) -> int | None:
+    """An optional whole number of GB >= `minimum`; unset: RunPod's default."""
+    text = options.get(key)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise InvalidRequestError(
+            f"runpod: {key} must be a whole number >= {minimum}, not {text!r}"
+        )
+    return value
 
 
 def _factor(text: str | None) -> Decimal:

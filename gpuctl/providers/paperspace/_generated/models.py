@@ -128,6 +128,15 @@ class StartupScriptsListOrder(enum.StrEnum):
     DESC = "desc"
 
 
+class MachineEventsListOrderBy(enum.StrEnum):
+    DT_CREATED = "dtCreated"
+
+
+class MachineEventsListOrder(enum.StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
 class SessionUserPreferencesTheme(enum.StrEnum):
     LIGHT = "light"
     DARK = "dark"
@@ -269,6 +278,18 @@ class StartupScript:
 class StartupScriptsListResponse:
     has_more: bool
     items: list[StartupScript]
+    next_page: str | None = None
+
+
+@attrs.define(kw_only=True)
+class StartupScriptsUnassignRequest:
+    machine_id: str
+
+
+@attrs.define(kw_only=True)
+class MachineEventsListResponse:
+    has_more: bool
+    items: list[MachineEvent]
     next_page: str | None = None
 
 
@@ -452,6 +473,8 @@ _JSON_NAMES: dict[type[Any], dict[str, str]] = {
         "is_run_once": "isRunOnce",
     },
     StartupScriptsListResponse: {"has_more": "hasMore", "next_page": "nextPage"},
+    StartupScriptsUnassignRequest: {"machine_id": "machineId"},
+    MachineEventsListResponse: {"has_more": "hasMore", "next_page": "nextPage"},
     SessionTeam: {
         "analytics_id": "analyticsId",
         "is_private": "isPrivate",

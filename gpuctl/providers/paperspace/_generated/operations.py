@@ -14,7 +14,9 @@ from gpuctl.providers.transport import Params, Transport
 from .models import (
     Machine,
     MachineAvailabilityListResponse,
+    MachineEvent,
     MachineEventResponse,
+    MachineEventsListResponse,
     MachinesCreateRequest,
     MachinesListResponse,
     OsTemplatesListResponse,
@@ -22,6 +24,7 @@ from .models import (
     StartupScript,
     StartupScriptsCreateRequest,
     StartupScriptsListResponse,
+    StartupScriptsUnassignRequest,
     converter,
 )
 
@@ -144,6 +147,58 @@ async def startup_scripts_delete(transport: Transport, id: str) -> StartupScript
         "DELETE", f"/startup-scripts/{quote(str(id), safe='')}", operation="startupScripts-delete"
     )
     return converter.structure(data, StartupScript)
+
+
+async def startup_scripts_unassign(
+    transport: Transport, id: str, body: StartupScriptsUnassignRequest
+) -> StartupScript:
+    """POST /startup-scripts/{id}/unassign: Unassign startup script from machine."""
+    data = await transport.request(
+        "POST",
+        f"/startup-scripts/{quote(str(id), safe='')}/unassign",
+        operation="startupScripts-unassign",
+        json=converter.unstructure(body),
+    )
+    return converter.structure(data, StartupScript)
+
+
+async def machine_events_list(
+    transport: Transport,
+    *,
+    after: str | None = None,
+    limit: int | None = None,
+    order_by: str | None = None,
+    order: str | None = None,
+    machine_id: str | None = None,
+) -> MachineEventsListResponse:
+    """GET /machine-events: List machine events.
+
+    `order_by` takes MachineEventsListOrderBy values.
+    `order` takes MachineEventsListOrder values.
+    """
+    data = await transport.request(
+        "GET",
+        "/machine-events",
+        operation="machineEvents-list",
+        params=_present(
+            {
+                "after": after,
+                "limit": limit,
+                "orderBy": order_by,
+                "order": order,
+                "machineId": machine_id,
+            }
+        ),
+    )
+    return converter.structure(data, MachineEventsListResponse)
+
+
+async def machine_events_get(transport: Transport, id: str) -> MachineEvent:
+    """GET /machine-events/{id}: Get a machine event."""
+    data = await transport.request(
+        "GET", f"/machine-events/{quote(str(id), safe='')}", operation="machineEvents-get"
+    )
+    return converter.structure(data, MachineEvent)
 
 
 async def machine_availability_list(
