@@ -82,11 +82,12 @@ def repo_root() -> Path | None:
     return None
 
 
-def find_binaries() -> Path:
-    """The directory holding etcd, kube-apiserver and kubectl.
+def find_binaries(names: Sequence[str] = BINARIES) -> Path:
+    """The directory holding all of `names` (default etcd, kube-apiserver and kubectl).
 
     `$KUBEBUILDER_ASSETS` wins (envtest binaries); otherwise `bin/k8s` of the
-    checkout, as built by `make controlplane`.
+    checkout, as built by `make controlplane`. envtest ships no controller-manager,
+    scheduler or node agent: those are found in `bin/k8s`.
     """
     candidates: list[Path] = []
     if assets := os.environ.get("KUBEBUILDER_ASSETS"):
@@ -94,26 +95,11 @@ def find_binaries() -> Path:
     if root := repo_root():
         candidates.append(root / "bin" / "k8s")
     for directory in candidates:
-        if all((directory / name).is_file() for name in BINARIES):
+        if all((directory / name).is_file() for name in names):
             return directory
     searched = ", ".join(str(c) for c in candidates) or "nothing"
     raise ControlPlaneError(
-        f"control-plane binaries {BINARIES} not found (searched {searched}); "
-        "run `make controlplane`"
-    )
-
-
-def find_component_binaries() -> Path:
-    """The directory holding kube-controller-manager and kube-scheduler (`make controlplane`)."""
-    candidates = [Path(d) for d in (os.environ.get("KUBEBUILDER_ASSETS"),) if d]
-    if root := repo_root():
-        candidates.append(root / "bin" / "k8s")
-    for directory in candidates:
-        if all((directory / name).is_file() for name in COMPONENTS):
-            return directory
-    searched = ", ".join(str(c) for c in candidates) or "nothing"
-    raise ControlPlaneError(
-        f"cluster binaries {COMPONENTS} not found (searched {searched}); run `make controlplane`"
+        f"binaries {tuple(names)} not found (searched {searched}); run `make controlplane`"
     )
 
 
@@ -370,7 +356,7 @@ class ControlPlane:
         self.controller_manager_kubeconfig = self.kubeconfig_for("system:kube-controller-manager")
         self.scheduler_kubeconfig = self.kubeconfig_for("system:kube-scheduler")
         paths = ComponentPaths(
-            bin_dir=find_component_binaries(),
+            bin_dir=find_binaries(COMPONENTS),
             pki_dir=self.dir / "pki",
             controller_manager_kubeconfig=self.controller_manager_kubeconfig,
             scheduler_kubeconfig=self.scheduler_kubeconfig,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import attrs
 
-from gpuctl.dev.controlplane import repo_root
+from gpuctl.dev.controlplane import ControlPlaneError, find_binaries
 from gpuctl.dev.process import die_with_parent
 from gpuctl.sim.config import SimConfig
 from gpuctl.sim.machines import joindata, rootfs
@@ -64,18 +64,12 @@ class MachineError(RuntimeError):
 
 
 def find_node_agent() -> Path:
-    """bin/k8s/gpuctl-node-agent of the checkout ($KUBEBUILDER_ASSETS first), like the
-    control-plane binaries."""
-    candidates: list[Path] = []
-    if assets := os.environ.get("KUBEBUILDER_ASSETS"):
-        candidates.append(Path(assets) / AGENT_NAME)
-    if root := repo_root():
-        candidates.append(root / "bin" / "k8s" / AGENT_NAME)
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    searched = ", ".join(str(c) for c in candidates) or "nothing"
-    raise MachineError(f"{AGENT_NAME} not found (searched {searched}); run `make controlplane`")
+    """bin/k8s/gpuctl-node-agent of the checkout ($KUBEBUILDER_ASSETS first), found like
+    the control-plane binaries."""
+    try:
+        return find_binaries((AGENT_NAME,)) / AGENT_NAME
+    except ControlPlaneError as err:
+        raise MachineError(str(err)) from err
 
 
 def probe(workdir: Path) -> None:
