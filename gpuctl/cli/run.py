@@ -49,6 +49,13 @@ def register(commands: Any) -> None:
         help="seconds a Ready machine's Node may be not Ready or gone before it is replaced",
     )
     add("--termination-poll", type=float, default=5.0, help="seconds between teardown checks")
+    add(
+        "--launch-settle",
+        type=float,
+        default=30.0,
+        help="seconds to keep looking a machine up by name after a create with no answer "
+        "(or a restart) before launching again or tearing down",
+    )
     add("--provider-refresh", type=float, default=300.0, help="seconds between catalog refreshes")
     add("--gc-interval", type=float, default=120.0, help="seconds between leak collections")
     add("--gc-grace", type=float, default=600.0, help="age in seconds before an orphan is taken")
@@ -71,6 +78,7 @@ async def _settings(args: argparse.Namespace) -> Settings:
         joining_poll=args.joining_poll,
         termination_poll=args.termination_poll,
         node_unhealthy_after=datetime.timedelta(seconds=args.node_unhealthy_after),
+        launch_settle=datetime.timedelta(seconds=args.launch_settle),
     )
 
 

@@ -293,6 +293,7 @@ def record_found(ctx: Ctx, instance: Instance) -> None:
     record_instance(ctx, instance)
     assert ctx.status.instance is not None
     ctx.status.instance.launched_at = instance.launched_at or attempt_started(ctx)
+    ctx.services.launches.settle(attempt_key(ctx))  # what the create made is found
 
 
 async def terminate_twins(
@@ -336,7 +337,6 @@ async def _adopt(ctx: Ctx, driver: Driver, found: Sequence[Instance], how: str) 
     keep, twins = found[0], found[1:]
     await terminate_twins(ctx, driver, keep, twins)
     record_found(ctx, keep)
-    ctx.services.launches.settle(attempt_key(ctx))
     LAUNCHES.labels(offer.provider, offer.capacity_type.value, "adopted").inc()
     message = f"{keep.name} ({keep.id}, {keep.native_state}) {how}: adopted"
     ctx.status.message = message

@@ -63,6 +63,8 @@ async def machine_gone(ctx: Ctx) -> bool:
     driver = ctx.services.drivers.get(offer.provider)
     recorded = ctx.status.instance
     if recorded is not None:
+        # The attempt's create has a known outcome: the machine status recorded.
+        ctx.services.launches.settle(launch.attempt_key(ctx))
         current = await _recorded(ctx, driver)
         if current is not None:
             if recorded.state != current.native_state:
