@@ -213,7 +213,8 @@ class LambdaConfig:
     file_system_names: list[str] = attrs.field(
         factory=list,
         metadata=doc(
-            "Lambda persistent file systems to attach (must be in the machine's region).",
+            "Lambda persistent file systems to attach, by name (sent as file_system_names "
+            "at launch; each must be in the machine's region).",
             max_items=8,
             items=item(max_length=64),
         ),
@@ -236,11 +237,21 @@ class RunPodConfig:
     )
     container_disk_gb: int | None = attrs.field(
         default=None,
-        metadata=doc("Container disk in GB.", name="containerDiskGB", minimum=1, maximum=10000),
+        metadata=doc(
+            "Container disk in GB (sent as containerDiskInGb). Unset: RunPod's default (50).",
+            name="containerDiskGB",
+            minimum=1,
+            maximum=10000,
+        ),
     )
     volume_gb: int | None = attrs.field(
         default=None,
-        metadata=doc("Pod volume in GB (0: none).", name="volumeGB", minimum=0, maximum=10000),
+        metadata=doc(
+            "Pod volume in GB (sent as volumeInGb; 0: none). Unset: RunPod's default (20).",
+            name="volumeGB",
+            minimum=0,
+            maximum=10000,
+        ),
     )
 
 
@@ -260,7 +271,10 @@ class PaperspaceConfig:
     )
     public_ip_type: PublicIPType | None = attrs.field(
         default=None,
-        metadata=doc("Public IP: static, dynamic or none. Unset: Paperspace's default."),
+        metadata=doc(
+            "Public IP: static, dynamic or none (sent as publicIpType). Unset: "
+            "Paperspace's default."
+        ),
     )
 
 
