@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import attrs
 import pytest
 
+from gpuctl.api import GPUProvider
+from gpuctl.controllers.drivers import driver_config
+from gpuctl.providers import registry
 from gpuctl.providers.base import (
     CapacityType,
     Driver,
@@ -235,3 +239,56 @@ async def test_reclaimed_spot_pod_is_adopted_not_duplicated(
     again = await runpod.launch(spot)
     assert again.id == launched.id and again.state is InstanceState.PREEMPTED
     assert creates(sim, "runpod") == 1
+
+
+# Every field of a GPUProvider's per-cloud block, and the create-request field it must
+# arrive as at the cloud (`gpuctl.controllers.drivers.driver_config` -> the driver).
+PROVIDER_BLOCKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "lambda": (
+        {"sshKeyName": "gpuctl", "image": "lambda-stack-22-04", "fileSystemNames": ["data"]},
+        {"ssh_key_names": ["gpuctl"], "image": {"family": "lambda-stack-22-04"},
+         "file_system_names": ["data"]},
+    ),
+    "runpod": (
+        {"imageName": "ghcr.io/gpuctl/node:1", "cloudType": "SECURE", "containerDiskGB": 80,
+         "volumeGB": 0},
+        {"imageName": "ghcr.io/gpuctl/node:1", "cloudType": "SECURE", "containerDiskInGb": 80,
+         "volumeInGb": 0},
+    ),
+    "paperspace": (
+        {"templateId": "tkni3aa4", "diskSizeGB": 250, "publicIpType": "none"},
+        {"templateId": "tkni3aa4", "diskSize": 250, "publicIpType": "none",
+         "emailPassword": False},
+    ),
+}  # fmt: skip
+
+
+async def test_every_gpuprovider_field_reaches_the_cloud(
+    sim: Simulator, session: aiohttp.ClientSession, cloud: str
+) -> None:
+    block, sent = PROVIDER_BLOCKS[cloud]
+    provider = GPUProvider.from_dict(
+        {
+            "apiVersion": "gpuctl.io/v1alpha1",
+            "kind": "GPUProvider",
+            "metadata": {"name": f"p-{cloud}"},
+            "spec": {
+                "type": cloud,
+                "endpoint": sim.endpoint(cloud),
+                "credentialsSecretRef": {"namespace": "ns", "name": "s"},
+                "bootstrap": {"method": "kubeadm", "apiServerEndpoint": "10.0.0.1:6443"},
+                cloud: block,
+            },
+        }
+    )
+    spec_fields = {f.name for f in attrs.fields(type(getattr(provider.spec, _attr(cloud))))}
+    assert len(block) == len(spec_fields), "a per-cloud field this test does not cover"
+    config = driver_config(provider, sim.api_key(cloud))
+    config = attrs.evolve(config, options={**config.options, **contract.FAST})
+    await registry.build_driver(config, session).launch(request(cloud))
+    [made] = sim.instances(cloud)
+    assert {key: made.request.get(key) for key in sent} == sent
+
+
+def _attr(cloud: str) -> str:
+    return "lambda_" if cloud == "lambda" else cloud
