@@ -132,7 +132,9 @@ class Simulator:
         return int(sock.getsockname()[1])
 
     async def _tick(self) -> None:
-        while True:
+        # Python 3.11's wait_for swallows a cancel that arrives as the wait ends (a wake
+        # set just before stop()): also stop once stop() said so, or stop() waits forever.
+        while not self._stopping.is_set():
             self.state.advance()
             due = self.state.next_due()
             delay = MAX_TICK if due is None else min(MAX_TICK, max(0.0, due - self.clock.now()))
