@@ -239,3 +239,39 @@ async def test_a_machine_nobody_recorded_is_billed_to_the_cent(
 async def _gone(api: Client, name: str) -> bool:
     listed = await api.list(GPUNODEREQUESTS, field_selector=f"metadata.name={name}")
     return not listed["items"]
+
+
+async def test_paperspace_failed_provisioning_is_replaced_at_once_and_scripts_go_after(
+    api: Client, sim: Simulator, env: Env, operator: object
+) -> None:
+    """Paperspace reports a failed provisioning only in the machine's create event (the
+    machine stays `provisioning`): gpuctl reads it and replaces the machine at the next
+    poll, not after the registration timeout (30 s here). Every startup script goes, and
+    only after its machine is gone."""
+    sim.state.fail_next_boots("paperspace", error="Failed to allocate GPU")
+    name, uid = await create(api, env, "psfail", "paperspace")
+    started = asyncio.get_running_loop().time()
+    obj = await wait_phase(api, name, "Ready", 120)
+    assert asyncio.get_running_loop().time() - started < 25  # well inside the 30 s timeout
+    status = obj["status"]
+    assert status["attempt"] == 2
+    [failed] = status["failedOffers"]
+    assert failed["reason"] == "Interrupted" and "Failed to allocate GPU" in failed["message"]
+    first, second = machines(sim, env, "paperspace", uid)
+    assert not first.phase.live and status["instance"]["id"] == second.id
+    await delete_and_wait(api, name)
+    scripts = sim.state.cloud("paperspace").objects["startup-scripts"].values()
+    mine = [s for s in scripts if s["name"] in (first.name, second.name)]
+    await wait_for(lambda: _all_deleted(mine), 20, "both startup scripts deleted")
+    deletes = {
+        e.path.rsplit("/", 1)[1]: e.time
+        for e in sim.ledger
+        if e.operation == "startupScripts-delete" and e.status == 200
+    }
+    for script, machine in zip(mine, (first, second), strict=True):
+        assert deletes[script["id"]] >= machine.phase_since  # after the machine was gone
+    assert not sim.violations
+
+
+async def _all_deleted(scripts: list[dict[str, Any]]) -> bool:
+    return all(s["dtDeleted"] is not None for s in scripts)

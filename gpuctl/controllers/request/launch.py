@@ -32,7 +32,7 @@ import base64
 import datetime
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gpuctl.api import (
@@ -45,7 +45,7 @@ from gpuctl.api import (
     registration_timeout,
     set_condition,
 )
-from gpuctl.controllers import bootstrap, cost
+from gpuctl.controllers import bootstrap, cost, naming
 from gpuctl.controllers.drivers import ProviderUnavailableError
 from gpuctl.controllers.metrics import DUPLICATES, LAUNCHES
 from gpuctl.controllers.request.context import Ctx, to_offer
@@ -331,6 +331,39 @@ async def cleanup(ctx: Ctx, driver: Driver, name: str) -> None:
         log.info("cleanup of %s failed: %s", name, err, extra={"request": ctx.name})
 
 
+def attempt_providers(ctx: Ctx) -> dict[int, str]:
+    """The provider of each attempt status still tells: the current offer's, then one
+    failed offer per earlier attempt, newest last (each attempt ends with exactly one)."""
+    found: dict[int, str] = {}
+    attempt = ctx.status.attempt
+    if ctx.status.offer is not None:
+        found[attempt] = ctx.status.offer.provider
+        attempt -= 1
+    for failed in reversed(ctx.status.failed_offers):
+        if attempt < 1:
+            break
+        found[attempt] = failed.provider
+        attempt -= 1
+    return found
+
+
+async def cleanup_attempts(ctx: Ctx, attempts: Iterable[int]) -> None:
+    """`cleanup` for the machine names of these attempts, each on its own provider (a
+    script still assigned to a live machine is kept by the driver)."""
+    providers = attempt_providers(ctx)
+    uid = ctx.request.metadata.uid or ""
+    for attempt in attempts:
+        provider = providers.get(attempt)
+        if provider is None:
+            continue
+        try:
+            driver = ctx.services.drivers.get(provider)
+        except ProviderUnavailableError:
+            continue
+        name = naming.instance_name(ctx.settings.cluster_name, uid, attempt)
+        await cleanup(ctx, driver, name)
+
+
 async def _adopt(ctx: Ctx, driver: Driver, found: Sequence[Instance], how: str) -> Result:
     offer = ctx.status.offer
     assert offer is not None
@@ -399,6 +432,8 @@ async def reconcile(ctx: Ctx) -> Result | None:
         )
         return Result(requeue_after=min(wait, ctx.settings.joining_poll))
     ctx.services.launches.settle(attempt_key(ctx))  # listed long enough: nothing exists
+    if ctx.status.attempt > 1:  # the last attempt's machine is gone, or going: its leftovers
+        await cleanup_attempts(ctx, [ctx.status.attempt - 1])
     crash_point("before-launch")
     try:
         instance = await driver.create(request)

@@ -10,11 +10,11 @@ reaches the ledger whatever happens in between. A second machine under the name 
 twin: billed, terminated at once and reported. When a create of the attempt may have
 happened unseen (`launch.uncertain_since`), look-ups continue for
 `Settings.launch_settle` before the machine is taken not to exist. Terminate is sent
-once per poll (the drivers remember it). Then what the cloud keeps besides the machine
-(a Paperspace startup script), the Node and the bootstrap tokens of every attempt are
-deleted. If the provider cannot be reached or configured, the request stays
-Terminating (with an Event saying why): never drop a finalizer while a paid machine may
-exist.
+once per poll (the drivers remember it). Then what the clouds keep besides the
+machines (Paperspace startup scripts), the Node and the bootstrap tokens, of every
+attempt, are deleted. If the provider cannot be reached or configured, the request
+stays Terminating (with an Event saying why): never drop a finalizer while a paid
+machine may exist.
 """
 
 from __future__ import annotations
@@ -92,7 +92,6 @@ async def machine_gone(ctx: Ctx) -> bool:
     if await _may_have_unrecorded(ctx):
         ctx.status.message = f"a create of {ctx.instance_name} may have happened; looking it up"
         return False
-    await launch.cleanup(ctx, driver, ctx.instance_name)
     return True
 
 
@@ -128,6 +127,8 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
         ctx.event("Normal", "Terminating", "request deleted; terminating its machine")
     if not await machine_gone(ctx):
         return Result(requeue_after=ctx.settings.termination_poll), False
+    # Every attempt's machine is gone: what the clouds keep besides machines goes too.
+    await launch.cleanup_attempts(ctx, range(1, ctx.status.attempt + 1))
     await delete_request_nodes(ctx)
     await _delete_tokens(ctx)
     await ledger.record(ctx)  # what it cost outlives the request
