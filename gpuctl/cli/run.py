@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
     add(
         "--launch-settle",
         type=float,
-        default=30.0,
+        default=15.0,
         help="seconds to keep looking a machine up by name after a create with no answer "
         "(or a restart) before launching again or tearing down",
     )

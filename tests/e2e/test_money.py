@@ -56,7 +56,7 @@ A6000 = {"gpu": {"type": "A6000-48GB", "count": 1}}
 # The cloud's list lags its writes by this much: the look-up right after a lost answer
 # finds nothing, a later one does.
 LAG = 3.0
-SETTLE = datetime.timedelta(seconds=40)  # > LAG: found before the operator would relaunch
+SETTLE = datetime.timedelta(seconds=20)  # > LAG: found before the operator would relaunch
 CENT = Decimal("0.01")
 
 

@@ -56,7 +56,7 @@ class Settings:
     # After a create whose outcome is unknown, how long a look-up by name must keep
     # finding nothing before the machine is taken not to exist (clouds list eventually
     # consistently); a relaunch or a teardown waits that long.
-    launch_settle: datetime.timedelta = datetime.timedelta(seconds=30)
+    launch_settle: datetime.timedelta = datetime.timedelta(seconds=15)
 
 
 @attrs.define

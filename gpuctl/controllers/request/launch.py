@@ -15,7 +15,7 @@ Idempotence, in order:
    `Launched=Unknown` (reason `LaunchOutcomeUnknown`, Event of the same name) before
    anything else happens. No create is sent again for that attempt until look-ups by
    name have found nothing for `Settings.launch_settle` (clouds list eventually
-   consistently); meanwhile the step lists again every `joining_poll`. An attempt this
+   consistently); meanwhile the step lists again five times per `launch_settle`. An attempt this
    process did not start itself and that has a token but no recorded machine (an
    earlier process may have crashed after its create) is treated the same way.
 So a crash, a lost answer or a lagging list between the cloud's create and the status
@@ -249,6 +249,12 @@ def settle_wait(ctx: Ctx, since: datetime.datetime | None) -> float:
     return max(0.0, (since + ctx.settings.launch_settle - ctx.now).total_seconds())
 
 
+def recheck_interval(ctx: Ctx) -> float:
+    """Seconds between look-ups while an attempt is uncertain: five per `launch_settle`,
+    no more often than `joining_poll` (each is a list call, within the cloud's limits)."""
+    return max(ctx.settings.joining_poll, ctx.settings.launch_settle.total_seconds() / 5)
+
+
 def _running_price(ctx: Ctx) -> Any:
     before = ctx.request.status  # as read: what was billed up to now
     return before.offer.price_per_hour if before.offer and before.instance else None
@@ -400,7 +406,7 @@ def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
     ctx.status.message = message
     ctx.event("Warning", "LaunchOutcomeUnknown", message)
     ctx.stop()
-    return Result(requeue_after=min(settle, ctx.settings.joining_poll))
+    return Result(requeue_after=min(settle, recheck_interval(ctx)))
 
 
 async def reconcile(ctx: Ctx) -> Result | None:
@@ -430,7 +436,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
             f"attempt {ctx.status.attempt}: a create of {request.name} may have happened; "
             f"looking it up by name until {until:%H:%M:%S}Z before launching again"
         )
-        return Result(requeue_after=min(wait, ctx.settings.joining_poll))
+        return Result(requeue_after=min(wait, recheck_interval(ctx)))
     ctx.services.launches.settle(attempt_key(ctx))  # listed long enough: nothing exists
     if ctx.status.attempt > 1:  # the last attempt's machine is gone, or going: its leftovers
         await cleanup_attempts(ctx, [ctx.status.attempt - 1])

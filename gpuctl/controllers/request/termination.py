@@ -126,7 +126,10 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
         ctx.condition(ConditionType.READY, False, "Terminating", "the request is being deleted")
         ctx.event("Normal", "Terminating", "request deleted; terminating its machine")
     if not await machine_gone(ctx):
-        return Result(requeue_after=ctx.settings.termination_poll), False
+        poll = ctx.settings.termination_poll
+        if ctx.status.instance is None:  # only looking the name up: as the launch step does
+            poll = max(poll, launch.recheck_interval(ctx))
+        return Result(requeue_after=poll), False
     # Every attempt's machine is gone: what the clouds keep besides machines goes too.
     await launch.cleanup_attempts(ctx, range(1, ctx.status.attempt + 1))
     await delete_request_nodes(ctx)
