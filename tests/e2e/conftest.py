@@ -173,6 +173,9 @@ def operator_config(env: Env, cp: ControlPlane, **overrides: Any) -> OperatorCon
         ready_poll=0.5,
         joining_poll=0.3,
         termination_poll=0.3,
+        # An unknown create outcome is settled by look-ups for this long before a
+        # relaunch (15 s by default); the simulated clouds list consistently at once.
+        launch_settle=datetime.timedelta(seconds=2),
     )
     config = OperatorConfig(
         settings=settings,

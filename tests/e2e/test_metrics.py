@@ -64,8 +64,10 @@ async def test_every_metric_is_exposed_and_moves(
     api: Client, env: Env, make_request: MakeRequest, sim: Simulator, operator: Running
 ) -> None:
     before = await scrape(operator)
-    # One failed launch (a 500 on create) makes reconcile and provider errors move.
+    # A 500 on create moves provider errors (gpuctl settles the unknown outcome by
+    # look-ups, no reconcile error); 500s on every try of a poll move reconcile errors.
     sim.faults.add("runpod", operation="CreatePod", kind="500", count=1)
+    sim.faults.add("runpod", operation="GetPod", kind="500", count=4)  # > the 4 tries
     name = await make_request(
         "metrics",
         {"gpu": {"type": "RTX-4090", "count": 1}, "capacityType": "spot",
