@@ -329,8 +329,23 @@ class ControlPlane:
         ]
 
     async def _wait_ready(self, child: ChildProcess) -> None:
+        """Until kube-apiserver answers /readyz (as the admin, verifying its certificate)."""
         context = ssl.create_default_context(cafile=str(self.ca_file))
         headers = {"Authorization": f"Bearer {self.admin.token}"}
+        await self._wait_ok(child, f"{self.url}/readyz", context, headers)
+
+    async def _wait_healthy(self, child: ChildProcess, port: int) -> None:
+        """Until a component answers /healthz (self-signed serving certificate)."""
+        await self._wait_ok(child, f"https://127.0.0.1:{port}/healthz", False, {})
+
+    async def _wait_ok(
+        self,
+        child: ChildProcess,
+        url: str,
+        context: ssl.SSLContext | bool,
+        headers: dict[str, str],
+    ) -> None:
+        """Poll `url` until 200; fail at once if `child` or etcd exits, or at the timeout."""
         deadline = time.monotonic() + self.startup_timeout
         timeout = aiohttp.ClientTimeout(total=2)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -341,14 +356,12 @@ class ControlPlane:
                             f"{dependency.name} exited:\n{dependency.log_tail()}"
                         )
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                    async with session.get(
-                        f"{self.url}/readyz", ssl=context, headers=headers
-                    ) as response:
+                    async with session.get(url, ssl=context, headers=headers) as response:
                         if response.status == 200:
                             return
                 await asyncio.sleep(0.1)
         raise ControlPlaneError(
-            f"kube-apiserver not ready after {self.startup_timeout}s:\n{child.log_tail()}"
+            f"{child.name} not ready after {self.startup_timeout}s:\n{child.log_tail()}"
         )
 
     async def _start_components(self) -> None:
@@ -405,22 +418,6 @@ class ControlPlane:
                             f"creating {body['kind']} {body['metadata']['name']}: "
                             f"{response.status} {await response.text()}"
                         )
-
-    async def _wait_healthy(self, child: ChildProcess, port: int) -> None:
-        """Until the component answers /healthz (self-signed serving certificate)."""
-        deadline = time.monotonic() + self.startup_timeout
-        timeout = aiohttp.ClientTimeout(total=2)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while time.monotonic() < deadline:
-                if not child.running:
-                    raise ControlPlaneError(f"{child.name} exited:\n{child.log_tail()}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                    url = f"https://127.0.0.1:{port}/healthz"
-                    async with session.get(url, ssl=False) as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise ControlPlaneError(f"{child.name} not healthy:\n{child.log_tail()}")
 
     def _token_user_entry(self, user: TokenUser) -> dict[str, str]:
         return {"token": user.token}
