@@ -21,13 +21,9 @@ import argparse
 import asyncio
 import datetime
 import re
-from collections.abc import Iterable, Sequence
-from decimal import Decimal
 from typing import Any
 
-import attrs
-
-from gpuctl.api import GPUNodeRequest, ObjectError, parse_duration
+from gpuctl.api import parse_duration
 from gpuctl.cli import output
 from gpuctl.cli.config import (
     ConfigError,
@@ -35,53 +31,13 @@ from gpuctl.cli.config import (
     add_namespace_flag,
     kube,
 )
-from gpuctl.controllers.ledger import Entry, Ledger, entry_of
+from gpuctl.controllers.ledger import Ledger
 from gpuctl.controllers.resources import GPUNODEREQUESTS
+from gpuctl.controllers.spend import Group, Report, Spend, build_report
 from gpuctl.runtime.client import ApiError, TransportError
 
 JSON = dict[str, Any]
 _DAYS = re.compile(r"^(\d+(?:\.\d+)?)([dw])$")
-
-
-@attrs.frozen
-class Spend:
-    """One request's cost: a ledger entry, or a running request's figure so far."""
-
-    entry: Entry
-    running: bool
-
-    @property
-    def until(self) -> datetime.datetime | None:
-        return None if self.running else self.entry.until
-
-
-@attrs.frozen
-class Group:
-    key: str
-    requests: int
-    accrued_usd: Decimal
-
-
-@attrs.frozen
-class Report:
-    now: datetime.datetime
-    cutoff: datetime.datetime | None
-    spends: tuple[Spend, ...]
-
-    @property
-    def total(self) -> Decimal:
-        return sum((s.entry.accrued_usd for s in self.spends), Decimal("0"))
-
-    def by(self, key: str) -> list[Group]:
-        """Spend grouped by an Entry attribute, most expensive first."""
-        groups: dict[str, list[Spend]] = {}
-        for spend in self.spends:
-            groups.setdefault(str(getattr(spend.entry, key)), []).append(spend)
-        found = [
-            Group(k, len(v), sum((s.entry.accrued_usd for s in v), Decimal("0")))
-            for k, v in groups.items()
-        ]
-        return sorted(found, key=lambda g: (-g.accrued_usd, g.key))
 
 
 def register(commands: Any) -> None:
@@ -118,29 +74,6 @@ def parse_since(text: str, now: datetime.datetime) -> datetime.datetime:
     except ValueError:
         raise ConfigError(f"--since {text!r}: not a duration (7d, 12h) nor a time") from None
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
-
-
-def build_report(
-    requests: Iterable[JSON],
-    ledger: Sequence[Entry],
-    now: datetime.datetime,
-    cutoff: datetime.datetime | None = None,
-) -> Report:
-    """Every request's spend, each once: the ledger's entry wins over the live object."""
-    recorded = {e.uid for e in ledger}
-    spends = [Spend(e, running=False) for e in ledger if cutoff is None or e.until >= cutoff]
-    for obj in requests:
-        try:
-            request = GPUNodeRequest.from_dict(obj)
-        except ObjectError:
-            continue
-        if request.metadata.uid in recorded:
-            continue  # terminated and recorded; the finalizer is about to go
-        entry = entry_of(request, request.status, now)
-        if entry is not None:
-            spends.append(Spend(entry, running=True))
-    spends.sort(key=lambda s: (-s.entry.accrued_usd, s.entry.request, s.entry.uid))
-    return Report(now, cutoff, tuple(spends))
 
 
 # -- output ----------------------------------------------------------------------------

@@ -26,35 +26,23 @@ import argparse
 import asyncio
 import datetime
 import sys
-from collections.abc import Iterable, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import yaml
 
-from gpuctl.api import GNR_KIND, CapacityType, GPUNodeRequest, ObjectError
+from gpuctl.api import GNR_KIND, GPUNodeRequest, ObjectError
 from gpuctl.cli import output
 from gpuctl.cli.config import ConfigError, add_source_flags, open_source
 from gpuctl.cli.offers import OFFER_COLUMNS, offer_json, offer_row
-from gpuctl.controllers.request.offer import Drivers, choose, unknown_gpu_type, want_of
+from gpuctl.controllers.planning import Plan, capacity_from, plan_one
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.controllers.selection import Selection, Want
-from gpuctl.providers import base
-from gpuctl.providers.capacity import DEFAULT_TTL_SECONDS, CapacityCache, CapacityEntry
+from gpuctl.controllers.selection import Want
+from gpuctl.providers.capacity import DEFAULT_TTL_SECONDS, CapacityCache
 from gpuctl.runtime.client import ApiError, Client, TransportError
 
 JSON = dict[str, Any]
-
-
-@attrs.frozen
-class Plan:
-    request: GPUNodeRequest
-    want: Want
-    selection: Selection
-    unavailable: tuple[tuple[str, str], ...]  # (provider, why)
-    blocked: tuple[CapacityEntry, ...]  # the capacity cache plan used
 
 
 def register(commands: Any) -> None:
@@ -118,43 +106,6 @@ def _read(filename: str) -> str:
 # -- the capacity cache ------------------------------------------------------------------
 
 
-def capacity_from(requests: Iterable[JSON], ttl: float, now: datetime.datetime) -> CapacityCache:
-    """The operator's capacity cache as its recorded failures imply (module docstring)."""
-    marks: list[tuple[datetime.datetime, base.Offer, str]] = []
-    for obj in requests:
-        try:
-            request = GPUNodeRequest.from_dict(obj)
-        except ObjectError:
-            continue  # the controller skips it too
-        for failed in request.status.failed_offers:
-            if failed.capacity_type is None or failed.region is None:
-                continue
-            if failed.reason == "Interrupted" and failed.capacity_type != CapacityType.SPOT:
-                continue
-            at = min(failed.at, now)
-            if (now - at).total_seconds() >= ttl:
-                continue
-            offer = base.Offer(
-                provider=failed.provider,
-                cloud="",
-                region="",
-                native_region=failed.region,
-                gpu_type=request.spec.gpu.type,
-                gpu_count=request.spec.gpu.count,
-                instance_type=failed.instance_type or "",
-                capacity_type=base.CapacityType(failed.capacity_type.value),
-                price_per_hour=Decimal(0),
-            )
-            marks.append((at, offer, failed.reason))
-    clock = [now.timestamp()]
-    cache = CapacityCache(ttl, timer=lambda: clock[0])
-    for at, offer, reason in sorted(marks, key=lambda m: m[0]):
-        clock[0] = at.timestamp()  # marked when it happened: expires ttl after that
-        cache.mark(offer, reason)
-    clock[0] = now.timestamp()
-    return cache
-
-
 async def _capacity(client: Client | None, ttl: float) -> CapacityCache:
     if client is None:
         return CapacityCache(ttl)
@@ -163,25 +114,6 @@ async def _capacity(client: Client | None, ttl: float) -> CapacityCache:
     except (ApiError, TransportError) as err:
         raise ConfigError(f"cannot list GPUNodeRequests (for the capacity cache): {err}") from err
     return capacity_from(listed.items, ttl, datetime.datetime.now(datetime.UTC))
-
-
-# -- planning --------------------------------------------------------------------------
-
-
-def _split_note(note: str) -> tuple[str, str]:
-    """gather_offers' notes read "<provider>: <why>"."""
-    provider, _, why = note.partition(": ")
-    return provider, why
-
-
-async def plan_one(request: GPUNodeRequest, drivers: Drivers, capacity: CapacityCache) -> Plan:
-    want = want_of(request)
-    unknown = unknown_gpu_type(request)
-    if unknown is not None:  # the offer step fails such a request before asking anyone
-        return Plan(request, want, Selection((), (), unknown), (), ())
-    selection, notes = await choose(request, drivers, capacity.blocked)
-    unavailable = tuple(_split_note(n) for n in notes)
-    return Plan(request, want, selection, unavailable, tuple(capacity.entries()))
 
 
 # -- output ----------------------------------------------------------------------------
