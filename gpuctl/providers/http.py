@@ -4,8 +4,11 @@ One transport per cloud API server of one driver; every transport of the process
 ONE `aiohttp.ClientSession`, which the caller owns and closes. Per request:
 
 1. take a token from the account's rate limiter (class `launch` for the driver's launch
-   operations, `read` for GET, else `mutate`);
-2. send it with a bearer token and a total timeout, never following redirects;
+   operations, `read` for GET, else `mutate`); inside `ratelimit.nonblocking()` a token
+   that is not there soon is a RateLimitedError (nothing sent), and so is a 429 answer
+   (its Retry-After, else 1 s): never retried here, the controller requeues;
+2. send it with a bearer token (or the headers of the driver's `signer`: Crusoe signs
+   each request) and a total timeout, never following redirects;
 3. 2xx: return the decoded JSON (None for an empty body); a body that is not JSON is a
    TransientError("malformed response");
 4. otherwise: the cloud's `ErrorMapper` turns the answer into a typed error; connection
@@ -36,14 +39,21 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
 
 from gpuctl.providers import metrics
-from gpuctl.providers.base import DriverConfig, InvalidRequestError, ProviderError, TransientError
+from gpuctl.providers.base import (
+    DriverConfig,
+    InvalidRequestError,
+    ProviderError,
+    RateLimitedError,
+    TransientError,
+)
 from gpuctl.providers.errors import ErrorMapper, HttpFailure, malformed, structure_guard
-from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits
+from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits, current_holder
 from gpuctl.providers.transport import Params, Transport
 
 log = logging.getLogger(__name__)
@@ -51,10 +61,15 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# (METHOD, URL path, query pairs) -> the headers that authenticate that very request.
+Signer = Callable[[str, str, Sequence[tuple[str, str]]], Mapping[str, str]]
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # Answers that say the server did not act on the request (timeout before processing,
 # too early, rate limited): a create answered so created nothing.
 _NOTHING_DONE = frozenset({408, 425, 429})
+TOO_MANY_REQUESTS = 429
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without Retry-After, in non-blocking mode
 
 
 @attrs.frozen
@@ -113,6 +128,7 @@ class HttpTransport:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     idempotent_operations: Collection[str] = frozenset()  # POSTs that are safe to repeat
     launch_operations: Collection[str] = frozenset()  # rate-limited as `launch`
+    signer: Signer | None = None  # None: `Authorization: Bearer <api_key>`
 
     async def call(
         self,
@@ -143,6 +159,13 @@ class HttpTransport:
         while True:
             try:
                 return await self._attempt(method, path, operation, params, json)
+            except RateLimitedError as error:
+                # Nothing was sent (or the server refused it): the caller requeues.
+                error.provider = self.provider
+                error.message = f"{self.cloud} {operation}: {error.message}"
+                error.args = (error.message,)
+                metrics.api_error(self.provider, self.cloud, operation, type(error).__name__)
+                raise
             except ProviderError as error:
                 self._redact(error)
                 delay = self._retry_delay(method, operation, error, retry)
@@ -173,15 +196,17 @@ class HttpTransport:
         self, method: str, path: str, operation: str, params: Params | None, body: Any
     ) -> Any:
         await self.limiter.acquire(self._op_class(method, operation))
+        url = self.base_url.rstrip("/") + path
+        query = _query(params)
         started = time.monotonic()
         code = "connection"
         try:
             async with self.session.request(
                 method,
-                self.base_url.rstrip("/") + path,
-                params=_query(params),
+                url,
+                params=query,
                 json=body,
-                headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"},
+                headers={**self._auth(method, url, query), "Accept": "application/json"},
                 timeout=aiohttp.ClientTimeout(total=self.retry.timeout),
                 allow_redirects=False,
             ) as response:
@@ -229,6 +254,11 @@ class HttpTransport:
             )
             if isinstance(error, TransientError) and status in _NOTHING_DONE:
                 error.outcome_unknown = False  # the server refused before acting
+            if status == TOO_MANY_REQUESTS and current_holder() is not None:
+                wait = getattr(error, "retry_after", None) or DEFAULT_RETRY_AFTER
+                raise RateLimitedError(
+                    f"HTTP 429, retry in {wait:.2f}s", retry_after=wait
+                ) from error
             raise error
         if not data.strip():
             return None
@@ -236,6 +266,14 @@ class HttpTransport:
             return jsonlib.loads(data)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise malformed(self.cloud, operation, self.provider) from exc
+
+    def _auth(
+        self, method: str, url: str, query: list[tuple[str, str]] | None
+    ) -> Mapping[str, str]:
+        if self.signer is None:
+            return {"Authorization": f"Bearer {self.api_key}"}
+        # Signed after the rate limiter's wait, so the timestamp is the sending time.
+        return self.signer(method, urlsplit(url).path, query or [])
 
     def _redact(self, error: ProviderError) -> None:
         if len(self.api_key) >= 4 and self.api_key in error.message:
