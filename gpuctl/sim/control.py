@@ -8,12 +8,17 @@ It mirrors the Python API one to one (no authentication; it binds 127.0.0.1):
   GET  /console          ?cloud=&instance_id=: {"console": the machine's console log}
   GET  /violations       spec violations seen
   GET  /faults           armed faults
+  GET  /fault-rates      fault rates per cloud and operation class
+  GET  /fault-stats      faults fired per cloud, operation class and kind
+  GET  /billing          per instance: what its cloud billed so far; ?cloud= filters
   POST /capacity         {"cloud", "region", "instance_type", "count"}
   POST /prices           {"cloud", "instance_type", "usd_per_hour", "capacity_type"?}
   POST /interrupt        {"cloud", "instance_id"}          -> the preempted instance
   POST /faults           {"cloud", "kind", "operation"?, "path"?, "count"?, "retry_after"?,
                           "seconds"?, "variant"?}           -> the armed fault
-  DELETE /faults         disarm every fault
+  POST /fault-rates      {"cloud", "rates": {kind: probability}, "operations"?, "seconds"?,
+                          "retry_after"?, "seed"?}   -> the rates (replacing that class's)
+  DELETE /faults         disarm every fault and remove every rate
   POST /reset            Simulator.reset()
 
 Errors: 400 `{"error": message}` for bad input, 404 for an unknown cloud,
@@ -46,6 +51,10 @@ def application(sim: Simulator) -> web.Application:
         ("GET", "/console", _console),
         ("GET", "/violations", _violations),
         ("GET", "/faults", _faults),
+        ("GET", "/fault-rates", _fault_rates),
+        ("GET", "/fault-stats", _fault_stats),
+        ("GET", "/billing", _billing),
+        ("POST", "/fault-rates", _set_fault_rates),
         ("POST", "/capacity", _capacity),
         ("POST", "/prices", _prices),
         ("POST", "/interrupt", _interrupt),
@@ -135,6 +144,50 @@ async def _faults(sim: Simulator, request: web.Request) -> Any:
     return [f.as_json() for f in sim.faults.pending()]
 
 
+async def _fault_rates(sim: Simulator, request: web.Request) -> Any:
+    return [r.as_json() for r in sim.faults.rates()]
+
+
+async def _fault_stats(sim: Simulator, request: web.Request) -> Any:
+    return sim.faults.stats()
+
+
+async def _billing(sim: Simulator, request: web.Request) -> Any:
+    return [
+        {
+            "cloud": i.cloud,
+            "id": i.id,
+            "name": i.name,
+            "phase": i.phase.value,
+            "price_per_hour": i.price_per_hour,
+            "created_at": i.created_at,
+            "terminated_at": i.terminated_at if not i.phase.live else None,
+            "billed_usd": sim.state.billed_usd(i.cloud, i.id),
+        }
+        for cloud in _clouds(request)
+        for i in sim.instances(cloud)
+    ]
+
+
+async def _set_fault_rates(sim: Simulator, request: web.Request) -> Any:
+    body = await _body(request)
+    if body["cloud"] not in CLOUDS:
+        raise UnknownObjectError(f"unknown cloud {body['cloud']!r}")
+    rates = body["rates"]
+    if not isinstance(rates, dict):
+        raise ValueError("rates must be an object of kind -> probability")
+    seconds = body.get("seconds")
+    entry = sim.faults.set_rates(
+        body["cloud"],
+        {str(k): float(v) for k, v in rates.items()},
+        str(body.get("operations", "*")),
+        seconds=None if seconds is None else float(seconds),
+        retry_after=float(body.get("retry_after", 1.0)),
+        seed=None if body.get("seed") is None else int(body["seed"]),
+    )
+    return entry.as_json()
+
+
 async def _capacity(sim: Simulator, request: web.Request) -> Any:
     body = await _body(request)
     sim.state.set_capacity(body["cloud"], body["region"], body["instance_type"], int(body["count"]))
@@ -168,11 +221,15 @@ async def _add_fault(sim: Simulator, request: web.Request) -> Any:
         path=body.get("path"),
         kind=body.get("kind", "500"),
         count=body.get("count", 1),
-        retry_after=float(body.get("retry_after", 1.0)),
+        retry_after=_optional_float(body.get("retry_after", 1.0)),
         seconds=body.get("seconds"),
         variant=body.get("variant", "truncated"),
     )
     return fault.as_json()
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 async def _clear_faults(sim: Simulator, request: web.Request) -> Any:

@@ -130,6 +130,7 @@ class RateWindows:
 
 class RunPodApi(CloudApi):
     cloud = "runpod"
+    retry_after_documented = True  # v2: "Retry-After is integer seconds on this API"
 
     def __init__(self, state: SimState, config: SimConfig) -> None:
         super().__init__(state, config)

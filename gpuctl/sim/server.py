@@ -11,11 +11,13 @@ each request through the same pipeline:
    as request violations;
 3. routing to an implemented operation (a spec operation the sim does not
    implement gets the cloud's 404, which is not a violation);
-4. injected faults (see gpuctl.sim.faults) around the operation's handler (before
-   it: 500, 429, slow; after it: timeout, drop, 500-after, malformed);
+4. injected faults (see gpuctl.sim.faults), armed or drawn from rates, around the
+   operation's handler (before it: 500, 502, 503, 504, 429, reset, timeout-before,
+   slow; after it: timeout, drop, 500-after, 502-after, 504-after, malformed);
 5. response validation against the spec (or, for statuses the operation does
    not document, against the cloud's error model): a mismatch is a sim bug and
-   recorded as a response violation;
+   recorded as a response violation (a gateway's 502/504 page is not the API's
+   answer and is not checked);
 6. one ledger entry per request.
 
 Handlers are synchronous functions of a `Call` returning a `Reply` (or raising
@@ -41,7 +43,7 @@ from multidict import CIMultiDictProxy, MultiMapping
 
 from gpuctl.sim.clock import Clock
 from gpuctl.sim.config import SimConfig
-from gpuctl.sim.faults import Fault, Faults
+from gpuctl.sim.faults import GATEWAY, Fault, Faults
 from gpuctl.sim.model import LedgerEntry, Violation
 from gpuctl.sim.specs import Spec, SpecRequest, SpecResponse, is_json
 from gpuctl.sim.state import SimState
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 # Lambda's user_data may be 1 MB; leave room for the rest of the request.
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# Fault kinds answered instead of running the operation, and after running it.
+BEFORE_REPLIES = frozenset({"500", "502", "503", "504", "429"})
+AFTER_REPLIES = frozenset({"500-after", "502-after", "504-after"})
 
 
 @attrs.frozen
@@ -58,6 +63,7 @@ class Reply:
     body: Any = None  # JSON-serialisable; None: empty body
     content_type: str = "application/json"
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    raw: bytes | None = None  # a body that is not JSON (a gateway's HTML page)
 
 
 class ApiError(Exception):
@@ -122,6 +128,9 @@ class CloudApi:
     """One simulated cloud's API: its routes, authentication and error formats."""
 
     cloud: str = ""
+    # Whether the cloud documents `Retry-After` on its 429s (RunPod does): rated 429
+    # faults carry one only then.
+    retry_after_documented: bool = False
 
     def __init__(self, state: SimState, config: SimConfig) -> None:
         self.state = state
@@ -162,6 +171,14 @@ class CloudApi:
     def rate_limited(self, retry_after: int) -> Reply:
         raise NotImplementedError
 
+    def unavailable(self) -> Reply:
+        """503 in the cloud's error format (default: its internal error, status 503)."""
+        reply = self.internal_error()
+        body = reply.body
+        if isinstance(body, dict) and body.get("status") == reply.status:
+            body = {**body, "status": 503}  # problem+json repeats the status
+        return attrs.evolve(reply, status=503, body=body)
+
     def error_model_problems(self, reply: Reply) -> list[str]:
         """Check an answer with a status the operation does not document."""
         raise NotImplementedError
@@ -198,6 +215,7 @@ class _Exchange:
     authenticated: bool = False
     violation: str | None = None
     fault: Fault | None = None
+    aborted: bool = False  # the connection is dropped without an answer
 
     @functools.cached_property
     def spec_request(self) -> SpecRequest:
@@ -241,7 +259,7 @@ class CloudServer:
         exchange.operation = exchange.spec.find_operation(request.method, request.path)
         self.context.state.advance()
         reply = await self._answer(exchange)
-        data = await self._after(exchange, reply, _encode(reply))
+        data = None if exchange.aborted else await self._after(exchange, reply, _encode(reply))
         self._record(exchange, reply.status if data is not None else 0, started)
         if data is None:
             if request.transport is not None:
@@ -270,13 +288,15 @@ class CloudServer:
             return self._finish(exchange, reply)
         if exchange.route is None:
             return self._finish(exchange, api.not_found(f"{exchange.path} is not implemented"))
-        exchange.fault = self.context.faults.take(api.cloud, exchange.operation, exchange.path)
-        if (early := await self._fault_before(exchange.fault)) is not None:
+        exchange.fault = self.context.faults.take(
+            api.cloud, exchange.operation, exchange.path, exchange.method
+        )
+        if (early := await self._fault_before(exchange)) is not None:
             return self._finish(exchange, early)
         reply = self._run(exchange)
-        if exchange.fault is not None and exchange.fault.kind == "500-after":
+        if exchange.fault is not None and exchange.fault.kind in AFTER_REPLIES:
             self._finish(exchange, reply)  # the operation's own answer is checked, then lost
-            reply = self.api.internal_error()
+            reply = self._fault_reply(exchange.fault.kind, exchange.fault)
         return self._finish(exchange, reply)
 
     def _run(self, exchange: _Exchange) -> Reply:
@@ -300,6 +320,8 @@ class CloudServer:
 
     def _finish(self, exchange: _Exchange, reply: Reply) -> Reply:
         """Add the cloud's headers and check the answer against the spec."""
+        if reply.raw is not None or exchange.aborted:
+            return reply  # a gateway's page or no answer: not the API's to check
         if exchange.authenticated:
             reply = attrs.evolve(reply, headers={**self.api.headers(), **reply.headers})
         problems = self._response_problems(exchange, reply)
@@ -318,16 +340,41 @@ class CloudServer:
             problems = self.api.error_model_problems(reply)
         return problems
 
-    async def _fault_before(self, fault: Fault | None) -> Reply | None:
+    async def _fault_before(self, exchange: _Exchange) -> Reply | None:
+        """The answer of a fault that strikes before the operation runs, if any."""
+        fault = exchange.fault
         if fault is None:
             return None
-        if fault.kind == "500":
-            return self.api.internal_error()
-        if fault.kind == "429":
-            return self.api.rate_limited(max(1, math.ceil(fault.retry_after)))
+        if fault.kind in ("reset", "timeout-before"):
+            if fault.kind == "timeout-before":
+                await self._pause(fault.seconds, self.context.config.hang_seconds)
+            exchange.aborted = True
+            return Reply(0)
         if fault.kind == "slow":
             await self._pause(fault.seconds, self.context.config.slow_seconds)
+            return None
+        if fault.kind in BEFORE_REPLIES:
+            return self._fault_reply(fault.kind, fault)
         return None
+
+    def _fault_reply(self, kind: str, fault: Fault) -> Reply:
+        status = int(kind.partition("-")[0])
+        if status == 429:
+            return self._rate_limited(fault)
+        if status == 503:
+            return self.api.unavailable()
+        if kind in GATEWAY:
+            return gateway_error(status)
+        return self.api.internal_error()
+
+    def _rate_limited(self, fault: Fault) -> Reply:
+        """429: Retry-After as armed; a rated one only where the cloud documents it."""
+        seconds = max(1, math.ceil(fault.retry_after or 1.0))
+        reply = self.api.rate_limited(seconds)
+        if fault.retry_after is None or (fault.rated and not self.api.retry_after_documented):
+            headers = {k: v for k, v in reply.headers.items() if k.lower() != "retry-after"}
+            reply = attrs.evolve(reply, headers=headers)
+        return reply
 
     async def _after(self, exchange: _Exchange, reply: Reply, data: bytes) -> bytes | None:
         """Faults that strike after the operation ran: hang-and-drop, malformed body."""
@@ -395,7 +442,16 @@ def _decode(raw: bytes, content_type: str, *, lenient: bool = False) -> Any:
     return text
 
 
+def gateway_error(status: int) -> Reply:
+    """What a load balancer in front of an API answers: an HTML page, not the API's JSON."""
+    title = {502: "502 Bad Gateway", 504: "504 Gateway Time-out"}.get(status, str(status))
+    page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>\n"
+    return Reply(status, content_type="text/html", raw=page.encode())
+
+
 def _encode(reply: Reply) -> bytes:
+    if reply.raw is not None:
+        return reply.raw
     if reply.body is None:
         return b""
     return json.dumps(reply.body, separators=(",", ":")).encode()

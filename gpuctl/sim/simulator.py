@@ -58,7 +58,7 @@ class Simulator:
         self.config = config or SimConfig()
         self.clock: Clock = clock or SystemClock()
         self.state = SimState(self.config, self.clock)
-        self.faults = Faults()
+        self.faults = Faults(self.config.seed)  # seeds the draws of fault rates
         self.ledger: list[LedgerEntry] = []
         self.violations: list[Violation] = []
         self.machines = Machines(self.config)
