@@ -192,6 +192,26 @@ class TransientError(ProviderError):
         self.outcome_unknown = outcome_unknown
 
 
+class RateLimitedError(TransientError):
+    """The account's rate limit has no token for this call before `retry_after` seconds.
+
+    Raised only inside `ratelimit.nonblocking()` (the controllers' reconciles), before
+    anything is sent: the call certainly did nothing (`outcome_unknown` is False). The
+    slot is reserved for the caller, who should come back in `retry_after` seconds:
+    a requeue, not an error (no back-off, no Event).
+    """
+
+    def __init__(self, message: str, *, retry_after: float, provider: str = "") -> None:
+        super().__init__(
+            message,
+            code="rate-limited",
+            provider=provider,
+            retry_after=retry_after,
+            outcome_unknown=False,
+        )
+        self.delay = retry_after
+
+
 class LaunchOutcomeUnknownError(TransientError):
     """A create went out and no answer says what became of it: the machine may exist.
 

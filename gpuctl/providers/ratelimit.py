@@ -1,8 +1,9 @@
 """Client-side rate limits per cloud account and per operation class.
 
-Every request first takes a token from the account's overall bucket, then from its
-class's bucket (`read` = GET, `mutate` = other writes, `launch` = creating a machine).
-Buckets are aiolimiter leaky buckets: a rate of N/s allows a burst of N.
+Every request takes a token from the account's overall bucket and from its class's
+bucket (`read` = GET, `mutate` = other writes, `launch` = creating a machine). Buckets
+are token buckets (`TokenBucket`): a rate of N/s allows a burst of N; a rate under 1/s
+allows one call per 1/rate seconds.
 
 Defaults (from each cloud's documentation):
 
@@ -21,6 +22,21 @@ Overrides, from the GPUProvider (`DriverConfig`):
                                    clouds, benchmarks); a number sets the overall rate
   options["launchIntervalSeconds"] seconds between launches; 0 switches it off
 
+Waiting for a token never holds a reconcile worker. Tokens are *reserved*, as Go's
+`rate.Limiter.Reserve`: taking one moves the buckets on at once and says when the call
+may go, so callers queue in order and a burst of callers gets consecutive slots, not a
+stampede. Two modes:
+
+- blocking (the default: the CLI, tests, the leak collector's per-provider tasks):
+  `acquire()` sleeps until the reserved slot;
+- non-blocking, inside `with nonblocking(holder)` (the controllers wrap every reconcile
+  in it, `holder` = controller/key): a slot further away than `INLINE_WAIT` is kept for
+  the holder and `acquire()` raises `RateLimitedError` carrying the seconds until it; the
+  controller requeues the key for then (no error, no back-off, no Event). When the
+  holder calls again, its reserved slot is used (nothing is taken twice); a slot not
+  claimed within `RESERVATION_TTL` is dropped. A 429 answer in this mode becomes
+  `RateLimitedError` too (its Retry-After, else 1 s), see `gpuctl.providers.http`.
+
 Accounts are shared: drivers built for the same cloud, endpoint, API key and limits get
 the same `AccountLimiter` (see `gpuctl.providers.registry`).
 """
@@ -28,16 +44,44 @@ the same `AccountLimiter` (see `gpuctl.providers.registry`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import enum
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 
 import attrs
-from aiolimiter import AsyncLimiter
 
-from gpuctl.providers.base import DriverConfig, InvalidRequestError
+from gpuctl.providers.base import DriverConfig, InvalidRequestError, RateLimitedError
 from gpuctl.providers.errors import header
+
+# A reserved slot this close is waited for inline (shorter than a requeue's round trip
+# through the work queue and a fresh reconcile); a farther one is a RateLimitedError.
+INLINE_WAIT = 0.1
+# A reserved slot nobody claimed this long after it came is dropped (its holder went away).
+RESERVATION_TTL = 60.0
+
+_HOLDER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "gpuctl_rate_limit_holder", default=None
+)
+
+
+@contextlib.contextmanager
+def nonblocking(holder: str) -> Iterator[None]:
+    """Calls made inside (and in tasks started inside) never wait long for a token:
+    see the module docstring. `holder` names who will come back for a reserved slot."""
+    token = _HOLDER.set(holder)
+    try:
+        yield
+    finally:
+        _HOLDER.reset(token)
+
+
+def current_holder() -> str | None:
+    """The holder of the enclosing `nonblocking()`, or None (blocking mode)."""
+    return _HOLDER.get()
 
 
 class OpClass(enum.StrEnum):
@@ -103,43 +147,110 @@ def _positive(text: str, option: str) -> float:
     return value
 
 
-def bucket(per_second: float) -> AsyncLimiter:
-    """A leaky bucket of `per_second`; rates under 1/s become 1 per 1/rate seconds."""
-    if per_second >= 1:
-        return AsyncLimiter(per_second, 1.0)
-    return AsyncLimiter(1, 1.0 / per_second)
+@attrs.define
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up; `reserve` may go into debt."""
+
+    rate: float
+    burst: float
+    tokens: float
+    last: float
+
+    @classmethod
+    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        return cls(rate=rate, burst=burst, tokens=burst, last=now)
+
+    def reserve(self, now: float) -> float:
+        """Take one token; seconds until it is really there (0: now)."""
+        if now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+
+def bucket(per_second: float, now: float) -> TokenBucket:
+    """A bucket of `per_second`; rates under 1/s become 1 per 1/rate seconds."""
+    return TokenBucket.full(per_second, max(1.0, math.floor(per_second)), now)
 
 
 class AccountLimiter:
-    """The buckets of one cloud account."""
+    """The buckets of one cloud account, and the slots reserved for non-blocking holders."""
 
-    def __init__(self, limits: RateLimits) -> None:
+    def __init__(self, limits: RateLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
-        self._overall: list[AsyncLimiter] = []
+        self._clock = clock
+        now = clock()
+        self._overall: list[TokenBucket] = []
         if limits.overall_per_second:
-            self._overall.append(bucket(limits.overall_per_second))
-        self._classes: dict[OpClass, AsyncLimiter] = {}
+            self._overall.append(bucket(limits.overall_per_second, now))
+        self._classes: dict[OpClass, TokenBucket] = {}
         if limits.read_per_second:
-            self._classes[OpClass.READ] = bucket(limits.read_per_second)
+            self._classes[OpClass.READ] = bucket(limits.read_per_second, now)
         if limits.mutate_per_second:
-            self._classes[OpClass.MUTATE] = bucket(limits.mutate_per_second)
+            self._classes[OpClass.MUTATE] = bucket(limits.mutate_per_second, now)
         if limits.launch_interval_seconds:
-            self._classes[OpClass.LAUNCH] = AsyncLimiter(1, limits.launch_interval_seconds)
+            interval = limits.launch_interval_seconds
+            self._classes[OpClass.LAUNCH] = TokenBucket.full(1.0 / interval, 1.0, now)
         self._policy: tuple[tuple[str, int, float], ...] = ()
         self._paused_until = 0.0
+        self._reserved: dict[tuple[str, OpClass], float] = {}  # (holder, class) -> slot
+        self._pruned = now
 
     async def acquire(self, op_class: OpClass) -> None:
-        """Wait until one request of `op_class` may go out."""
-        # The class bucket first: a launch waiting its 12 s must not hold overall tokens.
-        own = self._classes.get(op_class)
-        if own is not None:
-            await own.acquire()
-        for limiter in list(self._overall):
-            await limiter.acquire()
-        loop = asyncio.get_running_loop()
-        delay = self._paused_until - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        """Wait until one request of `op_class` may go out; inside `nonblocking()`, raise
+        RateLimitedError instead of waiting longer than INLINE_WAIT."""
+        holder = _HOLDER.get()
+        if holder is None:
+            wait = self._take(op_class, self._clock())
+        else:
+            wait = self.reserve(op_class, holder)
+            if wait > INLINE_WAIT:
+                raise RateLimitedError(
+                    f"rate limit: the next {op_class.value} call may go in {wait:.2f}s",
+                    retry_after=wait,
+                )
+            self._reserved.pop((holder, op_class), None)  # claimed
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def reserve(self, op_class: OpClass, holder: str) -> float:
+        """Seconds until `holder` may send one `op_class` call: the slot it reserved
+        earlier, else a new one taken from the buckets now (0: at once)."""
+        now = self._clock()
+        self._prune(now)
+        key = (holder, op_class)
+        slot = self._reserved.get(key)
+        if slot is None:
+            slot = now + self._take(op_class, now)
+            self._reserved[key] = slot
+        return max(0.0, slot - now, self._paused_until - now)
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for `seconds` (the server said the account's quota is spent)."""
+        until = self._clock() + min(seconds, 3600.0)
+        self._paused_until = max(self._paused_until, until)
+
+    @property
+    def reserved(self) -> int:
+        """Slots reserved and not yet claimed."""
+        return len(self._reserved)
+
+    def _take(self, op_class: OpClass, now: float) -> float:
+        # Every bucket the call needs gives its token now; the call goes when the
+        # last of them is there (and not before a pause ends).
+        buckets = [*([self._classes[op_class]] if op_class in self._classes else []),
+                   *self._overall]  # fmt: skip
+        waits = [b.reserve(now) for b in buckets]
+        return max([0.0, self._paused_until - now, *waits])
+
+    def _prune(self, now: float) -> None:
+        if now - self._pruned < 1.0:
+            return
+        self._pruned = now
+        stale = [k for k, slot in self._reserved.items() if slot < now - RESERVATION_TTL]
+        for key in stale:
+            del self._reserved[key]
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adapt to `RateLimit-Policy` / `RateLimit` headers (IETF draft), if adaptive."""
@@ -155,13 +266,13 @@ class AccountLimiter:
             )
             if windows and windows != self._policy:
                 self._policy = windows
-                self._overall = [AsyncLimiter(q, w) for _, q, w in windows]
+                now = self._clock()
+                self._overall = [TokenBucket.full(q / w, q, now) for _, q, w in windows]
         state = header(headers, "RateLimit")
         if state:
             for _, p in parse_structured_list(state):
                 if _is_number(p.get("r")) and _is_number(p.get("t")) and float(p["r"]) <= 0:
-                    until = asyncio.get_running_loop().time() + min(float(p["t"]), 3600.0)
-                    self._paused_until = max(self._paused_until, until)
+                    self.pause(float(p["t"]))
 
     @property
     def policy(self) -> tuple[tuple[str, int, float], ...]:

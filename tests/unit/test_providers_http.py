@@ -13,9 +13,11 @@ from gpuctl.providers.base import (
     DriverConfig,
     InvalidRequestError,
     ProviderError,
+    RateLimitedError,
     TransientError,
 )
 from gpuctl.providers.http import HttpTransport, RetryPolicy, retry_policy_for
+from gpuctl.providers.ratelimit import AccountLimiter, RateLimits, nonblocking
 from tests.unit.test_providers_fakes import FakeCloud, Reply, running
 
 KEY = "secret-key-0123456789"
@@ -215,3 +217,26 @@ def test_backoff_is_jittered_and_capped() -> None:
         assert all(d is not None and ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1
     assert policy.backoff(0, 2.0) is not None and 2.0 <= policy.backoff(0, 2.0) <= 2.2  # type: ignore[operator]
+
+
+async def test_inside_nonblocking_a_429_is_a_requeue_not_a_retry(
+    session: aiohttp.ClientSession, cloud: FakeCloud
+) -> None:
+    cloud.script = [Reply(429, {"title": "slow down"}, {"Retry-After": "7"})]
+    with nonblocking("gpunoderequest/r"), pytest.raises(RateLimitedError) as info:
+        await transport(session, cloud).request("POST", "/pods", operation="CreatePod")
+    assert info.value.delay == 7 and not info.value.outcome_unknown
+    assert info.value.provider == "prov" and len(cloud.seen) == 1
+
+
+async def test_inside_nonblocking_no_token_means_nothing_sent(
+    session: aiohttp.ClientSession, cloud: FakeCloud
+) -> None:
+    limiter = AccountLimiter(RateLimits(overall_per_second=0.5))
+    cloud.script = [Reply(200, {}), Reply(200, {})]
+    sender = transport(session, cloud, limiter=limiter)
+    with nonblocking("gpunoderequest/r"):
+        await sender.request("GET", "/x", operation="Get")
+        with pytest.raises(RateLimitedError) as info:
+            await sender.request("GET", "/x", operation="Get")
+    assert 1.5 < info.value.delay <= 2.0 and len(cloud.seen) == 1

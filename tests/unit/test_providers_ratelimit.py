@@ -6,12 +6,15 @@ import asyncio
 
 import pytest
 
-from gpuctl.providers.base import DriverConfig, InvalidRequestError
+from gpuctl.providers.base import DriverConfig, InvalidRequestError, RateLimitedError
 from gpuctl.providers.ratelimit import (
+    RESERVATION_TTL,
     AccountLimiter,
     OpClass,
     RateLimits,
+    current_holder,
     limits_for,
+    nonblocking,
     parse_structured_list,
 )
 
@@ -87,3 +90,96 @@ async def test_non_adaptive_ignores_headers() -> None:
     limiter.observe({"RateLimit": '"minute";r=0;t=30', "RateLimit-Policy": '"m";q=1;w=60'})
     assert limiter.policy == ()
     assert await timed(limiter, OpClass.READ, 5) < 0.15
+
+
+# -- non-blocking mode: reservations instead of waits (fake clock, no sleeping) --------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_nonblocking_raises_with_the_reserved_slot_and_keeps_it() -> None:
+    clock = Clock()
+    limiter = AccountLimiter(RateLimits(overall_per_second=1.0), clock=clock)
+    with nonblocking("gpunoderequest/a"):
+        await limiter.acquire(OpClass.READ)  # the burst of 1
+        with pytest.raises(RateLimitedError) as first:
+            await limiter.acquire(OpClass.READ)
+        assert first.value.delay == pytest.approx(1.0)
+        assert not first.value.outcome_unknown and first.value.retryable
+    with nonblocking("gpunoderequest/b"):
+        with pytest.raises(RateLimitedError) as second:
+            await limiter.acquire(OpClass.READ)
+        assert second.value.delay == pytest.approx(2.0)  # the next slot, not the same
+    clock.now += 0.5
+    with nonblocking("gpunoderequest/a"), pytest.raises(RateLimitedError) as again:
+        await limiter.acquire(OpClass.READ)  # back early: the same slot, nothing taken
+    assert again.value.delay == pytest.approx(0.5) and limiter.reserved == 2
+    clock.now += 0.5
+    with nonblocking("gpunoderequest/a"):
+        await limiter.acquire(OpClass.READ)  # its slot has come: goes, takes nothing new
+    assert limiter.reserved == 1
+    clock.now += 1.0
+    with nonblocking("gpunoderequest/b"):
+        await limiter.acquire(OpClass.READ)
+    assert limiter.reserved == 0
+
+
+async def test_nonblocking_waits_inline_for_a_slot_closer_than_inline_wait() -> None:
+    limiter = AccountLimiter(RateLimits(overall_per_second=100.0))
+    with nonblocking("x"):
+        for _ in range(105):  # 100 burst, then slots 10 ms apart: waited, not raised
+            await limiter.acquire(OpClass.READ)
+    assert limiter.reserved == 0
+
+
+async def test_a_launch_slot_does_not_hold_reads() -> None:
+    clock = Clock()
+    limits = RateLimits(overall_per_second=None, launch_interval_seconds=12.0)
+    limiter = AccountLimiter(limits, clock=clock)
+    with nonblocking("r"):
+        await limiter.acquire(OpClass.LAUNCH)
+        with pytest.raises(RateLimitedError) as info:
+            await limiter.acquire(OpClass.LAUNCH)
+        assert info.value.delay == pytest.approx(12.0)
+        await limiter.acquire(OpClass.READ)  # reads have no launch bucket to wait for
+
+
+async def test_a_pause_holds_reserved_slots_too() -> None:
+    clock = Clock()
+    limiter = AccountLimiter(RateLimits(overall_per_second=1.0), clock=clock)
+    with nonblocking("a"):
+        await limiter.acquire(OpClass.READ)
+        with pytest.raises(RateLimitedError):
+            await limiter.acquire(OpClass.READ)  # slot at +1 s
+        limiter.pause(30)
+        clock.now += 1.0
+        with pytest.raises(RateLimitedError) as info:
+            await limiter.acquire(OpClass.READ)
+        assert info.value.delay == pytest.approx(29.0)
+
+
+async def test_unclaimed_slots_expire() -> None:
+    clock = Clock()
+    limiter = AccountLimiter(RateLimits(overall_per_second=1.0), clock=clock)
+    with nonblocking("gone"):
+        await limiter.acquire(OpClass.READ)
+        with pytest.raises(RateLimitedError):
+            await limiter.acquire(OpClass.READ)
+    assert limiter.reserved == 1
+    clock.now += 1.0 + RESERVATION_TTL + 1.0
+    with nonblocking("other"):
+        await limiter.acquire(OpClass.READ)
+    assert limiter.reserved == 0
+
+
+async def test_blocking_mode_outside_nonblocking() -> None:
+    assert current_holder() is None
+    with nonblocking("h"):
+        assert current_holder() == "h"
+    assert current_holder() is None
