@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-CLOUDS = ("lambda", "runpod", "paperspace")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
 
 
 @functools.cache
