@@ -4,7 +4,9 @@
 kube-scheduler from binaries built by `make controlplane` (etcd, kube-apiserver
 and kubectl may come from `$KUBEBUILDER_ASSETS`), waits for each to be healthy,
 creates the objects `kubeadm init` creates for joining machines
-(`gpuctl.dev.kubeadm`) and writes an admin kubeconfig.
+(`gpuctl.dev.kubeadm`) and writes an admin kubeconfig. For failure tests,
+`restart_apiserver()` and `restart_etcd()` crash (SIGKILL) and restart one of them
+in place, keeping ports and data.
 
 The API server authorizes with `Node,RBAC` and admits with `NodeRestriction`, as
 a kubeadm cluster does; anonymous requests are authenticated only for the paths
@@ -28,6 +30,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -231,6 +234,46 @@ class ControlPlane:
         )
         await self._apiserver.start()
         await self._wait_ready(self._apiserver)
+
+    async def restart_apiserver(self, *, kill: bool = True) -> None:
+        """Restart kube-apiserver on the same port (etcd keeps the data) and wait until it
+        is ready. `kill`: SIGKILL it, as a crash does (a graceful stop waits ~10 s for
+        open watches to end); else SIGTERM."""
+        if kill and self._apiserver is not None and self._apiserver.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._apiserver.pid, signal.SIGKILL)
+        await self.stop_apiserver()  # reaps it
+        await self.start_apiserver()
+
+    async def restart_etcd(self, *, kill: bool = True) -> None:
+        """Restart etcd with the same data and ports and wait until it serves again;
+        kube-apiserver keeps running and reconnects (its watch cache reinitialises).
+        `kill`: SIGKILL it, as a crash does; else SIGTERM."""
+        etcd = self._etcd
+        if etcd is None:
+            raise ControlPlaneError("control plane not started")
+        if kill and etcd.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(etcd.pid, signal.SIGKILL)
+        await etcd.stop()  # reaps it
+        await etcd.start()
+        await self._wait_etcd()
+
+    async def _wait_etcd(self) -> None:
+        """Until etcd's /health says it is healthy (it answers once it has its data)."""
+        deadline = time.monotonic() + self.startup_timeout
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while time.monotonic() < deadline:
+                if self._etcd is not None and not self._etcd.running:
+                    raise ControlPlaneError(f"etcd exited:\n{self._etcd.log_tail()}")
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError, ValueError):
+                    async with session.get(f"{self.etcd_url}/health") as response:
+                        health = await response.json(content_type=None)
+                        if response.status == 200 and health.get("health") == "true":
+                            return
+                await asyncio.sleep(0.1)
+        raise ControlPlaneError(f"etcd not healthy after {self.startup_timeout}s")
 
     def kubeconfig_for(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig authenticating as `user` in `groups` by client certificate."""
