@@ -26,6 +26,12 @@ GPR_PLURAL = "gpuproviders"
 GPR_SINGULAR = "gpuprovider"
 GPR_SHORT_NAME = "gpr"
 
+GNP_KIND = "GPUNodePool"
+GNP_LIST_KIND = "GPUNodePoolList"
+GNP_PLURAL = "gpunodepools"
+GNP_SINGULAR = "gpunodepool"
+GNP_SHORT_NAME = "gnp"
+
 # Held on a GPUNodeRequest while a cloud machine may exist for it: deleting the
 # request only completes once the machine is confirmed gone (no leaked bills).
 FINALIZER = "gpuctl.io/instance"
@@ -37,6 +43,14 @@ LABEL_INSTANCE_NAME = "gpuctl.io/instance-name"  # the cloud machine's determini
 LABEL_PROVIDER = "gpuctl.io/provider"  # the GPUProvider's name
 LABEL_CAPACITY_TYPE = "gpuctl.io/capacity-type"  # on-demand | spot (what was launched)
 LABEL_GPU_TYPE = "gpuctl.io/gpu-type"  # normalised GPU name, e.g. H100-80GB
+LABEL_GPU_COUNT = "gpuctl.io/gpu-count"  # GPUs in the machine, e.g. 8
+LABEL_REGION = "gpuctl.io/region"  # normalised region, e.g. us-east
+LABEL_POOL = "gpuctl.io/pool"  # the GPUNodePool a request (and its Node) belongs to
+# Well-known labels (kubelets may set them themselves under NodeRestriction).
+LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"  # the cloud's machine type
+LABEL_TOPOLOGY_REGION = "topology.kubernetes.io/region"  # the cloud's own region
+# On a pod: never evict it to disrupt its machine (Karpenter's karpenter.sh/do-not-disrupt).
+ANNOTATION_DO_NOT_DISRUPT = "gpuctl.io/do-not-disrupt"
 
 
 class ConditionType(enum.StrEnum):
@@ -48,6 +62,8 @@ class ConditionType(enum.StrEnum):
     REGISTERED = "Registered"  # the machine joined: its Node object exists
     READY = "Ready"  # GNR: the Node is Ready; GPR: the provider is usable
     INTERRUPTED = "Interrupted"  # the cloud reclaimed (preempted) the spot machine
+    # GPUNodePool (also READY: the pool can launch)
+    LIMIT_REACHED = "LimitReached"  # a limit stops launches for pending pods
     # GPUProvider
     CREDENTIALS_VALID = "CredentialsValid"  # the cloud accepted the API key
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,9 @@ class OperatorConfig:
     gc_grace: datetime.timedelta = datetime.timedelta(minutes=10)
     capacity_ttl: float = 180.0
     handle_signals: bool = True  # SIGTERM/SIGINT stop the operator gracefully
+    # Called with the built Operator before its manager runs: adds what a command
+    # wires on top (`gpuctl run --ui` mounts the dashboard on the operator's caches).
+    extensions: tuple[Callable[[Operator], None], ...] = ()
 
 
 def _pending_requests_for(requests: Informer) -> Any:
@@ -99,6 +103,7 @@ class Operator:
         self.manager: Manager | None = None
         self.services: Services | None = None
         self.collector: Collector | None = None
+        self.informers: dict[str, Informer] = {}
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         async with await api_client(self.config.kubeconfig) as api, aiohttp.ClientSession() as http:
@@ -180,4 +185,12 @@ class Operator:
         manager.add_controller(provider_controller)
         manager.add_runnable(self.collector.run, needs_leader=True)
         self.manager = manager
+        self.informers = {
+            "gpunoderequests": requests,
+            "gpuproviders": providers,
+            "nodes": nodes,
+            "secrets": secrets,
+        }
+        for extend in config.extensions:
+            extend(self)
         return manager

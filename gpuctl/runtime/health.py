@@ -11,6 +11,8 @@ Checks are named functions returning True when healthy (controller-runtime's
   the format of kube-apiserver and controller-runtime; failures are always listed.
 - `GET /metrics`: the given Prometheus registry (gpuctl's `REGISTRY` by default)
   in the text format, or OpenMetrics when the scraper asks for it.
+- `mount(prefix, app)` before `start()` serves another aiohttp application under a
+  path prefix on the same port (the dashboard's `/ui/`, when enabled).
 
 `port=0` binds a free port; `port` reports the bound one after `start()`. The
 default host is 127.0.0.1; in a pod the manager is told to bind 0.0.0.0 so the
@@ -43,12 +45,19 @@ class HealthServer:
         self._readiness: dict[str, Check] = {"ping": lambda: True}
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
+        self._mounts: list[tuple[str, web.Application]] = []
 
     def add_healthz_check(self, name: str, check: Check) -> None:
         self._liveness[name] = check
 
     def add_readyz_check(self, name: str, check: Check) -> None:
         self._readiness[name] = check
+
+    def mount(self, prefix: str, app: web.Application) -> None:
+        """Serve `app` under `prefix` (e.g. "/ui") once started."""
+        if self._runner is not None:
+            raise RuntimeError("mount() after start()")
+        self._mounts.append((prefix, app))
 
     @property
     def port(self) -> int | None:
@@ -60,6 +69,8 @@ class HealthServer:
         app.router.add_get("/healthz", self._handle_healthz)
         app.router.add_get("/readyz", self._handle_readyz)
         app.router.add_get("/metrics", self._handle_metrics)
+        for prefix, sub in self._mounts:
+            app.add_subapp(prefix, sub)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port)

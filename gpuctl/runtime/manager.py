@@ -45,6 +45,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Protocol
 
 import attrs
+from aiohttp import web
 from kubernetes_asyncio import client
 
 from gpuctl.runtime.controller import CacheSyncTimeout, Controller
@@ -140,6 +141,12 @@ class Manager:
 
     def add_runnable(self, fn: Runnable, *, needs_leader: bool = True) -> None:
         (self._leader_runnables if needs_leader else self._runnables).append(fn)
+
+    def mount(self, prefix: str, app: web.Application) -> None:
+        """Serve another aiohttp app under `prefix` on the health port (before `run`)."""
+        if self._health is None:
+            raise ValueError("no health port configured: nothing to mount on")
+        self._health.mount(prefix, app)
 
     @property
     def health_port(self) -> int | None:

@@ -11,7 +11,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from gpuctl.api import GNR_PLURAL, GROUP, VERSION
+from gpuctl.api import GNP_PLURAL, GNR_PLURAL, GROUP, VERSION
 from gpuctl.api.install import install_crds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +60,39 @@ async def test_kubectl_explain_prints_field_descriptions(kubectl: list[str]) -> 
         assert text in out, out
     out = await run_until([*kubectl, "explain", "gpr.spec.bootstrap"], "apiServerEndpoint")
     assert "How a machine joins the cluster" in out, out
+    out = await run_until([*kubectl, "explain", "gnp.spec.disruption"], "consolidateAfter")
+    assert "GPUNodePool" in out
+    for text in ["WhenEmptyOrUnderutilized", "expireAfter", "most restrictive applies"]:
+        assert text in out, out
+
+
+@pytest.mark.usefixtures("crds")
+async def test_kubectl_get_gnp_shows_gpus_machines_and_money(
+    kube: client.ApiClient, kubectl: list[str]
+) -> None:
+    custom = client.CustomObjectsApi(kube)
+    name = f"columns-{secrets.token_hex(3)}"
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "GPUNodePool",
+        "metadata": {"name": name},
+        "spec": {"template": {}, "limits": {"gpus": 16, "pricePerHour": "40"}},
+    }
+    await custom.create_cluster_custom_object(GROUP, VERSION, GNP_PLURAL, body)
+    try:
+        status = {"status": {"gpusInUse": 6, "gpus": 8, "machines": 1, "pricePerHour": "23.92"}}
+        await custom.patch_cluster_custom_object_status(
+            GROUP, VERSION, GNP_PLURAL, name, status, _content_type="application/merge-patch+json"
+        )
+        code, out = await run([*kubectl, "get", "gnp", name])
+        assert code == 0, out
+        header, row = out.splitlines()[:2]
+        assert header.split() == [
+            "NAME", "GPUS", "GPU", "LIMIT", "MACHINES", "$/H", "$/H", "LIMIT", "READY", "AGE"
+        ]  # fmt: skip
+        assert row.split()[:6] == [name, "6", "16", "1", "23.92", "40"]
+    finally:
+        await custom.delete_cluster_custom_object(GROUP, VERSION, GNP_PLURAL, name)
 
 
 @pytest.mark.usefixtures("crds")
@@ -114,6 +147,7 @@ async def test_samples_kustomization_applies_server_side_dry_run(
         "gpunoderequest.gpuctl.io/h100x8-spot",
         "gpunoderequest.gpuctl.io/a100x1-on-demand",
         "gpunoderequest.gpuctl.io/rtx4090x2-spot",
+        "gpunodepool.gpuctl.io/gpu",
     ]:
         assert obj in out, out
 
@@ -123,3 +157,4 @@ async def test_crd_kustomization_builds(kubectl: list[str]) -> None:
     assert code == 0, out
     assert "name: gpunoderequests.gpuctl.io" in out
     assert "name: gpuproviders.gpuctl.io" in out
+    assert "name: gpunodepools.gpuctl.io" in out

@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from gpuctl.api import (
+    GNP_PLURAL,
     GNR_PLURAL,
     GPR_PLURAL,
     GROUP,
@@ -25,6 +26,7 @@ from gpuctl.api import (
     ConditionType,
     CostStatus,
     FailedOffer,
+    GPUNodePool,
     GPUNodeRequest,
     GPUProvider,
     InstanceStatus,
@@ -37,10 +39,11 @@ from gpuctl.api.install import install_crds
 ROOT = Path(__file__).resolve().parents[2]
 INVALID = sorted((ROOT / "tests" / "data" / "invalid").glob("*.yaml"))
 SAMPLES = ROOT / "manifests" / "samples"
-PLURALS = {"GPUNodeRequest": GNR_PLURAL, "GPUProvider": GPR_PLURAL}
-KINDS: dict[str, type[GPUNodeRequest] | type[GPUProvider]] = {
+PLURALS = {"GPUNodeRequest": GNR_PLURAL, "GPUProvider": GPR_PLURAL, "GPUNodePool": GNP_PLURAL}
+KINDS: dict[str, type[GPUNodeRequest] | type[GPUProvider] | type[GPUNodePool]] = {
     "GPUNodeRequest": GPUNodeRequest,
     "GPUProvider": GPUProvider,
+    "GPUNodePool": GPUNodePool,
 }
 
 

@@ -67,7 +67,7 @@ def test_schema_is_structural(crd: dict[str, Any]) -> None:
 
 
 def test_names_and_columns() -> None:
-    gnr, gpr = crdgen.crds()
+    gnr, gpr, gnp = crdgen.crds()
     assert gnr["spec"]["names"]["shortNames"] == ["gnr"]
     assert gpr["spec"]["names"]["shortNames"] == ["gpr"]
     assert gnr["spec"]["names"]["categories"] == gpr["spec"]["names"]["categories"] == ["gpuctl"]
@@ -77,18 +77,25 @@ def test_names_and_columns() -> None:
     ]  # fmt: skip
     columns = [c["name"] for c in gpr["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Type", "Ready", "Offers", "Age"]
+    assert gnp["spec"]["names"]["shortNames"] == ["gnp"]
+    assert gnp["spec"]["names"]["categories"] == ["gpuctl"]
+    columns = [c["name"] for c in gnp["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == [
+        "GPUs", "GPU Limit", "Machines", "$/h", "$/h Limit", "Ready", "Age", "Weight", "GPUs Total"
+    ]  # fmt: skip
 
 
-def test_kustomization_lists_both_crds() -> None:
+def test_kustomization_lists_every_crd() -> None:
     kustomization = yaml.safe_load(crdgen.outputs()["kustomization.yaml"])
     assert kustomization["resources"] == [
+        "gpuctl.io_gpunodepools.yaml",
         "gpuctl.io_gpunoderequests.yaml",
         "gpuctl.io_gpuproviders.yaml",
     ]
 
 
 def test_key_rules_are_emitted() -> None:
-    gnr, gpr = crdgen.crds()
+    gnr, gpr, _ = crdgen.crds()
     spec = gnr["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     props = spec["properties"]
     assert {"rule": "self == oldSelf"}.items() <= props["gpu"]["x-kubernetes-validations"][
