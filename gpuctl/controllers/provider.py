@@ -7,6 +7,11 @@ a missing Secret or an outage shows as conditions, a Warning Event and
 `gpuctl_provider_ready{provider}=0`; it never stops other providers or requests
 (the offer step skips a provider that cannot answer). Runs again every
 `refresh_interval`, and at once when the provider or its Secret changes.
+
+Providers are reconciled in parallel (several workers, one key per provider) and a
+reconcile never waits for a rate-limit token (`ratelimit.nonblocking`): a provider whose
+token is not there is requeued for the token's time with its status untouched, so one
+slow or rate-limited cloud never delays another.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from gpuctl.api import (
 from gpuctl.controllers.drivers import DriverPool, ProviderUnavailableError
 from gpuctl.controllers.metrics import PROVIDER_READY
 from gpuctl.controllers.resources import GPUPROVIDERS
-from gpuctl.providers.base import AuthError, ProviderError
+from gpuctl.providers.base import AuthError, ProviderError, RateLimitedError
+from gpuctl.providers.ratelimit import nonblocking
 from gpuctl.runtime.events import EventRecorder
 from gpuctl.runtime.reconcile import Result, TerminalError
 from gpuctl.runtime.status import StatusWriter
@@ -65,7 +71,11 @@ class ProviderReconciler:
         status = attrs.evolve(provider.status, conditions=list(provider.status.conditions))
         now = self.clock()
         was_ready = is_true(status.conditions, ConditionType.READY)
-        delay, problem = await self._check(provider, status, now)
+        try:
+            with nonblocking(f"gpuprovider/{key}"):
+                delay, problem = await self._check(provider, status, now)
+        except RateLimitedError as err:
+            return Result(requeue_after=err.delay)  # not a verdict on the provider
         status.observed_generation = provider.metadata.generation
         ready = problem is None
         PROVIDER_READY.labels(key).set(1 if ready else 0)
@@ -102,6 +112,8 @@ class ProviderReconciler:
             message = f"the cloud rejected the API key: {err.message}"
             condition(ConditionType.CREDENTIALS_VALID, False, "AuthFailed", message)
             return self._not_ready(status, condition, "AuthFailed", message)
+        except RateLimitedError:
+            raise
         except ProviderError as err:
             message = f"{type(err).__name__}: {err.message}"
             return self._not_ready(status, condition, "ProviderUnavailable", message)

@@ -14,12 +14,17 @@ One reconcile:
 5. Events queued by the steps are recorded only after that write.
 Results are merged (the soonest requeue wins). Provider and API errors are turned
 into a status message and an Event, then re-raised so the work queue backs off.
+A provider's rate limit is not an error: the reconcile runs in `ratelimit.nonblocking`,
+so a call whose token is not there soon raises `RateLimitedError` before anything is
+sent; the status so far is written and the key requeued for the token's time, without
+an Event or back-off (and without holding a worker while waiting).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import attrs
 
@@ -38,7 +43,8 @@ from gpuctl.controllers.request import (
 )
 from gpuctl.controllers.request.context import Ctx, Services
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.providers.base import ProviderError
+from gpuctl.providers.base import ProviderError, RateLimitedError
+from gpuctl.providers.ratelimit import nonblocking
 from gpuctl.runtime.client import ApiError, is_conflict, is_not_found
 from gpuctl.runtime.reconcile import Result, TerminalError, merge_results
 from gpuctl.runtime.status import StatusWriter
@@ -72,6 +78,10 @@ class RequestReconciler:
             request = GPUNodeRequest.from_dict(obj)
         except ObjectError as err:
             raise TerminalError(f"GPUNodeRequest {key}: {err}") from err
+        with nonblocking(f"gpunoderequest/{key}"):
+            return await self._reconcile(obj, request)
+
+    async def _reconcile(self, obj: dict[str, Any], request: GPUNodeRequest) -> Result:
         ctx = Ctx(
             obj=obj,
             request=request,
@@ -108,6 +118,10 @@ class RequestReconciler:
                 result = await self._steps(ctx)
         except launch.StaleCacheError:
             return Result(requeue_after=0.5)
+        except RateLimitedError as err:
+            # Not an error: come back when the provider's token is ours (it is reserved).
+            log.debug("%s", err, extra={"request": ctx.name})
+            result = Result(requeue_after=err.delay)
         except ProviderUnavailableError as err:
             error = err
             self._note(ctx, err.reason, err.message)

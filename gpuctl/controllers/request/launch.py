@@ -64,6 +64,7 @@ from gpuctl.providers.base import (
     LaunchRequest,
     ProviderError,
     QuotaError,
+    RateLimitedError,
 )
 from gpuctl.runtime.client import is_already_exists, is_not_found
 from gpuctl.runtime.reconcile import Result
@@ -409,6 +410,22 @@ def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
     return Result(requeue_after=min(settle, recheck_interval(ctx)))
 
 
+async def _after_unknown_outcome(
+    ctx: Ctx, driver: Driver, name: str, err: LaunchOutcomeUnknownError
+) -> Result:
+    # Remembered before anything else can fail (the look-up may be rate limited).
+    ctx.services.launches.doubt(attempt_key(ctx), ctx.now)
+    try:
+        found = await driver.find_all(name)  # it may be listed already
+    except ProviderError:
+        found = []  # looked up again on the settle polls
+    if found:
+        return await _adopt(ctx, driver, found, "found by name after a create with no answer")
+    result = _outcome_unknown(ctx, err)
+    crash_point("after-launch-unknown")  # the cloud may have it; status does not know
+    return result
+
+
 async def reconcile(ctx: Ctx) -> Result | None:
     offer = ctx.status.offer
     if offer is None or ctx.status.instance is not None:
@@ -446,12 +463,9 @@ async def reconcile(ctx: Ctx) -> Result | None:
         crash_point("after-launch")
     except LaunchOutcomeUnknownError as err:
         LAUNCHES.labels(*labels, "unknown").inc()
-        found = await driver.find_all(request.name)  # it may be listed already
-        if found:
-            return await _adopt(ctx, driver, found, "found by name after a create with no answer")
-        result = _outcome_unknown(ctx, err)
-        crash_point("after-launch-unknown")  # the cloud may have it; status does not know
-        return result
+        return await _after_unknown_outcome(ctx, driver, request.name, err)
+    except RateLimitedError:
+        raise  # nothing was sent: the controller requeues for the token
     except ProviderError as err:
         kind = failover_kind(err)
         LAUNCHES.labels(*labels, kind[0] if kind else "transient").inc()

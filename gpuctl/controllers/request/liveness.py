@@ -15,7 +15,7 @@ from gpuctl.controllers.metrics import INTERRUPTIONS
 from gpuctl.controllers.request.context import Ctx, to_offer
 from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
-from gpuctl.providers.base import Instance, InstanceState, NotFoundError
+from gpuctl.providers.base import Instance, InstanceState, NotFoundError, RateLimitedError
 from gpuctl.runtime.reconcile import Result
 
 _BROKEN = (InstanceState.FAILED, InstanceState.STOPPED)
@@ -55,6 +55,9 @@ async def reconcile(ctx: Ctx) -> Result | None:
         current: Instance | None = await driver.get(instance.id)
     except NotFoundError:
         current = None
+    except RateLimitedError:
+        del ctx.services.last_poll[(ctx.name, instance.id)]  # not polled: due when requeued
+        raise
     if current is None or current.state.gone or current.state in _BROKEN:
         return await interrupted(ctx, current)
     instance.state = current.native_state

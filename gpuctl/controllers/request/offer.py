@@ -20,7 +20,7 @@ from gpuctl.controllers.drivers import ProviderUnavailableError
 from gpuctl.controllers.request.context import Ctx, from_offer
 from gpuctl.controllers.selection import CapacityPolicy, Placement, Selection, Want, select
 from gpuctl.providers import catalog
-from gpuctl.providers.base import Driver, Offer, ProviderError
+from gpuctl.providers.base import Driver, Offer, ProviderError, RateLimitedError
 from gpuctl.runtime.reconcile import Result
 
 NO_OFFER_MIN_DELAY = 10.0
@@ -58,6 +58,8 @@ async def gather_offers(drivers: Drivers, want: Want) -> tuple[list[Offer], list
             return await driver.list_offers(gpu_type=want.gpu_type, gpu_count=want.gpu_count)
         except ProviderUnavailableError as err:
             return f"{name}: {err.message}"
+        except RateLimitedError:
+            raise  # choose once every allowed provider answered: requeued for the token
         except ProviderError as err:
             return f"{name}: {type(err).__name__}: {err.message}"
 
