@@ -30,6 +30,14 @@ Paperspace  `{message, code, details?}`
   400/422: CapacityError when the message matches `CAPACITY_TEXT`, QuotaError when it
   matches `QUOTA_TEXT`, else InvalidRequestError; other 4xx InvalidRequestError
 
+Crusoe  `{code, message, error_id?, reason?}` (go-swagger's badReqError, authError, ...)
+  401 AuthError; 400/403/422 QuotaError when the message matches `QUOTA_TEXT`; 403
+  AuthError (permissions); 400/422 CapacityError when the message (or code) matches
+  `CAPACITY_TEXT`, else InvalidRequestError; 404 NotFoundError; 408/409/425/429/5xx
+  Transient. A create's operation that FAILED carries `{code, message}` in its
+  `result`: `crusoe_failed_operation` reads it the same way (capacity, quota, else
+  invalid).
+
 Everywhere: a `Retry-After` header (seconds or HTTP date) becomes `retry_after` of a
 TransientError; an unparseable body is read as an empty one (status decides).
 """
@@ -255,10 +263,44 @@ def paperspace_error(failure: HttpFailure) -> ProviderError:
     return _by_status(failure, message, code)
 
 
+# -- Crusoe ---------------------------------------------------------------------------
+
+
+def crusoe_error(failure: HttpFailure) -> ProviderError:
+    body = failure.json()
+    body = body if isinstance(body, dict) else {}
+    text = _text(body.get("message"))
+    cloud_code = body.get("code") if isinstance(body.get("code"), str) else ""
+    message = _message(failure, f"{cloud_code}: {text}" if cloud_code else text)
+    code = cloud_code or str(failure.status)
+    if failure.status in (400, 403, 422) and QUOTA_TEXT.search(f"{cloud_code} {text}"):
+        return QuotaError(message, code=code, provider=failure.provider)
+    if failure.status in (400, 422):
+        if CAPACITY_TEXT.search(f"{cloud_code} {text}".replace("_", " ")):
+            return CapacityError(message, code=code, provider=failure.provider)
+        return InvalidRequestError(message, code=code, provider=failure.provider)
+    return _by_status(failure, message, code)
+
+
+def crusoe_failed_operation(result: object, provider: str) -> ProviderError:
+    """The typed error of a Crusoe operation that FAILED (`result`: `{code, message}`)."""
+    result = result if isinstance(result, dict) else {}
+    code = result.get("code") if isinstance(result.get("code"), str) else ""
+    text = _text(result.get("message"))
+    message = f"crusoe createInstance: operation failed: {code}: {text}".rstrip(": ")
+    seen = f"{code} {text}".replace("_", " ")
+    if CAPACITY_TEXT.search(seen):
+        return CapacityError(message, code=code or "failed", provider=provider)
+    if QUOTA_TEXT.search(seen):
+        return QuotaError(message, code=code or "failed", provider=provider)
+    return InvalidRequestError(message, code=code or "failed", provider=provider)
+
+
 MAPPERS: dict[str, ErrorMapper] = {
     "lambda": lambda_error,
     "runpod": runpod_error,
     "paperspace": paperspace_error,
+    "crusoe": crusoe_error,
 }
 
 

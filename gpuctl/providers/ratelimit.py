@@ -14,6 +14,8 @@ Defaults (from each cloud's documentation):
               replaces the buckets by one per window, and a `RateLimit` member with
               `r=0;t=N` pauses the account for N seconds
   paperspace  2 requests/s (no documented limit: a conservative default)
+  crusoe      2 requests/s (no documented limit: a conservative default; a 429's
+              Retry-After is honoured by the transport)
 
 Overrides, from the GPUProvider (`DriverConfig`):
 
@@ -107,6 +109,7 @@ DEFAULTS: dict[str, RateLimits] = {
     "lambda": RateLimits(overall_per_second=1.0, launch_interval_seconds=12.0),
     "runpod": RateLimits(overall_per_second=1.0, adaptive=True),  # 60/min
     "paperspace": RateLimits(overall_per_second=2.0),
+    "crusoe": RateLimits(overall_per_second=2.0),
 }
 
 UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "false"})
