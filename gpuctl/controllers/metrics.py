@@ -13,6 +13,9 @@ computed when scraped, so they never drift from the objects.
 - `gpuctl_running_price_per_hour_usd{provider}`: summed $/h of machines now billed.
 - `gpuctl_accrued_cost_usd{provider}`: summed `status.cost.accruedUSD` of live requests.
 - `gpuctl_leaked_instances_collected_total{provider}`: orphans the collector terminated.
+- `gpuctl_unowned_instance_seconds_total{provider}`: machine-seconds of this cluster's
+  instances that no request owned (orphans and twins), as the leak collector saw them;
+  `gpuctl_unowned_instances{provider}`: how many its last pass of the provider listed.
 - `gpuctl_duplicate_instances_total{provider}`: twins (a second machine under one
   attempt's name) terminated at once, by the launch or termination step or the collector.
 - `gpuctl_request_failures_total{reason}`: Warning outcomes on requests (NoOffer,
@@ -56,6 +59,18 @@ INTERRUPTIONS = Counter(
 LEAKS_COLLECTED = Counter(
     "gpuctl_leaked_instances_collected_total",
     "Instances with this cluster's prefix and no owning request that were terminated.",
+    ["provider"],
+    registry=REGISTRY,
+)
+UNOWNED_SECONDS = Counter(
+    "gpuctl_unowned_instance_seconds_total",
+    "Seconds instances with this cluster's prefix were listed with no owning request.",
+    ["provider"],
+    registry=REGISTRY,
+)
+UNOWNED = Gauge(
+    "gpuctl_unowned_instances",
+    "Instances with no owning request in the leak collector's last pass of the provider.",
     ["provider"],
     registry=REGISTRY,
 )
