@@ -376,11 +376,19 @@ class Client:
         *,
         namespace: str | None = None,
         field_manager: str | None = None,
+        subresource: str | None = None,
     ) -> JSON:
-        """POST `body`; the namespace defaults to `body.metadata.namespace`."""
-        path = resource.path(_namespace(resource, namespace, body))
+        """POST `body`; the namespace defaults to `body.metadata.namespace`.
+
+        With `subresource` (e.g. a pod's `eviction`), POST to that subresource of the
+        object `body.metadata.name` names.
+        """
+        ns = _namespace(resource, namespace, body)
+        path = resource.path(ns, _name(body), subresource) if subresource else resource.path(ns)
         query = _query(fieldManager=field_manager)
-        return await self._json("create", resource, "POST", path, query=query, body=body)
+        return await self._json(
+            "create", resource, "POST", path, query=query, body=body, subresource=subresource
+        )
 
     async def replace(self, resource: Resource, body: JSON) -> JSON:
         """PUT the whole object; `metadata.resourceVersion`, if set, must be current (409)."""

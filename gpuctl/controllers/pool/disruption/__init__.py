@@ -1,0 +1,1 @@
+"""GPUNodePool disruption: emptiness, consolidation, expiration, budgets, drain."""

@@ -1,0 +1,33 @@
+"""The names disruption shares with the cluster: annotations, the taint, the finalizer.
+
+Every piece of disruption state lives on the objects (GPUNodeRequest annotations,
+a Node taint, a finalizer), never only in memory: an operator killed at any point
+picks up from what the API server holds.
+"""
+
+from __future__ import annotations
+
+# Pod (or Node) annotation: never evicted by a voluntary disruption (Karpenter's
+# karpenter.sh/do-not-disrupt); "true" is the only value that counts.
+DO_NOT_DISRUPT = "gpuctl.io/do-not-disrupt"
+# The pool a GPUNodeRequest (and its Node) belongs to.
+LABEL_POOL = "gpuctl.io/pool"
+# On a pool's GPUNodeRequest while it is being disrupted: the reason
+# (Empty | Underutilized | Expired), when it started, and its replacements.
+DISRUPTION = "gpuctl.io/disruption"
+DISRUPTION_STARTED = "gpuctl.io/disruption-started"
+REPLACEMENTS = "gpuctl.io/disruption-replacements"
+SAVINGS = "gpuctl.io/disruption-savings"  # USD per hour the decision saves
+# On a replacement GPUNodeRequest: the machine it replaces.
+REPLACES = "gpuctl.io/replaces"
+# When the set of pods on the machine last changed (consolidateAfter counts from
+# it, as Karpenter's lastPodEventTime) and a digest of that set.
+LAST_POD_EVENT = "gpuctl.io/last-pod-event"
+PODS_DIGEST = "gpuctl.io/pods-digest"
+# On the Node of a machine being disrupted: nothing new is scheduled there
+# (Karpenter's karpenter.sh/disrupted:NoSchedule).
+DISRUPTED_TAINT = "gpuctl.io/disrupted"
+# On every pool GPUNodeRequest: its deletion waits until the Node is drained.
+DRAIN_FINALIZER = "gpuctl.io/drain"
+
+GPU = "nvidia.com/gpu"

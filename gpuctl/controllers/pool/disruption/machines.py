@@ -1,0 +1,129 @@
+"""A pool's machines as disruption sees them: plain data read from the cluster.
+
+One `Machine` per GPUNodeRequest of the pool: its price, age, Node, the pods bound
+to that Node and the disruption state written on the request (annotations). Built
+fresh from the informers' caches at every reconcile: nothing about a disruption is
+kept only in memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from gpuctl.controllers.pool.disruption import keys, pods
+from gpuctl.controllers.request.nodes import is_ready
+
+Obj = dict[str, Any]
+
+
+def parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
+def format_time(when: datetime.datetime) -> str:
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_ready(node: Obj | None) -> bool:
+    return node is not None and is_ready(node)
+
+
+@attrs.frozen
+class Machine:
+    obj: Obj  # the GPUNodeRequest as cached
+    node: Obj | None
+    pods: tuple[Obj, ...]  # bound to its Node, every kind
+
+    @property
+    def meta(self) -> Obj:
+        return dict(self.obj["metadata"])
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.obj["metadata"].get("annotations") or {})
+
+    @property
+    def status(self) -> Obj:
+        return dict(self.obj.get("status") or {})
+
+    @property
+    def created(self) -> datetime.datetime | None:
+        return parse_time(self.obj["metadata"].get("creationTimestamp"))
+
+    @property
+    def price(self) -> Decimal:
+        offer = self.status.get("offer") or {}
+        return Decimal(str(offer.get("pricePerHour") or 0))
+
+    @property
+    def deleting(self) -> bool:
+        return self.obj["metadata"].get("deletionTimestamp") is not None
+
+    @property
+    def disruption(self) -> str | None:
+        return self.annotations.get(keys.DISRUPTION)
+
+    @property
+    def replaces(self) -> str | None:
+        return self.annotations.get(keys.REPLACES)
+
+    @property
+    def initialized(self) -> bool:
+        """Its Node was Ready once (Karpenter counts only initialized nodes in budgets)."""
+        return bool(self.status.get("readyAt")) and self.node is not None
+
+    @property
+    def ready(self) -> bool:
+        return self.status.get("phase") == "Ready" and node_ready(self.node)
+
+    @property
+    def node_name(self) -> str | None:
+        return str(self.node["metadata"]["name"]) if self.node is not None else None
+
+    @property
+    def workload(self) -> list[Obj]:
+        return [p for p in self.pods if pods.is_workload(p)]
+
+    @property
+    def empty(self) -> bool:
+        return not self.workload
+
+    def last_pod_event(self) -> datetime.datetime | None:
+        """When its pods last changed (annotation), else when it became Ready."""
+        return parse_time(self.annotations.get(keys.LAST_POD_EVENT)) or parse_time(
+            self.status.get("readyAt")
+        )
+
+
+def pods_digest(bound: Sequence[Obj]) -> str:
+    """A short stable digest of the set of workload pods (their uids)."""
+    uids = sorted(str(p["metadata"].get("uid", "")) for p in bound if pods.is_workload(p))
+    return hashlib.sha256(",".join(uids).encode()).hexdigest()[:16]
+
+
+def build(
+    requests: Sequence[Obj], nodes: Mapping[str, Obj], pods_by_node: Mapping[str, Sequence[Obj]]
+) -> list[Machine]:
+    """Machines of the given requests; `nodes` maps request name -> its Node."""
+    found = []
+    for obj in requests:
+        node = nodes.get(obj["metadata"]["name"])
+        bound = pods_by_node.get(node["metadata"]["name"], ()) if node is not None else ()
+        found.append(Machine(obj=obj, node=node, pods=tuple(bound)))
+    return sorted(found, key=lambda m: m.name)
