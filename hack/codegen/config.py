@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 LAMBDA = "gpuctl/providers/lambdacloud/_generated"
 RUNPOD = "gpuctl/providers/runpod/_generated"
 PAPERSPACE = "gpuctl/providers/paperspace/_generated"
+HYPERSTACK = "gpuctl/providers/hyperstack/_generated"
+DIGITALOCEAN = "gpuctl/providers/digitalocean/_generated"
 
 
 @dataclass(frozen=True)
@@ -105,5 +107,43 @@ CLIENTS = (
             "AuthSessionResponse": "Session",
             "OsTemplatesListResponseItemsItem": "OsTemplate",
         },
+    ),
+    Client(
+        title="Hyperstack Infrahub API",
+        spec=f"{HYPERSTACK}/openapi.json",
+        models=f"{HYPERSTACK}/models.py",
+        operations=f"{HYPERSTACK}/operations.py",
+        selected=(
+            ("GET", "/core/flavors"),
+            ("GET", "/core/stocks"),
+            ("GET", "/pricebook"),
+            ("GET", "/core/environments"),
+            ("POST", "/core/environments"),
+            ("GET", "/core/keypairs"),
+            ("POST", "/core/keypairs"),
+            ("POST", "/core/virtual-machines"),
+            ("GET", "/core/virtual-machines"),
+            ("GET", "/core/virtual-machines/{vm_id}"),
+            ("DELETE", "/core/virtual-machines/{vm_id}"),
+        ),
+        errors=(("ErrorResponseModel", "#/components/schemas/ErrorResponseModel"),),
+    ),
+    Client(
+        title="DigitalOcean API v2",
+        spec=f"{DIGITALOCEAN}/openapi.json",
+        models=f"{DIGITALOCEAN}/models.py",
+        operations=f"{DIGITALOCEAN}/operations.py",
+        selected=(
+            ("GET", "/v2/account"),
+            ("GET", "/v2/account/keys"),
+            ("GET", "/v2/sizes"),
+            ("POST", "/v2/droplets"),
+            ("GET", "/v2/droplets"),
+            ("GET", "/v2/droplets/{droplet_id}"),
+            ("DELETE", "/v2/droplets/{droplet_id}"),
+            ("GET", "/v2/firewalls"),
+            ("POST", "/v2/firewalls"),
+        ),
+        errors=(("Error", "#/components/schemas/error"),),
     ),
 )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from codegen.typemap import Schema, TypeMapper, is_null
+from codegen.typemap import Schema, TypeMapper, is_null, sole_branch
 
 PLACEHOLDERS: dict[str, Any] = {"string": "text", "integer": 7, "number": 2.5, "boolean": True}
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -30,6 +30,8 @@ def example(mapper: TypeMapper, schema: Schema) -> Any:
     schema = mapper.resolve(schema)
     if "example" in schema and fits(schema, schema["example"]):
         return copy.deepcopy(schema["example"])
+    if "allOf" in schema and (only := sole_branch(schema)) is not None:
+        return example(mapper, only)
     if "allOf" in schema:
         parts = [mapper.resolve(p) for p in schema["allOf"]]
         merged: dict[str, Any] = {}

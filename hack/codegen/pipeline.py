@@ -25,7 +25,8 @@ def build_specs(root: Path) -> dict[str, str]:
     """Stage 1: {3.0 spec path: text}; needs the Node tools (npm ci --prefix hack)."""
     files: dict[str, str] = {}
     for job in specs.SPEC_JOBS:
-        files[job.target] = specs.build(root, job)
+        selected = {op for c in CLIENTS if c.spec == job.target for op in c.selected}
+        files[job.target] = specs.build(root, job, selected)
         specs.validate(files[job.target], job.target)
     return files
 

@@ -21,6 +21,26 @@ Patches (every one is generic, not keyed to a particular path):
   gets the method appended, e.g. `UpdatePodPost`; the first keeps its id.
 - `array-default`: a comma-separated string `default` on an array schema
   (RunPod's `ports: "8888/http,22/tcp"`) becomes the list it stands for.
+- `undefined-security-scheme`: a security requirement naming a scheme that
+  `components.securitySchemes` does not define (Hyperstack's `accessToken`) is
+  dropped; the requirements on defined schemes stay.
+- `scopes-on-non-oauth`: scopes are only meaningful for oauth2/openIdConnect
+  schemes; the lists DigitalOcean puts under its bearer scheme are emptied.
+- `required-undefined`: a name in an object schema's `required` that is none of
+  its `properties` (Hyperstack's security rule requires `virtual_machine_id`,
+  which it never defines) is removed; named component schemas only, and not
+  those combined with others (`allOf` siblings may define it).
+- `invalid-example` (jobs with `check_examples`, i.e. Hyperstack): an example
+  (`example` on a schema, media type `example` / `examples.*.value`) that its own
+  schema rejects is removed. Hyperstack's SDK generator wrote placeholder examples
+  such as `features: "{}"` for an object; examples feed the generated models'
+  round-trip tests and must be payloads the cloud could send.
+
+YAML sources (`.yaml`/`.yml`) are read with timestamps left as strings, as JSON
+would carry them. A `SpecJob` with `prune` keeps only the operations the clients
+built from it select (config.py), and the components they reach: the other
+hundreds of operations of a large spec are neither shipped nor compiled by the
+simulated clouds; see `prune`.
 """
 
 from __future__ import annotations
@@ -34,6 +54,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 DOWN_CONVERT = "hack/node_modules/.bin/openapi-down-convert"
 DOWN_CONVERT_PACKAGE = "@apiture/openapi-down-convert"
@@ -49,6 +71,9 @@ Json = Any
 class SpecJob:
     source: str  # relative to the repository root
     target: str
+    prune: bool = False  # keep only the operations selected in config.py (see `prune`)
+    # run `patch_examples`: for a source whose examples are generated placeholders
+    check_examples: bool = False
 
 
 SPEC_JOBS = (
@@ -65,6 +90,17 @@ SPEC_JOBS = (
     SpecJob(
         "hack/openapi/paperspace/openapi.json",
         "gpuctl/providers/paperspace/_generated/openapi.json",
+    ),
+    SpecJob(
+        "hack/openapi/hyperstack/openapi.yaml",
+        "gpuctl/providers/hyperstack/_generated/openapi.json",
+        prune=True,
+        check_examples=True,
+    ),
+    SpecJob(
+        "hack/openapi/digitalocean/DigitalOcean-public.v2.bundled.yaml",
+        "gpuctl/providers/digitalocean/_generated/openapi.json",
+        prune=True,
     ),
 )
 
@@ -93,6 +129,67 @@ def down_convert(root: Path, source: Path) -> Json:
         out = Path(tmp) / "spec.json"
         subprocess.run([str(tool), "-i", str(source), "-o", str(out)], check=True)
         return json.loads(out.read_text())
+
+
+class _JsonLikeLoader(yaml.CSafeLoader):
+    """YAML as JSON would read it: a date-time stays a string (specs quote few of them)."""
+
+
+_JsonLikeLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_source(path: Path) -> Json:
+    if path.suffix in (".yaml", ".yml"):
+        return yaml.load(path.read_text(), Loader=_JsonLikeLoader)  # a safe loader
+    return json.loads(path.read_text())
+
+
+def prune(doc: Json, selected: set[tuple[str, str]]) -> None:
+    """Keep only the `selected` (METHOD, path) operations and what they reference.
+
+    Every `$ref` is followed from the kept operations (and the security schemes they
+    name) through `components`; unreferenced components and the other paths go. The
+    kept schemas are not changed. Raises SystemExit for a selected operation the
+    spec does not have.
+    """
+    paths: dict[str, Any] = {}
+    for method, path in sorted(selected):
+        item = doc["paths"].get(path, {})
+        if method.lower() not in item:
+            raise SystemExit(f"{method} {path} is not in the spec")
+        kept = paths.setdefault(path, {k: v for k, v in item.items() if k not in HTTP_METHODS})
+        kept[method.lower()] = item[method.lower()]
+    doc["paths"] = paths
+    components = doc.get("components", {})
+    reached: set[tuple[str, str]] = set()
+    pending: list[Any] = [paths, doc.get("security", [])]
+    schemes = {n for r in doc.get("security", []) for n in r}
+    for item in paths.values():
+        for method in HTTP_METHODS:
+            schemes |= {n for r in item.get(method, {}).get("security", []) for n in r}
+    reached |= {("securitySchemes", n) for n in schemes}
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/"):
+                kind, name = ref.removeprefix("#/components/").split("/", 1)
+                name = name.replace("~1", "/").replace("~0", "~")
+                if (kind, name) not in reached:
+                    reached.add((kind, name))
+                    pending.append(components[kind][name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    doc["components"] = {
+        kind: {n: v for n, v in sorted(entries.items()) if (kind, n) in reached}
+        for kind, entries in sorted(components.items())
+        if any(k == kind for k, _ in reached)
+    }
+    doc.pop("tags", None)  # tag descriptions of operations that are gone
 
 
 def walk(node: Json, visit: Callable[[dict[str, Any]], None], names: bool = False) -> None:
@@ -162,20 +259,116 @@ def patch_array_defaults(doc: Json, applied: Counter[str]) -> None:
     walk(doc, visit)
 
 
-PATCHES = (patch_null_branches, patch_dropped_keywords, patch_operation_ids, patch_array_defaults)
+def patch_security(doc: Json, applied: Counter[str]) -> None:
+    schemes = doc.get("components", {}).get("securitySchemes", {})
+    scoped = {n for n, s in schemes.items() if s.get("type") in ("oauth2", "openIdConnect")}
+    holders = [doc, *(op for item in doc.get("paths", {}).values() for op in item.values())]
+    for holder in holders:
+        requirements = holder.get("security") if isinstance(holder, dict) else None
+        if not isinstance(requirements, list):
+            continue
+        kept = [r for r in requirements if set(r) <= set(schemes)]
+        if len(kept) != len(requirements):
+            applied["undefined-security-scheme"] += 1
+            holder["security"] = kept
+        for requirement in kept:
+            for name, scopes in requirement.items():
+                if scopes and name not in scoped:
+                    requirement[name] = []
+                    applied["scopes-on-non-oauth"] += 1
 
 
-def build(root: Path, job: SpecJob) -> str:
-    """Return the text of the 3.0 spec for `job` (not written)."""
+def patch_required(doc: Json, applied: Counter[str]) -> None:
+    # Named schemas only: an inline branch of an allOf may require its siblings' names.
+    for schema in doc.get("components", {}).get("schemas", {}).values():
+        required, properties = schema.get("required"), schema.get("properties")
+        if not isinstance(required, list) or not isinstance(properties, dict):
+            continue
+        if any(k in schema for k in ("allOf", "anyOf", "oneOf")):
+            continue
+        known = [name for name in required if name in properties]
+        if len(known) != len(required):
+            applied["required-undefined"] += len(required) - len(known)
+            if known:
+                schema["required"] = known
+            else:
+                del schema["required"]
+
+
+def patch_examples(doc: Json, applied: Counter[str]) -> None:
+    """Drop examples their own schema rejects (OpenAPI 3.0 rules): request and response
+    examples, and `example` on any schema."""
+    from openapi_schema_validator import OAS30Validator  # noqa: PLC0415
+    from referencing import Registry, Resource  # noqa: PLC0415
+    from referencing.jsonschema import DRAFT4  # noqa: PLC0415
+
+    registry = Registry().with_resource(
+        "urn:spec", Resource.from_contents(doc, default_specification=DRAFT4)
+    )
+
+    def valid(pointer: str, value: Any) -> bool:
+        validator = OAS30Validator({"$ref": f"urn:spec#{pointer}"}, registry=registry)
+        return bool(validator.is_valid(value))
+
+    found: list[tuple[dict[str, Any], str, str, Any]] = []  # holder, key, schema pointer, value
+
+    def visit(node: Any, pointer: str, schema: bool) -> None:
+        if isinstance(node, list):
+            for index, value in enumerate(node):
+                visit(value, f"{pointer}/{index}", schema)
+            return
+        if not isinstance(node, dict):
+            return
+        if schema and "example" in node:
+            found.append((node, "example", pointer, node["example"]))
+        if not schema and "schema" in node:  # a media type object (or a parameter)
+            for name, entry in (node.get("examples") or {}).items():
+                if isinstance(entry, dict) and "value" in entry:
+                    found.append((node["examples"], name, f"{pointer}/schema", entry["value"]))
+            if "example" in node:
+                found.append((node, "example", f"{pointer}/schema", node["example"]))
+        for key, value in node.items():
+            if key in ("example", "examples"):
+                continue
+            escaped = key.replace("~", "~0").replace("/", "~1")
+            inside = schema or key == "schema" or pointer == "/components/schemas"
+            visit(value, f"{pointer}/{escaped}", inside)
+
+    visit(doc.get("paths", {}), "/paths", False)
+    visit(doc.get("components", {}), "/components", False)
+    for holder, key, pointer, value in found:
+        if key in holder and not valid(pointer, value):
+            del holder[key]
+            applied["invalid-example"] += 1
+
+
+PATCHES = (
+    patch_null_branches,
+    patch_dropped_keywords,
+    patch_operation_ids,
+    patch_array_defaults,
+    patch_security,
+    patch_required,
+)
+
+
+def build(root: Path, job: SpecJob, selected: set[tuple[str, str]] | None = None) -> str:
+    """Return the text of the 3.0 spec for `job` (not written); `selected` are the
+    operations its clients use, kept alone when `job.prune`."""
     source = root / job.source
-    doc = json.loads(source.read_text())
+    doc = load_source(source)
     record: dict[str, Any] = {"source": job.source, "sourceSha256": sha256_of(source)}
     if str(doc["openapi"]).startswith("3.1"):
         doc = down_convert(root, source)
         record["downConvertedBy"] = converter_version(root)
+    if job.prune:
+        prune(doc, selected or set())
+        record["operationsKept"] = len(selected or ())
     applied: Counter[str] = Counter()
     for patch in PATCHES:
         patch(doc, applied)
+    if job.check_examples:
+        patch_examples(doc, applied)
     record["patches"] = dict(sorted(applied.items()))
     doc["x-gpuctl-codegen"] = record
     return dump(doc)

@@ -13,7 +13,8 @@ Mapping rules (docs/codegen.md repeats them for driver authors):
   StrEnum gives callers constants to compare with (a StrEnum member *is* a str).
 - array -> `list[T]`; object with properties -> an attrs class; object with only
   `additionalProperties: <schema>` -> `dict[str, T]`; any other object -> `dict[str, Any]`.
-- allOf -> one class with the merged properties (no inheritance).
+- allOf -> one class with the merged properties (no inheritance); an allOf of one
+  schema and empty ones (DigitalOcean's `allOf: [{$ref: tags_array}, {}]`) is that schema.
 - anyOf/oneOf: null branches make the result nullable; one branch left -> that
   branch; all branches objects -> one class with the union of their properties,
   required only where every branch requires it, a property of differing types
@@ -108,6 +109,8 @@ class TypeMapper:
 
     def _type_of(self, schema: Schema, name: str, named: bool) -> str:
         if "allOf" in schema:
+            if (only := sole_branch(schema)) is not None:
+                return self.type_of(only, name)  # `allOf: [X, {}]` is X, maybe not an object
             return self._object(self._merge_all_of(schema), name, named)
         branches = [b for b in schema.get("anyOf") or schema.get("oneOf") or [] if not is_null(b)]
         if branches:
@@ -127,6 +130,7 @@ class TypeMapper:
         if len(branches) == 1:
             return self.type_of(branches[0], name)
         resolved = [self.resolve(b) for b in branches]
+        resolved = [self._merge_all_of(r) if "allOf" in r else r for r in resolved]
         if all(r.get("type") == "object" or "properties" in r for r in resolved):
             merged = merge_objects(resolved, self)
             merged["description"] = schema.get("description", "")
@@ -309,3 +313,11 @@ def unique(name: str, taken: set[str]) -> str:
         candidate = f"{name}_{n}"
     taken.add(candidate)
     return candidate
+
+
+def sole_branch(schema: Schema) -> Schema | None:
+    """The one non-empty branch of an allOf that adds nothing else, if so."""
+    if any(k not in (*ANNOTATION_KEYS, "allOf", "nullable") for k in schema):
+        return None
+    full = [b for b in schema["allOf"] if any(k not in ANNOTATION_KEYS for k in b)]
+    return full[0] if len(full) == 1 else None
