@@ -91,7 +91,7 @@ def request(name: str, price: str = "2.00", created: float = 60, **annotations: 
             "resourceVersion": "7",
             "creationTimestamp": stamp(created),
             "annotations": annotations,
-            "labels": {keys.LABEL_POOL: "p"},
+            "labels": {keys.POOL: "p"},
         },
         "spec": {"gpu": {"type": "A10", "count": 8}},
         "status": {

@@ -1,7 +1,8 @@
 """Terminating: tear everything down, then release the finalizer `gpuctl.io/instance`.
 
 Order matters for money safety: the finalizer goes only after the cloud reports the
-machine gone (terminated, or unknown to it). The machine is the attempt's recorded
+machine gone (terminated, or unknown to it); a pool machine's Node is drained before
+that (the `gpuctl.io/drain` finalizer goes first). The machine is the attempt's recorded
 instance; once that is gone (or when none was recorded: a crash or a lost status
 write between launch and record), the attempt's deterministic name is looked up, and
 anything found is first RECORDED — id, launch time, its time billed since the attempt
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
 from gpuctl.controllers import ledger
+from gpuctl.controllers.pool.disruption.keys import DRAIN_FINALIZER
 from gpuctl.controllers.request import launch
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.controllers.request.launch import delete_token
@@ -125,6 +127,11 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
         ctx.status.message = "terminating the machine"
         ctx.condition(ConditionType.READY, False, "Terminating", "the request is being deleted")
         ctx.event("Normal", "Terminating", "request deleted; terminating its machine")
+    if DRAIN_FINALIZER in ctx.request.metadata.finalizers:
+        # A pool machine's Node is drained before the machine goes (the drain
+        # controller, controllers/pool/disruption/termination.py, removes it).
+        ctx.status.message = "waiting for the Node to be drained"
+        return Result(requeue_after=ctx.settings.termination_poll), False
     if not await machine_gone(ctx):
         poll = ctx.settings.termination_poll
         if ctx.status.instance is None:  # only looking the name up: as the launch step does

@@ -7,11 +7,13 @@ picks up from what the API server holds.
 
 from __future__ import annotations
 
+from gpuctl.api import ANNOTATION_DO_NOT_DISRUPT, LABEL_POOL
+
 # Pod (or Node) annotation: never evicted by a voluntary disruption (Karpenter's
 # karpenter.sh/do-not-disrupt); "true" is the only value that counts.
-DO_NOT_DISRUPT = "gpuctl.io/do-not-disrupt"
+DO_NOT_DISRUPT = ANNOTATION_DO_NOT_DISRUPT
 # The pool a GPUNodeRequest (and its Node) belongs to.
-LABEL_POOL = "gpuctl.io/pool"
+POOL = LABEL_POOL
 # On a pool's GPUNodeRequest while it is being disrupted: the reason
 # (Empty | Underutilized | Expired), when it started, and its replacements.
 DISRUPTION = "gpuctl.io/disruption"

@@ -107,7 +107,7 @@ def replacement_body(pool_obj: Obj, machine: Machine, planned: Planned) -> Obj:
         "kind": GNR_KIND,
         "metadata": {
             "name": planned.name,
-            "labels": {keys.LABEL_POOL: meta["name"]},
+            "labels": {keys.POOL: meta["name"]},
             "annotations": {keys.REPLACES: machine.name},
             "finalizers": [keys.DRAIN_FINALIZER],
             "ownerReferences": [
