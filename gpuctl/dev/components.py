@@ -11,8 +11,10 @@ kube-controller-manager runs the controllers a kubeadm cluster relies on for joi
 node life (`CONTROLLERS`): CSR approving/signing/cleaning with the cluster CA,
 bootstrap-token signing of `cluster-info` and cleaning of expired tokens, node
 lifecycle (NotReady/Unknown, taints) and taint eviction, garbage collection, service
-account tokens, namespaces, and the workload controllers that turn Deployments into
-Pods. `--use-service-account-credentials` gives each controller its own identity, as
+account tokens, namespaces, the workload controllers that turn Deployments into
+Pods, and the disruption controller (PodDisruptionBudget status: the eviction API
+refuses evictions under a PDB whose status nobody computed).
+`--use-service-account-credentials` gives each controller its own identity, as
 kubeadm does.
 """
 
@@ -38,6 +40,7 @@ CONTROLLERS = (
     "replicaset-controller",
     "daemonset-controller",
     "pod-garbage-collector-controller",
+    "disruption-controller",
 )
 
 
