@@ -6,7 +6,8 @@ Layers, lowest first (kopf's cogs -> core -> kits, in our names):
   1  gpuctl.api, gpuctl.runtime, gpuctl.dev       types; engine; local control plane
   2  gpuctl.providers                             cloud drivers behind one protocol
   3  gpuctl.controllers, gpuctl.sim               the operator's logic; simulated clouds
-  4  gpuctl.cli                                   commands wiring everything together
+  4  gpuctl.dashboard                             the read-only web UI over the caches
+  5  gpuctl.cli                                   commands wiring everything together
 Packages on the same layer do not import each other either. Exit 1 on a violation.
 """
 
@@ -24,7 +25,8 @@ LAYERS: dict[str, int] = {
     "gpuctl.providers": 2,
     "gpuctl.controllers": 3,
     "gpuctl.sim": 3,
-    "gpuctl.cli": 4,
+    "gpuctl.dashboard": 4,
+    "gpuctl.cli": 5,
 }
 
 

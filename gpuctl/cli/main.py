@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from gpuctl import __version__
-from gpuctl.cli import controlplane, cost, demo, offers, plan, run, sim
+from gpuctl.cli import controlplane, cost, dashboard, demo, offers, plan, run, sim
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.register(commands)
     cost.register(commands)
     demo.register(commands)
+    dashboard.register(commands)
     return parser
 
 

@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import datetime
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gpuctl.controllers.operator import Operator, OperatorConfig
 from gpuctl.controllers.request.context import Settings
+from gpuctl.dashboard import wiring
 from gpuctl.dev.pki import ca_public_key_hash
 from gpuctl.runtime.kubeclient import load_configuration
 from gpuctl.runtime.leaderelection import LeaderElectionLost
@@ -37,6 +39,12 @@ def register(commands: Any) -> None:
     add("--ca-cert-hash", help="sha256:<hex> of the cluster CA key (default: from the kubeconfig)")
     add("--health-port", type=int, default=8080, help="port of /healthz, /readyz, /metrics")
     add("--health-host", default="0.0.0.0", help="address to serve them on")
+    add(
+        "--ui",
+        action="store_true",
+        help="also serve the read-only dashboard under /ui/ on the health port "
+        "(docs/dashboard.md; off by default)",
+    )
     add("--leader-elect", action="store_true", help="elect a leader among replicas (Lease)")
     add("--lease-name", default="gpuctl-leader", help="name of the leader-election Lease")
     add("--workers", type=int, default=4, help="concurrent GPUNodeRequest reconciles")
@@ -82,6 +90,27 @@ async def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _dashboard(args: argparse.Namespace) -> Callable[[Operator], None]:
+    """Mount the dashboard on the operator's manager, fed by the operator's own caches."""
+
+    def extend(operator: Operator) -> None:
+        assert operator.manager is not None and operator.services is not None
+        informers = operator.informers
+        wiring.attach(
+            operator.manager,
+            operator.services.client,
+            requests=informers["gpunoderequests"],
+            providers=informers["gpuproviders"],
+            nodes=informers["nodes"],
+            drivers=operator.services.drivers,
+            namespace=args.namespace,
+            mode="operator",
+            host=args.health_host,
+        )
+
+    return extend
+
+
 async def _main(args: argparse.Namespace) -> int:
     leader = None
     if args.leader_elect:
@@ -96,6 +125,7 @@ async def _main(args: argparse.Namespace) -> int:
         provider_refresh=args.provider_refresh,
         gc_interval=args.gc_interval,
         gc_grace=datetime.timedelta(seconds=args.gc_grace),
+        extensions=(_dashboard(args),) if args.ui else (),
     )
     try:
         await Operator(config).run()
