@@ -20,14 +20,14 @@ import attrs
 if TYPE_CHECKING:  # gpuctl.sim needs the `sim` extra (openapi-core): import it when run
     from gpuctl.sim import SimConfig, Simulator
 
-CLOUDS = ("lambda", "runpod", "paperspace")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")  # gpuctl.sim.config.CLOUDS
 PORT_NAMES = (*CLOUDS, "control")
 
 
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "sim",
-        help="run the simulated GPU clouds (Lambda, RunPod, Paperspace)",
+        help="run the simulated GPU clouds (Lambda, RunPod, Paperspace, Crusoe)",
         description="Serve simulated Lambda, RunPod and Paperspace APIs on loopback ports, "
         "print their endpoints, API keys and the control API URL, and stay in the "
         "foreground until Ctrl-C or SIGTERM. See docs/sim.md.",

@@ -1,6 +1,6 @@
 """`build_driver(config, session)`: the one way to get a `Driver` for a GPUProvider.
 
-Picks the driver class by `config.cloud` (lambda, runpod, paperspace) and hands it the
+Picks the driver class by `config.cloud` (lambda, runpod, paperspace, crusoe) and hands it the
 process's shared aiohttp session and the rate limiter of its cloud account. Drivers of
 the same account (same cloud, endpoint, API key and limits) share one `AccountLimiter`,
 so two GPUProviders pointing at one account cannot together exceed its limits. The key
@@ -17,6 +17,7 @@ from collections.abc import Callable
 import aiohttp
 
 from gpuctl.providers.base import Driver, DriverConfig, InvalidRequestError
+from gpuctl.providers.crusoe.driver import CrusoeDriver
 from gpuctl.providers.lambdacloud.driver import LambdaDriver
 from gpuctl.providers.paperspace.driver import PaperspaceDriver
 from gpuctl.providers.ratelimit import AccountLimiter, RateLimits, limits_for
@@ -28,6 +29,7 @@ DRIVERS: dict[str, DriverFactory] = {
     "lambda": LambdaDriver,
     "runpod": RunPodDriver,
     "paperspace": PaperspaceDriver,
+    "crusoe": CrusoeDriver,
 }
 
 _AccountKey = tuple[str, str, str, RateLimits, int]

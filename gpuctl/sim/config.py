@@ -10,8 +10,10 @@ documented in `default.yaml` and docs/sim.md.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
+import hashlib
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -21,7 +23,7 @@ import attrs
 import cattrs
 import yaml
 
-CLOUDS = ("lambda", "runpod", "paperspace")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
 # Sections of a cloud that a config file replaces instead of merging into.
 _REPLACED = frozenset({"regions", "types", "capacity"})
 
@@ -112,7 +114,12 @@ class SimConfig:
     catalogs: Mapping[str, CloudCatalog] = attrs.field(factory=default_catalogs)
 
     def api_key(self, cloud: str) -> str:
-        return self.api_keys.get(cloud) or f"sim-{cloud}-{self.seed}"
+        key = self.api_keys.get(cloud) or f"sim-{cloud}-{self.seed}"
+        if cloud == "crusoe" and ":" not in key:
+            # A Crusoe credential is "<access key ID>:<secret key>", the secret base64url.
+            secret = hashlib.sha256(key.encode()).digest()
+            key = f"{key}:{base64.urlsafe_b64encode(secret).decode().rstrip('=')}"
+        return key
 
     def catalog(self, cloud: str) -> CloudCatalog:
         return self.catalogs[cloud]

@@ -147,6 +147,13 @@ class CloudApi:
     def authorized(self, headers: CIMultiDictProxy[str]) -> bool:
         return headers.get("Authorization", "") == f"Bearer {self.api_key}"
 
+    def authenticate(
+        self, method: str, path: str, query: MultiMapping[str], headers: CIMultiDictProxy[str]
+    ) -> bool:
+        """Whether this request is authenticated: the key alone (`authorized`), unless the
+        cloud signs whole requests (Crusoe: method, path, query and a timestamp)."""
+        return self.authorized(headers)
+
     def admit(self) -> Reply | None:
         """Count an authenticated request; a 429 when an enforced rate limit is used up."""
         return None
@@ -273,7 +280,7 @@ class CloudServer:
 
     async def _answer(self, exchange: _Exchange) -> Reply:
         api = self.api
-        if not api.authorized(exchange.headers):
+        if not api.authenticate(exchange.method, exchange.path, exchange.query, exchange.headers):
             return self._finish(exchange, api.unauthorized())
         exchange.authenticated = True
         if (throttled := api.admit()) is not None:

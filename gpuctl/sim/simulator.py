@@ -28,7 +28,7 @@ from types import TracebackType
 import attrs
 from aiohttp import web
 
-from gpuctl.sim import control, lambdacloud, paperspace, runpod
+from gpuctl.sim import control, crusoe, lambdacloud, paperspace, runpod
 from gpuctl.sim.clock import Clock, SystemClock
 from gpuctl.sim.config import CLOUDS, SimConfig
 from gpuctl.sim.faults import Faults
@@ -45,11 +45,13 @@ _APIS: dict[str, type[CloudApi]] = {
     "lambda": lambdacloud.LambdaApi,
     "runpod": runpod.RunPodApi,
     "paperspace": paperspace.PaperspaceApi,
+    "crusoe": crusoe.CrusoeApi,
 }
 NATIVE_STATE: dict[str, Callable[[SimInstance, float], str]] = {
     "lambda": lambdacloud.native_state,
     "runpod": runpod.native_state,
     "paperspace": paperspace.native_state,
+    "crusoe": crusoe.native_state,
 }
 
 

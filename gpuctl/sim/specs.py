@@ -44,6 +44,7 @@ SPEC_FILES: Mapping[str, tuple[str, str]] = {
     "runpod-v1": ("runpod", "openapi_v1.json"),
     "runpod-v2": ("runpod", "openapi_v2.json"),
     "paperspace": ("paperspace", "openapi.json"),
+    "crusoe": ("crusoe", "openapi.json"),
 }
 _JSON_TYPES = ("application/json", "application/problem+json")
 # Verdicts remembered per spec: clients poll, so most exchanges repeat exactly.

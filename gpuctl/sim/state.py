@@ -44,7 +44,12 @@ CAPACITY_TYPES = ("on-demand", "community", "spot")
 Listener = Callable[[SimInstance, Phase, Phase], None]
 
 # Documentation address ranges (RFC 5737), one per cloud, for public IPs.
-_PUBLIC_NETS = {"lambda": "203.0.113", "runpod": "198.51.100", "paperspace": "192.0.2"}
+_PUBLIC_NETS = {
+    "lambda": "203.0.113",
+    "runpod": "198.51.100",
+    "paperspace": "192.0.2",
+    "crusoe": "198.18.0",  # RFC 2544 benchmarking range: 5737 has only three
+}
 
 
 class NoCapacityError(Exception):

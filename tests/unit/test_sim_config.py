@@ -68,6 +68,9 @@ def test_native_names_match_gpuctl_tables(cloud: str) -> None:
         assert catalog.region_of(cloud, region), f"{cloud} region {region} not in regions.yaml"
     for name, machine in cat.types.items():
         native = name if cloud == "runpod" else machine.gpu_name
+        if cloud == "crusoe":  # "<family>.<N>x"; gpu_name is the GPU the VM reports
+            native = name.rsplit(".", 1)[0]
+            assert name.endswith(f".{machine.gpu_count}x")
         assert catalog.gpu_type_of(cloud, native), f"{cloud} {native} not in gpus.yaml"
         if cloud == "paperspace":
             suffix = "" if machine.gpu_count == 1 else f"x{machine.gpu_count}"

@@ -24,6 +24,7 @@ from openapi_core.templating.paths.exceptions import PathError
 from openapi_core.templating.responses.exceptions import ResponseFinderError
 from openapi_core.testing import MockRequest, MockResponse
 
+from gpuctl.providers.crusoe import signing
 from gpuctl.sim import Simulator
 
 FILES = {
@@ -31,6 +32,7 @@ FILES = {
     "runpod-v1": ("runpod", "openapi_v1.json"),
     "runpod-v2": ("runpod", "openapi_v2.json"),
     "paperspace": ("paperspace", "openapi.json"),
+    "crusoe": ("crusoe", "openapi.json"),
 }
 
 
@@ -55,6 +57,23 @@ def spec_name(cloud: str, path: str) -> str:
     if cloud == "runpod":
         return "runpod-v2" if path.startswith("/v2/") else "runpod-v1"
     return cloud
+
+
+def auth_headers(
+    cloud: str,
+    token: str,
+    method: str,
+    path: str,
+    params: Mapping[str, str] | list[tuple[str, str]] | None,
+) -> dict[str, str]:
+    """A bearer token, or for Crusoe (`<key ID>:<secret>`) the request's signature."""
+    if not token:
+        return {}
+    if cloud != "crusoe":
+        return {"Authorization": f"Bearer {token}"}
+    key_id, _, secret = token.partition(":")
+    pairs = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+    return signing.headers(key_id, secret, method, path, pairs)
 
 
 @attrs.frozen
@@ -100,7 +119,7 @@ class CloudClient:
         raw: bytes | None = None,
     ) -> Answer:
         token = self.sim.api_key(self.cloud) if key is None else key
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = auth_headers(self.cloud, token, method, path, params)
         data = raw if raw is not None else (None if json_body is None else json.dumps(json_body))
         if data is not None:
             headers["Content-Type"] = "application/json"

@@ -9,6 +9,9 @@
   limited to 16KB per script": docs.paperspace.com/core/api-reference/scripts).
   The API takes a longer script without complaint (the OpenAPI spec states no
   limit), so the simulator accepts it and does not run it.
+- Crusoe: the VM's `startup_script` is run at every boot once the network is up, as
+  root, in the root directory `/` ("Lifecycle scripts": docs.crusoecloud.com; the
+  console saves it under /usr/local/bin/crusoe). No size limit is documented.
 - RunPod: a pod is a container. Its main process is `dockerEntrypoint` +
   `dockerStartCmd` (each "[]: use the image's"), run with the pod's `env`; when
   it exits, the container stops. The simulated image has no entrypoint and no
@@ -36,6 +39,7 @@ PAPERSPACE_SCRIPT_LIMIT = 16 * 1024  # bytes; "16KB" read as KiB, the larger rea
 CLOUD_INIT = "/var/lib/cloud/instance"
 CLOUD_INIT_PROGRAM = "/var/lib/gpuctl-sim/cloud-init.sh"
 PAPERSPACE_SCRIPT = "/var/lib/gpuctl-sim/paperspace-startup-script"
+CRUSOE_SCRIPT = "/usr/local/bin/crusoe/startup.sh"
 _PRODUCT = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -80,7 +84,12 @@ def gpu_product(gpu_name: str) -> str:
 
 def plan(instance: SimInstance, hardware: Hardware, *, boot: int = 1) -> BootPlan | NotRun:
     """What the machine runs on its `boot`-th boot."""
-    planner = {"lambda": _lambda, "paperspace": _paperspace, "runpod": _runpod}[instance.cloud]
+    planner = {
+        "lambda": _lambda,
+        "paperspace": _paperspace,
+        "runpod": _runpod,
+        "crusoe": _crusoe,
+    }[instance.cloud]
     result = planner(instance, boot)
     if isinstance(result, NotRun):
         return result
@@ -222,6 +231,23 @@ def _paperspace(instance: SimInstance, boot: int) -> BootPlan | NotRun:
         env=_vm_env(home=True),
         files={PAPERSPACE_SCRIPT: (script.encode(), 0o700)},
         hostname=instance.id.lower(),
+    )
+
+
+# -- Crusoe: the VM's startup script ---------------------------------------------------
+
+
+def _crusoe(instance: SimInstance, boot: int) -> BootPlan | NotRun:
+    script = instance.join_script
+    if not script.strip():
+        return NotRun(JoinStatus.NO_JOIN_DATA, "no startup_script: Crusoe runs nothing")
+    # Executed as a file from /: its #! line picks the shell (sh reads one without).
+    return BootPlan(
+        banner=f"Crusoe VM {instance.id}: running the startup script as root from /",
+        command=("/bin/sh", "-c", f"cd / && exec {CRUSOE_SCRIPT}"),
+        env=_vm_env(home=True),
+        files={CRUSOE_SCRIPT: (script.encode(), 0o755)},
+        hostname=instance.name.lower()[:63] or instance.id.lower(),
     )
 
 
