@@ -51,7 +51,9 @@ Not implemented: client-go's streaming list (`sendInitialEvents`, WatchListClien
 is cancelled or `stop()` is called (then it returns normally). Optional `resync_period`
 re-delivers every cached object as `on_update(obj, obj)` that often. `transform` is
 applied to each object before it is cached (e.g. `drop_managed_fields`, which saves
-much of the memory of 10,000 Nodes). `stats` counts lists, watches, events, backoffs
+much of the memory of 10,000 Nodes): to each item of a list page as soon as that page
+is decoded (so what it drops is freed page by page, not after the whole list), and to
+each watched object. `stats` counts lists, watches, events, backoffs
 and failures for tests and metrics.
 """
 
@@ -387,11 +389,15 @@ class Informer:
         return ListResult(items, first_rv, pages)
 
     def _typed(self, page: JSON) -> list[JSON]:
-        """The page's items with apiVersion and kind (a list leaves them out)."""
-        items = page.get("items") or []
-        for item in items:
-            item.setdefault("apiVersion", self.resource.api_version)
-            item.setdefault("kind", self.resource.kind)
+        """The page's items with apiVersion and kind (a list leaves them out), each
+        transformed at once: what the transform drops (managedFields, fields no
+        controller reads) is freed page by page, never held for the whole list."""
+        items = page.pop("items", None) or []
+        api_version, kind = self.resource.api_version, self.resource.kind
+        for index, item in enumerate(items):
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            items[index] = self._transformed(item)
         return list(items)
 
     # -- watch ---------------------------------------------------------------------
@@ -471,7 +477,7 @@ class Informer:
             self._last_rv = rv
 
     def _replace(self, items: list[JSON]) -> None:
-        items = [self._transformed(obj) for obj in items]
+        """Swap the store's content for a list's (items already transformed, page by page)."""
         previous = [self.store.get_for(obj) for obj in items]
         gone = self.store.replace(items)
         for obj, old in zip(items, previous, strict=True):

@@ -14,18 +14,25 @@
 
 controller-runtime's `Status().Update()` has the same optimistic semantics; the
 "only if changed" check is what every reconciler does by hand there.
+
+`written_last(resource, obj)` tells whether `obj` is exactly what this writer's last
+write of it returned (same resourceVersion): then a cached copy is as fresh as a quorum
+read as far as status goes -- nothing, not even our own write, changed it since. The
+last 16,384 writes are remembered (LRU); a forgotten one only answers False.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cachetools import LRUCache
 from prometheus_client import CollectorRegistry
 
 from gpuctl.runtime.client import Client, default_registry, registry_counter
 from gpuctl.runtime.resources import Resource
 
 JSON = dict[str, Any]
+REMEMBERED_WRITES = 16_384
 
 
 class StatusWriter:
@@ -37,6 +44,13 @@ class StatusWriter:
             "Status subresource writes that changed something, by resource.",
             ("resource",),
         )
+        self._written: LRUCache[tuple[str, str, str], str] = LRUCache(REMEMBERED_WRITES)
+
+    def written_last(self, resource: Resource, obj: JSON) -> bool:
+        """True if `obj` carries the resourceVersion our last status write of it returned."""
+        meta = obj.get("metadata") or {}
+        rv = meta.get("resourceVersion")
+        return bool(rv) and self._written.get(_key(resource, meta)) == rv
 
     async def update_status(self, resource: Resource, obj: JSON, status: JSON) -> JSON | None:
         """Write `status` unless `obj` already has it; the new object, or None if unchanged."""
@@ -53,4 +67,15 @@ class StatusWriter:
         }
         updated = await self.client.replace_status(resource, body)
         self._writes.labels(resource.qualified_name).inc()
+        rv = (updated.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            self._written[_key(resource, metadata)] = str(rv)
         return updated
+
+
+def _key(resource: Resource, metadata: JSON) -> tuple[str, str, str]:
+    return (
+        resource.qualified_name,
+        str(metadata.get("namespace") or ""),
+        str(metadata.get("name") or ""),
+    )

@@ -57,6 +57,8 @@ async def test_ledger_appends_once_per_uid_even_when_written_concurrently(
     assert await ledger.append(entry(1)) is False  # a retried termination
     results = await asyncio.gather(*(ledger.append(entry(n)) for n in range(2, 14)))
     assert all(results)
+    # Group commit: the twelve concurrent appends went in one head write.
+    assert ledger.head_writes == 2
     found = await ledger.read()
     assert sorted(e.uid for e in found) == sorted(f"uid-{n}" for n in range(1, 14))
     assert found[0] == entry(1)

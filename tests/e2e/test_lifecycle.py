@@ -153,4 +153,4 @@ async def test_max_lifetime_ends_the_request(
         EVENTS, namespace="default", field_selector=f"involvedObject.name={name}"
     )
     reasons = [e["reason"] for e in events["items"]]
-    assert "Expired" in reasons and "PhaseChanged" in reasons
+    assert "Expired" in reasons and "Terminating" in reasons

@@ -290,7 +290,28 @@ async def test_an_event_deleted_meanwhile_is_recreated(api: Client, namespace: s
     await api.delete(EVENTS, first["metadata"]["name"], namespace=namespace)
     await recorder.record(subject, "Normal", "Seen", "once")
     [again] = await events_about(api, subject, namespace)
-    assert again["count"] == 1 and again["metadata"]["name"] != first["metadata"]["name"]
+    # client-go's recordEvent: the patch of the repeat meets a 404, so the Event is
+    # created again under its remembered name, with the repeat's count.
+    assert again["count"] == 2 and again["metadata"]["name"] == first["metadata"]["name"]
+    assert recorder.failures == 0
+
+
+async def test_similar_events_are_combined_and_spam_is_dropped(api: Client, namespace: str) -> None:
+    """client-go's EventCorrelator on the real API server: ten different messages of
+    one reason become one combined Event that counts further ones; past the burst of
+    25 Events about one object, the spam filter drops them (no API call)."""
+    recorder = EventRecorder(api)
+    subject = await api.create(CONFIGMAPS, {"metadata": {"name": "chatty", "namespace": namespace}})
+    for n in range(12):
+        await recorder.record(subject, "Warning", "NoOffer", f"nothing fits ({n})")
+    events = await events_about(api, subject, namespace)
+    combined = [e for e in events if e["message"].startswith("(combined from similar events)")]
+    assert len(events) == 10 and len(combined) == 1, events
+    assert combined[0]["count"] == 3  # the 10th, 11th and 12th message
+    for n in range(20):
+        await recorder.record(subject, "Normal", "Tick", f"t{n}")
+    assert recorder.skipped == 32 - 25
+    assert recorder.created + recorder.patched == 25
 
 
 async def test_recording_never_raises(client_as: ClientAs, namespace: str, api: Client) -> None:

@@ -60,6 +60,9 @@ class Writer:
         if obj.get("status") != status:
             self.written.append(status)
 
+    def written_last(self, resource: Any, obj: Any) -> bool:
+        return False
+
 
 class Events:
     def __init__(self) -> None:

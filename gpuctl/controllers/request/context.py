@@ -114,6 +114,9 @@ class Ctx:
     services: Services
     pending_events: list[tuple[EventType, str, str]] = attrs.field(factory=list)
     stopped: bool = False
+    # `obj` is what our own last status write returned (nothing changed it since):
+    # the launch step needs no quorum read to know the cache is not stale.
+    fresh: bool = False
 
     @property
     def name(self) -> str:

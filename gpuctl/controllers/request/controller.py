@@ -4,14 +4,16 @@ One reconcile:
 1. a request being deleted goes to `termination` (and, once everything at the cloud
    is gone, loses its finalizer);
 2. otherwise the finalizer `gpuctl.io/instance` is added FIRST — nothing is launched
-   for a request that could be deleted without us noticing;
+   for a request that could be deleted without us noticing — and the reconcile goes
+   on with the object the patch returned;
 3. the steps run in order — `offer`, `launch`, `liveness`, `registration`,
    `initialization`, `nodehealth`, `lifetime` — each a small idempotent sub-reconciler that acts
    only when the status says it is its turn; a step that made a decision the next
    must not act on before it is persisted calls `ctx.stop()`;
 4. cost is accrued (at phase changes and every `cost_interval`), and the status is
    written once, only if it changed, with optimistic concurrency;
-5. Events queued by the steps are recorded only after that write.
+5. Events queued by the steps are recorded only after that write: one per transition
+   (a phase change no step explained gets a `PhaseChanged` Event).
 Results are merged (the soonest requeue wins). Provider and API errors are turned
 into a status message and an Event, then re-raised so the work queue backs off.
 A provider's rate limit is not an error: the reconcile runs in `ratelimit.nonblocking`,
@@ -82,18 +84,22 @@ class RequestReconciler:
             return await self._reconcile(obj, request)
 
     async def _reconcile(self, obj: dict[str, Any], request: GPUNodeRequest) -> Result:
+        if request.metadata.deletion_timestamp is None and FINALIZER not in (
+            request.metadata.finalizers
+        ):
+            # Go on with what the patch returned: the server's current object, so the
+            # steps need not wait for the watch to bring it back (one reconcile less).
+            obj = await self._add_finalizer(obj, request.name)
+            request = GPUNodeRequest.from_dict(obj)
         ctx = Ctx(
             obj=obj,
             request=request,
             status=copy.deepcopy(request.status),
             now=self.services.clock(),
             services=self.services,
+            # Our own last status write is what the cache holds: as fresh as a quorum read.
+            fresh=self.status_writer.written_last(GPUNODEREQUESTS, obj),
         )
-        if request.metadata.deletion_timestamp is None and FINALIZER not in (
-            request.metadata.finalizers
-        ):
-            await self._add_finalizer(ctx)
-            return Result()  # the update event brings the request back
         return await self._run(ctx)
 
     async def _run(self, ctx: Ctx) -> Result:
@@ -129,7 +135,9 @@ class RequestReconciler:
             error = err
             self._note(ctx, "ProviderError", f"{type(err).__name__}: {err.message}")
         self._accrue(ctx, before)
-        if before.phase != ctx.status.phase:
+        if before.phase != ctx.status.phase and not ctx.pending_events:
+            # One Event per transition: a step that moved the phase said why in its own
+            # Event (Launched, Ready, Terminating, Interrupted, ...); this is for the rest.
             ctx.event(
                 "Normal",
                 "PhaseChanged",
@@ -205,14 +213,16 @@ class RequestReconciler:
                 extra={"request": ctx.name, "event": type_, "phase": str(ctx.status.phase)},
             )
 
-    async def _add_finalizer(self, ctx: Ctx) -> None:
-        """Add the finalizer, guarded by resourceVersion so no concurrent change is lost."""
-        metadata = ctx.obj["metadata"]
+    async def _add_finalizer(self, obj: dict[str, Any], name: str) -> dict[str, Any]:
+        """Add the finalizer, guarded by resourceVersion so no concurrent change is lost;
+        the object as the server now has it."""
+        metadata = obj["metadata"]
         patch = {
             "metadata": {
                 "finalizers": [*(metadata.get("finalizers") or []), FINALIZER],
                 "resourceVersion": metadata["resourceVersion"],
             }
         }
-        await self.services.client.patch(GPUNODEREQUESTS, ctx.name, patch)
+        updated = await self.services.client.patch(GPUNODEREQUESTS, name, patch)
         crash_point("after-finalizer")
+        return updated

@@ -4,7 +4,8 @@ Idempotence, in order:
 1. the attempt's bootstrap token Secret has a deterministic name (from the request
    UID and attempt): found again after a crash, never duplicated;
 2. the request is read fresh from the API server (a quorum read): a stale cache must
-   not launch an attempt the server has already moved past;
+   not launch an attempt the server has already moved past -- unless the cached
+   object is exactly what our own last status write returned (`ctx.fresh`);
 3. before any create, the attempt's deterministic instance name is looked up
    (`Driver.find_all`): whatever exists under it, in any state but terminated, is
    adopted — recorded with its time billed since the attempt started — and a second
@@ -117,17 +118,13 @@ async def delete_token(ctx: Ctx, attempt: int) -> None:
 
 
 async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
-    """The attempt's bootstrap token: the existing Secret's, or a new one."""
+    """The attempt's bootstrap token: a new one, or the existing Secret's.
+
+    Create first (almost always the Secret does not exist yet) and read only when the
+    create says it exists: no GET that answers 404 on every launch."""
     client = ctx.services.client
     uid = ctx.request.metadata.uid or ""
     name = token_secret_name(uid, ctx.status.attempt)
-    try:
-        return bootstrap.Token.from_secret(
-            await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-        )
-    except Exception as err:
-        if not is_not_found(err):
-            raise
     token = bootstrap.Token(token_id(uid, ctx.status.attempt), bootstrap.Token.generate().secret)
     ttl = registration_timeout(ctx.request.spec, provider.spec) + ctx.settings.token_margin
     body = bootstrap.token_secret(
@@ -136,9 +133,12 @@ async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
     try:
         await client.create(SECRETS, body, namespace=bootstrap.TOKEN_NAMESPACE)
     except Exception as err:
-        if not is_already_exists(err):  # a concurrent create won: read its secret
+        if not is_already_exists(err):
             raise
-        return await ensure_token(ctx, provider)
+        # Made by an earlier reconcile or process: its secret is the one to use.
+        return bootstrap.Token.from_secret(
+            await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+        )
     # Every create of an attempt comes after its token: none was sent before this one.
     ctx.services.launches.settle(attempt_key(ctx))
     return token
@@ -203,6 +203,8 @@ def _render(
 
 
 async def _check_fresh(ctx: Ctx) -> None:
+    if ctx.fresh:  # the cached object is what our last status write returned
+        return
     fresh = await ctx.services.client.get(GPUNODEREQUESTS, ctx.name)
     if fresh["metadata"].get("resourceVersion") != ctx.obj["metadata"].get("resourceVersion"):
         raise StaleCacheError(ctx.name)
@@ -487,5 +489,6 @@ async def reconcile(ctx: Ctx) -> Result | None:
     )
     ctx.status.message = f"launched {message}"
     ctx.condition(ConditionType.LAUNCHED, True, "Launched", message)
-    ctx.event("Normal", "Launched", message)
+    # The offer's one Event: what was chosen shows here (and in OfferAvailable).
+    ctx.event("Normal", "Launched", f"attempt {ctx.status.attempt}: {message}")
     return ctx.stop()

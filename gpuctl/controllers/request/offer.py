@@ -141,5 +141,6 @@ async def reconcile(ctx: Ctx) -> Result | None:
     ctx.status.message = f"launching {selection.message}"
     ctx.condition(ConditionType.OFFER_AVAILABLE, True, "OfferSelected", selection.message)
     ctx.condition(ConditionType.LAUNCHED, False, "Launching", f"attempt {ctx.status.attempt}")
-    ctx.event("Normal", "OfferSelected", f"attempt {ctx.status.attempt}: {selection.message}")
+    # No Event of its own: the choice is in the OfferAvailable condition, and the
+    # attempt's Launched (or failover) Event names the offer (one Event per transition).
     return ctx.stop()
