@@ -22,6 +22,7 @@ import aiohttp
 import attrs
 
 from gpuctl.controllers import naming
+from gpuctl.controllers.concurrency import MIN_WORKERS, SizeFromProviders
 from gpuctl.controllers.drivers import DriverPool
 from gpuctl.controllers.garbagecollect import UID_INDEX, Collector, uid_index
 from gpuctl.controllers.metrics import register_request_collector
@@ -54,7 +55,8 @@ class OperatorConfig:
     health_port: int | None = 8080
     health_host: str = "0.0.0.0"  # probes and Prometheus reach the pod IP
     leader_election: LeaderElectionConfig | None = None
-    workers: int = 4
+    workers: int = 0  # request reconciles at once; 0: sized from the providers' limits
+    provider_workers: int = 8  # GPUProviders reconciled at once (one key per provider)
     provider_refresh: float = 300.0
     gc_interval: float = 120.0
     gc_grace: datetime.timedelta = datetime.timedelta(minutes=10)
@@ -145,8 +147,10 @@ class Operator:
         request_controller = Controller(
             "gpunoderequest",
             RequestReconciler(requests.store, self.services, status),
-            workers=config.workers,
+            workers=config.workers or MIN_WORKERS,
         )
+        if not config.workers:  # follow the providers' limits (controllers/concurrency.py)
+            providers.add_handler(SizeFromProviders(providers.store, request_controller))
         request_controller.watch(requests)
         queue = request_controller.queue
         request_controller.watch(nodes, EnqueueMapped(queue, _request_of_node))
@@ -157,6 +161,7 @@ class Operator:
             ProviderReconciler(
                 providers.store, drivers, status, events, refresh_interval=config.provider_refresh
             ),
+            workers=config.provider_workers,
         )
         provider_controller.watch(providers)
         provider_controller.watch(

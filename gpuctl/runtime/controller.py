@@ -21,6 +21,9 @@ Mirrors controller-runtime's `pkg/internal/controller`:
   counted (`gpuctl_reconcile_errors_total` counts both error kinds). Because the
   queue never hands out a key that is being processed, several workers never
   reconcile the same key at once.
+- `set_workers(n)` changes the number of workers, also while running: more start at
+  once; surplus ones exit when they finish their current reconcile (a worker never
+  drops a key it holds). The queue's guarantees do not depend on the count.
 - `stop()` is the graceful stop: the queue is shut down, workers finish the
   reconcile they are in, drop whatever is still queued, and `run()` returns.
   Cancelling `run()` instead is the hard stop: in-flight reconciles are cancelled.
@@ -100,6 +103,9 @@ class Controller:
         self._sources: list[Source] = []
         self._stop = asyncio.Event()
         self._started = False
+        self._group: asyncio.TaskGroup | None = None
+        self._live = 0  # worker tasks running
+        self._spawned = 0
 
     def watch(self, source: Source, handler: EventHandler | None = None) -> None:
         """Feed `source`'s events into the queue through `handler`.
@@ -123,11 +129,29 @@ class Controller:
                 return
             log.info("controller %s: starting %d worker(s)", self.name, self.workers)
             async with asyncio.TaskGroup() as group:
-                for i in range(self.workers):
-                    group.create_task(self._worker(), name=f"{self.name}-worker-{i}")
+                self._group = group
+                self._spawn()
             log.info("controller %s: all workers finished", self.name)
         finally:
+            self._group = None
             self.queue.shutdown()
+
+    def set_workers(self, workers: int) -> None:
+        """Run `workers` workers from now on (see the module docstring)."""
+        if workers < 1:
+            raise ValueError("a controller needs at least one worker")
+        if workers != self.workers:
+            log.info("controller %s: %d -> %d worker(s)", self.name, self.workers, workers)
+        self.workers = workers
+        if self._group is not None and not self.stopping:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        assert self._group is not None
+        while self._live < self.workers:
+            self._live += 1
+            self._spawned += 1
+            self._group.create_task(self._worker(), name=f"{self.name}-worker-{self._spawned}")
 
     def stop(self) -> None:
         """Stop taking work; `run()` returns once in-flight reconciles are done."""
@@ -162,16 +186,19 @@ class Controller:
         return all(results)
 
     async def _worker(self) -> None:
-        while True:
-            try:
-                key = await self.queue.get()
-            except ShutDown:
-                return
-            try:
-                if not self.stopping:
-                    await self._process(key)
-            finally:
-                self.queue.done(key)
+        try:
+            while self._live <= self.workers:  # a surplus worker leaves between keys
+                try:
+                    key = await self.queue.get()
+                except ShutDown:
+                    return
+                try:
+                    if not self.stopping:
+                        await self._process(key)
+                finally:
+                    self.queue.done(key)
+        finally:
+            self._live -= 1
 
     async def _process(self, key: str) -> None:
         outcome = self._reconcile_outcome

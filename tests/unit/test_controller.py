@@ -436,3 +436,24 @@ def test_result_delay() -> None:
     assert Result(requeue_after=0).is_zero
     assert Result(requeue_after=2).delay == 2
     assert not Result(requeue=True).is_zero
+
+
+async def test_set_workers_grows_at_once_and_shrinks_between_keys() -> None:
+    reconciler = FakeReconciler(delay=0.01)
+    controller = Controller(unique("resize"), reconciler, workers=1, rate_limiter=fast_limiter())
+    async with running(controller):
+        controller.set_workers(6)
+        for i in range(12):
+            controller.queue.add(f"k{i}")
+        await eventually(lambda: len(reconciler.calls) == 12)
+        assert reconciler.max_total == 6
+        controller.set_workers(2)
+        reconciler.max_total = 0
+        for i in range(12, 24):
+            controller.queue.add(f"k{i}")
+        await eventually(lambda: len(reconciler.calls) == 24)
+        await eventually(lambda: sum(reconciler.in_flight.values()) == 0)
+        assert controller._live == 2  # the surplus left after their next key
+    assert reconciler.max_per_key == 1
+    with pytest.raises(ValueError, match="at least one"):
+        controller.set_workers(0)
