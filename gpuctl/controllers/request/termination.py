@@ -98,8 +98,22 @@ async def machine_gone(ctx: Ctx) -> bool:
 
 
 async def _delete_tokens(ctx: Ctx) -> None:
-    for attempt in range(1, ctx.status.attempt + 1):
+    """Every attempt's token but one already gone: the current attempt's was deleted
+    in the reconcile that made it Ready (before that status write), so a request whose
+    current machine was Ready has none left to delete (no DELETE that answers 404)."""
+    last = ctx.status.attempt
+    if _current_attempt_was_ready(ctx):
+        last -= 1
+    for attempt in range(1, last + 1):
         await delete_token(ctx, attempt)
+
+
+def _current_attempt_was_ready(ctx: Ctx) -> bool:
+    before = ctx.request.status  # as read: the machine may be cleared from the copy
+    instance = before.instance
+    if before.ready_at is None or instance is None or instance.launched_at is None:
+        return False
+    return before.ready_at >= instance.launched_at
 
 
 async def release(ctx: Ctx) -> None:
