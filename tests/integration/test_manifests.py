@@ -302,11 +302,11 @@ REFUSED = [
     ("get", "", "secrets", "default"),
     ("list", "", "secrets", "kube-system"),
     ("create", "", "nodes", ""),
-    ("create", "gpuctl.io", "gpunoderequests", ""),
+    ("deletecollection", "gpuctl.io", "gpunoderequests", ""),
     ("delete", "gpuctl.io", "gpuproviders", ""),
     ("get", "", "configmaps", "default"),
     ("update", "coordination.k8s.io", "leases", "default"),
-    ("list", "", "pods", "operator"),
+    ("patch", "", "pods", "operator"),  # pods: read, evicted, deleted; never changed
     ("create", "", "pods", "operator"),
     ("get", "", "serviceaccounts", "operator"),
     ("escalate", "rbac.authorization.k8s.io", "clusterroles", ""),

@@ -28,13 +28,16 @@ Grant = tuple[Scope, str, str]  # (scope, apiGroup, resource[/subresource])
 
 EXPECTED: dict[Grant, frozenset[str]] = {
     (CLUSTER, "gpuctl.io", "gpunoderequests"): frozenset(
-        {"get", "list", "watch", "patch", "update", "delete"}
+        {"get", "list", "watch", "create", "patch", "update", "delete"}
     ),
     (CLUSTER, "gpuctl.io", "gpunoderequests/status"): frozenset({"get", "update", "patch"}),
     (CLUSTER, "gpuctl.io", "gpuproviders"): frozenset({"get", "list", "watch"}),
     (CLUSTER, "gpuctl.io", "gpuproviders/status"): frozenset({"get", "update", "patch"}),
     (CLUSTER, "", "nodes"): frozenset({"get", "list", "watch", "patch", "delete"}),
     (CLUSTER, "", "events"): frozenset({"create", "patch"}),
+    (CLUSTER, "", "pods"): frozenset({"get", "list", "watch", "delete"}),
+    (CLUSTER, "", "pods/eviction"): frozenset({"create"}),
+    (CLUSTER, "policy", "poddisruptionbudgets"): frozenset({"get", "list", "watch"}),
     (OPERATOR_NAMESPACE, "", "secrets"): frozenset({"get", "list", "watch"}),
     (OPERATOR_NAMESPACE, "coordination.k8s.io", "leases"): frozenset({"get", "create", "update"}),
     (OPERATOR_NAMESPACE, "", "configmaps"): frozenset({"get", "create", "update", "patch"}),
