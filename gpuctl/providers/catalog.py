@@ -31,6 +31,12 @@ def regions() -> list[str]:
     return sorted(_table("regions.yaml"))
 
 
+def gpu_memory_gib(gpu_type: str) -> int | None:
+    """Memory of one GPU of that type in GiB, or None if the catalog does not say."""
+    memory = _table("gpus.yaml").get(gpu_type, {}).get("memoryGiB")
+    return int(memory) if memory is not None else None
+
+
 def native_gpu_names(cloud: str, gpu_type: str) -> list[str]:
     entry = _table("gpus.yaml").get(gpu_type, {})
     return list(entry.get(cloud, []))

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuctl.api import (
+    LABEL_GPU_COUNT,
+    LABEL_INSTANCE_TYPE,
+    LABEL_POOL,
+    LABEL_REGION,
+    LABEL_TOPOLOGY_REGION,
+)
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.runtime.client import is_not_found
 from gpuctl.runtime.resources import NODES
@@ -16,7 +23,10 @@ def node_labels(ctx: Ctx) -> dict[str, str]:
     """The machine's Node labels: `spec.node.labels` plus gpuctl's own.
 
     The same set goes into the join data (the kubelet registers with it) and is
-    re-applied once the Node is Ready, so both sides cannot disagree.
+    re-applied once the Node is Ready, so both sides cannot disagree. The well-known
+    instance-type and region labels are among those a kubelet may set on itself under
+    NodeRestriction; a cloud's names are made label values (at most 63 characters of
+    [A-Za-z0-9_.-]). A pool's request also labels its Node with the pool.
     """
     spec, offer = ctx.request.spec, ctx.status.offer
     assert offer is not None
@@ -28,9 +38,22 @@ def node_labels(ctx: Ctx) -> dict[str, str]:
             "gpuctl.io/provider": offer.provider,
             "gpuctl.io/capacity-type": offer.capacity_type.value,
             "gpuctl.io/gpu-type": offer.gpu_type,
+            LABEL_GPU_COUNT: str(offer.gpu_count),
+            LABEL_REGION: offer.region,
+            LABEL_INSTANCE_TYPE: label_value(offer.instance_type),
+            LABEL_TOPOLOGY_REGION: label_value(offer.native_region),
         }
     )
+    pool = ctx.request.metadata.labels.get(LABEL_POOL)
+    if pool:
+        labels[LABEL_POOL] = pool
     return labels
+
+
+def label_value(text: str) -> str:
+    """A cloud's name as a label value: at most 63 of [A-Za-z0-9_.-], alphanumeric ends."""
+    kept = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in text)
+    return kept[:63].strip("_.-")
 
 
 def find_node(ctx: Ctx) -> dict[str, Any] | None:

@@ -1,0 +1,108 @@
+"""Planned machine -> GPUNodeRequest owned by the pool; created once, whatever happens.
+
+The request asks for exactly the planned offer's shape: its GPU type and count,
+capacity type, provider and region, at most its price (`maxPricePerHour`), so the
+offer step picks that offer (or one as cheap) and the pool's USD/h limit counted
+before the launch holds after it. When that offer fails (no capacity), the request
+finds nothing else within those bounds and waits with `OfferAvailable=False`; the pool
+controller then deletes it and the next round re-plans the pods without the failed
+offer (the capacity cache blocks it), as Karpenter deletes a NodeClaim that cannot
+launch and schedules again.
+
+Ownership: label `gpuctl.io/pool` and a controller ownerReference to the pool, so
+deleting the pool makes the garbage collector delete its requests, each of which
+tears its machine down through the request lifecycle.
+
+Name: `<pool>-<digest of the offer and the uids of the pods planned onto it>`. A
+round repeated for the same pods and offer (an operator killed after the create but
+before it saw the answer) computes the same name, and the API server refuses the
+second create: the same pods never buy two machines through this path either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from gpuctl.api import API_VERSION, GNP_KIND, GNR_KIND, LABEL_POOL, GPUNodePool, format_price
+from gpuctl.controllers.pool.binpack import NewMachine
+from gpuctl.controllers.resources import GPUNODEREQUESTS
+from gpuctl.runtime.client import Client, is_already_exists
+
+Obj = dict[str, Any]
+MAX_NAME = 63  # the name is also the gpuctl.io/request label value of its Node
+
+
+def request_name(pool: str, machine: NewMachine) -> str:
+    offer = machine.choice.offer
+    uids = sorted(str(p["metadata"].get("uid", "")) for p in machine.pods)
+    seed = "|".join([*offer.key, str(offer.gpu_count), offer.instance_type, *uids])
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:10]
+    head = pool[: MAX_NAME - len(digest) - 1].rstrip("-.")
+    return f"{head}-{digest}"
+
+
+def owner_reference(pool: GPUNodePool) -> Obj:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": GNP_KIND,
+        "name": pool.name,
+        "uid": pool.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _taints(pool: GPUNodePool) -> list[Obj]:
+    template = pool.spec.template
+    found = []
+    for taint in [*template.taints, *template.startup_taints]:
+        item: Obj = {"key": taint.key, "effect": taint.effect.value}
+        if taint.value is not None:
+            item["value"] = taint.value
+        found.append(item)
+    return found
+
+
+def request_body(pool: GPUNodePool, machine: NewMachine) -> Obj:
+    """The GPUNodeRequest for one planned machine (disruption replacements use it too)."""
+    offer = machine.choice.offer
+    template = pool.spec.template
+    spec: Obj = {
+        "gpu": {"type": offer.gpu_type, "count": offer.gpu_count},
+        "capacityType": offer.capacity_type.value,
+        "maxPricePerHour": format_price(offer.price_per_hour),
+        "providers": [offer.provider],
+        "regions": [offer.region],
+        "placement": "cheapest",
+    }
+    node: Obj = {}
+    if template.labels:
+        node["labels"] = dict(template.labels)
+    if template.taints or template.startup_taints:
+        node["taints"] = _taints(pool)
+    if node:
+        spec["node"] = node
+    if template.registration_timeout:
+        spec["registrationTimeout"] = template.registration_timeout
+    return {
+        "apiVersion": API_VERSION,
+        "kind": GNR_KIND,
+        "metadata": {
+            "name": request_name(pool.name, machine),
+            "labels": {LABEL_POOL: pool.name},
+            "ownerReferences": [owner_reference(pool)],
+        },
+        "spec": spec,
+    }
+
+
+async def launch(client: Client, body: Obj) -> bool:
+    """Create the request; False if it already exists (an earlier round made it)."""
+    try:
+        await client.create(GPUNODEREQUESTS, body)
+    except Exception as err:
+        if is_already_exists(err):
+            return False
+        raise
+    return True

@@ -1,0 +1,272 @@
+"""The provisioner: pending GPU pods in, GPUNodeRequests out (Karpenter's Provisioner).
+
+Pod events that make a pod provisionable `trigger` the batcher; when its window
+closes (or every `resync` seconds while such pods exist) one round runs:
+
+1. read: provisionable pods and pools from the caches; the pools' GPUNodeRequests
+   from the API server itself (a quorum list, never a cache: the limits and the
+   machines already launching must include a create this process sent a moment ago,
+   and everything an operator killed mid-burst had created);
+2. offers: every provider's catalog once (`offers.gather`), each pool's candidates;
+3. plan: `binpack.plan` (existing and launching machines first, then the cheapest new
+   ones within the limits);
+4. act: create the planned requests (`launcher`), then an Event on each pod left
+   (`FailedScheduling`, naming for each pool why) and on each pod given a machine
+   (`Nominated`), the decision on each pool (Event + `status.lastScaleDecision`).
+
+Only the leader runs it, one round at a time, so two rounds never buy for the same
+pods; a round that fails (API server away, ...) is retried at the next trigger or
+resync, deciding again from what the cluster holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from gpuctl.api import LABEL_POOL, GPUNodePool, ObjectError, ScaleAction, ScaleDecision
+from gpuctl.api.convert import unstructure
+from gpuctl.controllers.pool import metrics
+from gpuctl.controllers.pool import pods as podinfo
+from gpuctl.controllers.pool.batcher import Batcher
+from gpuctl.controllers.pool.binpack import NewMachine, Plan, PoolView, plan
+from gpuctl.controllers.pool.inflight import existing
+from gpuctl.controllers.pool.launcher import launch, request_body
+from gpuctl.controllers.pool.limits import usage
+from gpuctl.controllers.pool.offers import Drivers, candidates, gather
+from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS
+from gpuctl.providers.base import Offer
+from gpuctl.runtime.client import Client
+from gpuctl.runtime.events import EventRecorder
+from gpuctl.runtime.store import Store
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+NODE_NAME_INDEX = "spec.nodeName"  # index of the pods store
+REQUEST_INDEX = "request"  # index of the nodes store on label gpuctl.io/request
+
+
+def node_name_index(pod: Obj) -> list[str]:
+    name = (pod.get("spec") or {}).get("nodeName")
+    return [str(name)] if name else []
+
+
+@attrs.frozen
+class ProvisionerSettings:
+    batch_idle: float = 1.0  # Karpenter's BATCH_IDLE_DURATION
+    batch_max: float = 10.0  # Karpenter's BATCH_MAX_DURATION
+    resync: float = 30.0  # re-plan this often while provisionable pods exist
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+
+
+def _reason_kind(why: str) -> str:
+    if "limit reached" in why:
+        return "limit"
+    if "no offer" in why:
+        return "no_offer"
+    if why == "no GPUNodePool":
+        return "no_pool"
+    return "constraints"
+
+
+@attrs.define
+class Provisioner:
+    client: Client
+    pools: Store
+    pods: Store  # indexed by NODE_NAME_INDEX
+    nodes: Store  # gpuctl's Nodes, indexed by REQUEST_INDEX
+    drivers: Drivers
+    blocked: Callable[[Offer], bool]  # the capacity-error cache
+    events: EventRecorder
+    settings: ProvisionerSettings = attrs.field(factory=ProvisionerSettings)
+    batcher: Batcher = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.batcher = Batcher(self.settings.batch_idle, self.settings.batch_max)
+
+    # -- triggers (informer handlers) ------------------------------------------------
+
+    def on_pod(self, pod: Obj) -> None:
+        if podinfo.provisionable(pod):
+            self.batcher.trigger(podinfo.key(pod))
+
+    def poke(self, reason: str) -> None:
+        """A change that may make room for waiting pods (a pool, a deleted request)."""
+        self.batcher.trigger(f"~{reason}")
+
+    # -- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            await self.batcher.wait(poll=self.settings.resync)
+            if not any(podinfo.provisionable(p) for p in self.pods.list()):
+                continue
+            try:
+                await self.provision()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.ROUNDS.labels("error").inc()
+                log.exception("provisioning round failed; retrying at the next trigger")
+
+    async def provision(self) -> Plan | None:
+        started = time.monotonic()
+        pending = [p for p in self.pods.list() if podinfo.provisionable(p)]
+        metrics.PENDING.set(len(pending))
+        pools = self._pools()
+        if not pending or not pools:
+            return None  # no pool: the pods are not gpuctl's to serve
+        metrics.BATCH.observe(len(pending))
+        requests = (await self.client.list_all(GPUNODEREQUESTS, label_selector=LABEL_POOL)).items
+        offers, notes = await gather(self.drivers)
+        views = [self._view(pool, requests, offers, notes) for pool in pools]
+        machines = existing(requests, self._node_of, self._pods_on, self._startup_taints(pools))
+        result = plan(pending, views, machines)
+        created = await self._launch(pools, result)
+        await self._report(pools, pending, result, created)
+        metrics.DURATION.observe(time.monotonic() - started)
+        return result
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _pools(self) -> list[GPUNodePool]:
+        found = []
+        for obj in self.pools.list():
+            if obj["metadata"].get("deletionTimestamp"):
+                continue  # a pool being deleted buys nothing more
+            try:
+                found.append(GPUNodePool.from_dict(obj))
+            except ObjectError as err:
+                log.warning("GPUNodePool %s unreadable: %s", obj["metadata"]["name"], err)
+        return sorted(found, key=lambda p: p.name)
+
+    def _view(
+        self, pool: GPUNodePool, requests: Sequence[Obj], offers: list[Offer], notes: list[str]
+    ) -> PoolView:
+        mine = [r for r in requests if r["metadata"]["labels"].get(LABEL_POOL) == pool.name]
+        template = pool.spec.template
+        why = "no offer matches the pool's requirements"
+        if template.max_price_per_hour is not None:
+            why += f" under ${template.max_price_per_hour}/h"
+        if notes:
+            why += " (unavailable: " + "; ".join(notes) + ")"
+        return PoolView(
+            name=pool.name,
+            weight=pool.spec.weight or 0,
+            candidates=candidates(pool, offers, self.blocked),
+            taints=[_taint(t) for t in template.taints],
+            limits=pool.spec.limits,
+            used=usage(mine),
+            why_no_candidates=why,
+        )
+
+    def _node_of(self, request: str) -> Obj | None:
+        found = self.nodes.by_index(REQUEST_INDEX, request)
+        return found[0] if found else None
+
+    def _pods_on(self, node: str) -> list[Obj]:
+        return list(self.pods.by_index(NODE_NAME_INDEX, node))
+
+    @staticmethod
+    def _startup_taints(pools: Sequence[GPUNodePool]) -> Any:
+        by_pool = {p.name: [_taint(t) for t in p.spec.template.startup_taints] for p in pools}
+        return lambda name: by_pool.get(name, [])
+
+    # -- acting --------------------------------------------------------------------------
+
+    async def _launch(self, pools: Sequence[GPUNodePool], result: Plan) -> dict[int, str]:
+        """Create the planned requests; id(machine) -> request name (created or found)."""
+        by_name = {p.name: p for p in pools}
+        names: dict[int, str] = {}
+        for machine in result.new:
+            pool = by_name[machine.pool.name]
+            body = request_body(pool, machine)
+            if await launch(self.client, body):
+                metrics.CREATED.labels(pool.name).inc()
+            names[id(machine)] = body["metadata"]["name"]
+        return names
+
+    async def _report(
+        self,
+        pools: Sequence[GPUNodePool],
+        pending: Sequence[Obj],
+        result: Plan,
+        created: dict[int, str],
+    ) -> None:
+        by_key = {podinfo.key(p): p for p in pending}
+        for machine in result.new:
+            for pod in machine.pods:
+                message = f"Pod should schedule on: gpunoderequest/{created[id(machine)]}"
+                await self.events.record(pod, "Normal", "Nominated", message)
+        for key, why in result.unserved.items():
+            metrics.UNSERVED.labels(_reason_kind(why)).inc()
+            message = f"gpuctl could not provision a machine for the pod: {why}"
+            await self.events.record(by_key[key], "Warning", "FailedScheduling", message)
+        for pool in pools:
+            await self._decide(pool, result)
+        kind = "scale_up" if result.new else ("blocked" if result.unserved else "none")
+        metrics.ROUNDS.labels(kind).inc()
+
+    async def _decide(self, pool: GPUNodePool, result: Plan) -> None:
+        mine = [m for m in result.new if m.pool.name == pool.name]
+        blocked = [why for why in result.unserved.values() if f"pool {pool.name}: " in why]
+        if not mine and not blocked:
+            return
+        decision = _decision(pool, mine, blocked)
+        obj = pool.to_dict()
+        if mine:
+            await self.events.record(obj, "Normal", "ScaleUp", decision.message)
+        else:
+            reason = "LimitReached" if decision.message.find("limit reached") >= 0 else "NoOffer"
+            await self.events.record(obj, "Warning", reason, decision.message)
+        patch = {"status": {"lastScaleDecision": unstructure(decision)}}
+        try:
+            await self.client.patch(GPUNODEPOOLS, pool.name, patch, subresource="status")
+        except Exception as err:  # the decision stands; only its record is lost
+            log.warning("GPUNodePool %s: recording the decision failed: %s", pool.name, err)
+
+
+def _taint(taint: Any) -> Obj:
+    found: Obj = {"key": taint.key, "effect": taint.effect.value}
+    if taint.value is not None:
+        found["value"] = taint.value
+    return found
+
+
+def _decision(
+    pool: GPUNodePool, mine: Sequence[NewMachine], blocked: Sequence[str]
+) -> ScaleDecision:
+    now = _utcnow()
+    if mine:
+        price = sum((m.choice.price for m in mine), Decimal(0))
+        pods = sum(len(m.pods) for m in mine)
+        shapes = ", ".join(m.choice.describe() for m in mine[:5])
+        more = f" and {len(mine) - 5} more" if len(mine) > 5 else ""
+        message = f"launching {len(mine)} machine(s) for {pods} pod(s): {shapes}{more}"
+        if blocked:
+            message += f"; {len(blocked)} pod(s) still wait"
+        return ScaleDecision(
+            at=now,
+            action=ScaleAction.SCALE_UP,
+            machines=len(mine),
+            pods=pods + len(blocked),
+            price_per_hour=price,
+            message=message[:4096],
+        )
+    prefix = f"pool {pool.name}: "
+    reasons = sorted({why.split(prefix, 1)[1].split("; pool ")[0] for why in blocked})
+    message = f"{len(blocked)} pod(s) wait: " + "; ".join(reasons)
+    return ScaleDecision(
+        at=now, action=ScaleAction.BLOCKED, pods=len(blocked), message=message[:4096]
+    )
