@@ -38,6 +38,19 @@ Crusoe  `{code, message, error_id?, reason?}` (go-swagger's badReqError, authErr
   `result`: `crusoe_failed_operation` reads it the same way (capacity, quota, else
   invalid).
 
+Hyperstack  `{status: false, message, error_reason?}` (ErrorResponseModel)
+  401/403 AuthError, 402 QuotaError, 404 NotFoundError; 400/409 on a create:
+  CapacityError when the text matches `CAPACITY_TEXT` or speaks of stock, QuotaError
+  when it matches `QUOTA_TEXT`, else InvalidRequestError (a 409 there is a name or
+  resource conflict, not a retry); other 400 InvalidRequest; 408/409/425/429/5xx
+  Transient
+
+DigitalOcean  `{id, message, request_id?}` (`id` is a word: unauthorized, not_found,
+  unprocessable_entity, too_many_requests, server_error, ...)
+  401/403 AuthError, 404 NotFoundError; 422 (and 400): QuotaError when the message
+  matches `QUOTA_TEXT` or says it would exceed the droplet limit, CapacityError when it
+  matches `CAPACITY_TEXT`, else InvalidRequestError; 408/409/425/429/5xx Transient
+
 Everywhere: a `Retry-After` header (seconds or HTTP date) becomes `retry_after` of a
 TransientError; an unparseable body is read as an empty one (status decides).
 """
@@ -296,11 +309,53 @@ def crusoe_failed_operation(result: object, provider: str) -> ProviderError:
     return InvalidRequestError(message, code=code or "failed", provider=provider)
 
 
+# -- Hyperstack ---------------------------------------------------------------------
+
+_STOCK_TEXT = re.compile(r"\bstock\b|not enough (?:resources|gpus?)", re.IGNORECASE)
+
+
+def hyperstack_error(failure: HttpFailure) -> ProviderError:
+    body = failure.json()
+    body = body if isinstance(body, dict) else {}
+    text = "; ".join(t for t in (_text(body.get("message")), _text(body.get("error_reason"))) if t)
+    message, code = _message(failure, text), str(failure.status)
+    if failure.status in (400, 409) and failure.is_create:
+        if CAPACITY_TEXT.search(text) or _STOCK_TEXT.search(text):
+            return CapacityError(message, code=code, provider=failure.provider)
+        if QUOTA_TEXT.search(text):
+            return QuotaError(message, code=code, provider=failure.provider)
+        return InvalidRequestError(message, code=code, provider=failure.provider)
+    return _by_status(failure, message, code)
+
+
+# -- DigitalOcean -------------------------------------------------------------------
+
+_DROPLET_LIMIT = re.compile(r"exceed (?:your|the) (?:\w+ )?limit", re.IGNORECASE)
+
+
+def digitalocean_error(failure: HttpFailure) -> ProviderError:
+    body = failure.json()
+    body = body if isinstance(body, dict) else {}
+    cloud_code = body.get("id") if isinstance(body.get("id"), str) else ""
+    text = _text(body.get("message"))
+    message = _message(failure, f"{cloud_code}: {text}" if cloud_code else text)
+    code = cloud_code or str(failure.status)
+    if failure.status in (400, 422):
+        if QUOTA_TEXT.search(text) or _DROPLET_LIMIT.search(text):
+            return QuotaError(message, code=code, provider=failure.provider)
+        if CAPACITY_TEXT.search(text):
+            return CapacityError(message, code=code, provider=failure.provider)
+        return InvalidRequestError(message, code=code, provider=failure.provider)
+    return _by_status(failure, message, code)
+
+
 MAPPERS: dict[str, ErrorMapper] = {
     "lambda": lambda_error,
     "runpod": runpod_error,
     "paperspace": paperspace_error,
     "crusoe": crusoe_error,
+    "hyperstack": hyperstack_error,
+    "digitalocean": digitalocean_error,
 }
 
 

@@ -16,6 +16,11 @@ Defaults (from each cloud's documentation):
   paperspace  2 requests/s (no documented limit: a conservative default)
   crusoe      2 requests/s (no documented limit: a conservative default; a 429's
               Retry-After is honoured by the transport)
+  hyperstack  4 requests/s (documented: 500 requests/min per source IP across every
+              endpoint, then 429 for the rest of the minute; half of it, since every
+              client behind the address shares it)
+  digitalocean 5,000 requests/h (documented: 5,000/h and 250/min per token; the hourly
+              quota binds first at a steady rate: 1.39/s)
 
 Overrides, from the GPUProvider (`DriverConfig`):
 
@@ -110,6 +115,11 @@ DEFAULTS: dict[str, RateLimits] = {
     "runpod": RateLimits(overall_per_second=1.0, adaptive=True),  # 60/min
     "paperspace": RateLimits(overall_per_second=2.0),
     "crusoe": RateLimits(overall_per_second=2.0),
+    # 500 requests/min per source IP, every endpoint; half of it, as other clients
+    # behind the same address share the budget.
+    "hyperstack": RateLimits(overall_per_second=4.0),
+    # 5,000 requests/h and 250/min per token: the hourly quota is the binding one.
+    "digitalocean": RateLimits(overall_per_second=5000 / 3600),
 }
 
 UNLIMITED_WORDS = frozenset({"unlimited", "none", "off", "false"})

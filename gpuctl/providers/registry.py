@@ -1,6 +1,6 @@
 """`build_driver(config, session)`: the one way to get a `Driver` for a GPUProvider.
 
-Picks the driver class by `config.cloud` (lambda, runpod, paperspace, crusoe) and hands it the
+Picks the driver class by `config.cloud` (`DRIVERS`) and hands it the
 process's shared aiohttp session and the rate limiter of its cloud account. Drivers of
 the same account (same cloud, endpoint, API key and limits) share one `AccountLimiter`,
 so two GPUProviders pointing at one account cannot together exceed its limits. The key
@@ -18,6 +18,8 @@ import aiohttp
 
 from gpuctl.providers.base import Driver, DriverConfig, InvalidRequestError
 from gpuctl.providers.crusoe.driver import CrusoeDriver
+from gpuctl.providers.digitalocean.driver import DigitalOceanDriver
+from gpuctl.providers.hyperstack.driver import HyperstackDriver
 from gpuctl.providers.lambdacloud.driver import LambdaDriver
 from gpuctl.providers.paperspace.driver import PaperspaceDriver
 from gpuctl.providers.ratelimit import AccountLimiter, RateLimits, limits_for
@@ -30,6 +32,8 @@ DRIVERS: dict[str, DriverFactory] = {
     "runpod": RunPodDriver,
     "paperspace": PaperspaceDriver,
     "crusoe": CrusoeDriver,
+    "hyperstack": HyperstackDriver,
+    "digitalocean": DigitalOceanDriver,
 }
 
 _AccountKey = tuple[str, str, str, RateLimits, int]
