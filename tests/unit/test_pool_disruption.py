@@ -141,16 +141,14 @@ def test_do_not_disrupt_and_pdbs_block_candidates() -> None:
     free = machine("free", [pod("w", "n-free")])
     guarded = machine("guarded", [pod("g", "n-guarded", annotations={keys.DO_NOT_DISRUPT: "true"})])
     held = machine("held", [pod("h", "n-held", labels={"app": "train"})])
-    node_guard = machine(
-        "nodeguard", node_obj=node("n-x", annotations={keys.DO_NOT_DISRUPT: "true"})
-    )
+    node_guard = machine("nodeguard", **{keys.DO_NOT_DISRUPT: "true"})
     limits = [pdbs.Limit("default", "train", {"matchLabels": {"app": "train"}}, 0, False)]
     found, blocked = candidates.split([free, guarded, held, node_guard], limits)
     assert [m.name for m in found] == ["free"]
     reasons = {b.machine.name: b.reason for b in blocked}
     assert keys.DO_NOT_DISRUPT in reasons["guarded"]
     assert "PodDisruptionBudget default/train allows no disruption" in reasons["held"]
-    assert "Node n-x" in reasons["nodeguard"]
+    assert "GPUNodeRequest nodeguard" in reasons["nodeguard"]
 
 
 def test_a_pdb_that_allows_a_disruption_does_not_block() -> None:

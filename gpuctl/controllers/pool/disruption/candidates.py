@@ -3,7 +3,8 @@
 A machine is a candidate when all of these hold; otherwise it is blocked, and why:
 - its request is not being deleted nor already being disrupted;
 - it is initialized and Ready (a launching or unhealthy machine is not judged);
-- its Node has no `gpuctl.io/do-not-disrupt: "true"` annotation;
+- its GPUNodeRequest has no `gpuctl.io/do-not-disrupt: "true"` annotation (as
+  Karpenter's on a NodeClaim; Node annotations are not cached, transforms.py);
 - none of its pods has `gpuctl.io/do-not-disrupt: "true"`;
 - none of its pods is held by a PodDisruptionBudget that allows no disruption now
   (or by several PDBs).
@@ -34,9 +35,8 @@ def why_not(machine: Machine, limits: list[pdbs.Limit]) -> str | None:
         return f"it is already being disrupted ({machine.disruption})"
     if not machine.initialized or not machine.ready:
         return "it is not initialized and Ready"
-    node_annotations = (machine.node or {}).get("metadata", {}).get("annotations") or {}
-    if node_annotations.get(keys.DO_NOT_DISRUPT) == "true":
-        return f"Node {machine.node_name} has {keys.DO_NOT_DISRUPT}"
+    if machine.annotations.get(keys.DO_NOT_DISRUPT) == "true":
+        return f"GPUNodeRequest {machine.name} has {keys.DO_NOT_DISRUPT}"
     for pod in machine.workload:
         if pods.do_not_disrupt(pod):
             return f"pod {pods.name(pod)} has {keys.DO_NOT_DISRUPT}"
