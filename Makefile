@@ -107,6 +107,13 @@ bench: install controlplane ## run the benchmarks of docs/benchmarks.md (minutes
 	PYTHONPATH=hack $(BIN)/python -m bench.lifecycle $(BENCH_LIFECYCLE_ARGS)
 	PYTHONPATH=hack $(BIN)/python -m bench.memory $(BENCH_MEMORY_ARGS)
 
+CHAOS_SEEDS ?= 1
+CHAOS_ARGS ?=
+
+.PHONY: chaos
+chaos: install system-deps controlplane ## the chaos suite: 200 requests, cloud faults, SIGKILLs, restarts (minutes; root; not in `make test`; docs/reliability.md)
+	for seed in $(CHAOS_SEEDS); do PYTHONPATH=hack $(BIN)/python -m chaos.run --seed $$seed $(CHAOS_ARGS) || exit 1; done
+
 .PHONY: generate
 generate: install $(NODE_TOOLS) ## regenerate the 3.0 specs and typed clients from hack/openapi
 	$(CODEGEN) generate
