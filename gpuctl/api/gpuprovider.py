@@ -3,10 +3,11 @@
 The spec names the cloud (`type`, immutable), where its API key is (a Secret
 key), optional endpoint/rate-limit/price overrides, how machines join the
 cluster (`bootstrap`), and exactly one per-cloud block: `lambda` iff type is
-lambda, `runpod` iff runpod, `paperspace` iff paperspace (enforced by CEL).
+lambda, `runpod` iff runpod, `paperspace` iff paperspace, `crusoe` iff crusoe (enforced
+by CEL).
 
 Registration timeout defaults differ per cloud because boot times do (8xH100 on
-Lambda takes over 20 minutes): Lambda 30m, RunPod 20m, Paperspace 20m
+Lambda takes over 20 minutes): Lambda 30m, RunPod 20m, Paperspace 20m, Crusoe 20m
 (`DEFAULT_REGISTRATION_TIMEOUTS`). A GPUNodeRequest's own registrationTimeout
 wins over the provider's; see `registration_timeout()`.
 """
@@ -43,12 +44,14 @@ class ProviderType(enum.StrEnum):
     LAMBDA = "lambda"
     RUNPOD = "runpod"
     PAPERSPACE = "paperspace"
+    CRUSOE = "crusoe"
 
 
 DEFAULT_REGISTRATION_TIMEOUTS: dict[ProviderType, datetime.timedelta] = {
     ProviderType.LAMBDA: datetime.timedelta(minutes=30),
     ProviderType.RUNPOD: datetime.timedelta(minutes=20),
     ProviderType.PAPERSPACE: datetime.timedelta(minutes=20),
+    ProviderType.CRUSOE: datetime.timedelta(minutes=20),
 }
 
 
@@ -278,6 +281,38 @@ class PaperspaceConfig:
     )
 
 
+@attrs.define(kw_only=True)
+class CrusoeConfig:
+    ssh_public_key: str = attrs.field(
+        metadata=doc(
+            "OpenSSH public key put on every VM (sent as ssh_public_key; Crusoe creates no "
+            "VM without one). gpuctl itself never logs in.",
+            name="sshPublicKey",
+            pattern=r"^(ssh-|ecdsa-|sk-)[^\s]+ [^\s]+",
+            max_length=16384,
+        )
+    )
+    project_id: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Crusoe project the VMs go into (part of every VM path). Unset: the account's "
+            "only project.",
+            name="projectId",
+            min_length=1,
+            max_length=64,
+        ),
+    )
+    image: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "OS image (sent as image), e.g. ubuntu22.04-nvidia-sxm-docker:latest. Unset: "
+            "Crusoe's default image.",
+            min_length=1,
+            max_length=256,
+        ),
+    )
+
+
 def _block_rule(cloud: ProviderType) -> Rule:
     return Rule(
         f"has(self.{cloud.value}) == (self.type == '{cloud.value}')",
@@ -291,7 +326,9 @@ class GPUProviderSpec:
     __validations__ = tuple(_block_rule(cloud) for cloud in ProviderType)
 
     type: ProviderType = attrs.field(
-        metadata=doc("The cloud: lambda, runpod or paperspace. Immutable.", rules=[IMMUTABLE])
+        metadata=doc(
+            "The cloud: lambda, runpod, paperspace or crusoe. Immutable.", rules=[IMMUTABLE]
+        )
     )
     credentials_secret_ref: CredentialsSecretRef = attrs.field(
         metadata=doc("The Secret key holding the cloud API key.")
@@ -322,7 +359,7 @@ class GPUProviderSpec:
         default=None,
         metadata=duration_doc(
             "How long a launched machine may take to register as a Node, as a Go "
-            "duration. Unset: lambda 30m, runpod 20m, paperspace 20m."
+            "duration. Unset: lambda 30m, runpod 20m, paperspace 20m, crusoe 20m."
         ),
     )
     bootstrap: Bootstrap = attrs.field(
@@ -338,11 +375,15 @@ class GPUProviderSpec:
     paperspace: PaperspaceConfig | None = attrs.field(
         default=None, metadata=doc("Paperspace settings; required iff type is paperspace.")
     )
+    crusoe: CrusoeConfig | None = attrs.field(
+        default=None, metadata=doc("Crusoe Cloud settings; required iff type is crusoe.")
+    )
     prices: dict[str, Decimal] = attrs.field(
         factory=dict,
         metadata=doc(
             "Price overrides in USD per instance-hour by the cloud's instance type, as "
-            "decimal strings (Paperspace has no price API: its built-in table is dated).",
+            "decimal strings (Paperspace and Crusoe have no price API: their built-in tables are "
+            "dated).",
             max_properties=256,
             items=item(pattern=PRICE_PATTERN, max_length=16),
         ),
@@ -390,7 +431,7 @@ class GPUProvider(Resource):
 
     It names the cloud, the Secret holding the API key, how machines join the
     cluster, and the cloud's own launch settings (exactly one of lambda, runpod,
-    paperspace, matching type).
+    paperspace, crusoe, matching type).
     """
 
     KIND = GPR_KIND

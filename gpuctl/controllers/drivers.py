@@ -61,6 +61,12 @@ def _options(spec: GPUProviderSpec) -> dict[str, str]:
         options["diskSize"] = str(spec.paperspace.disk_size_gb)
         if spec.paperspace.public_ip_type is not None:
             options["publicIpType"] = spec.paperspace.public_ip_type.value
+    if spec.crusoe is not None:
+        options["sshPublicKey"] = spec.crusoe.ssh_public_key
+        if spec.crusoe.project_id:
+            options["projectId"] = spec.crusoe.project_id
+        if spec.crusoe.image:
+            options["image"] = spec.crusoe.image
     limit = spec.rate_limit
     if limit is not None and limit.launches_per_minute:
         options["launchIntervalSeconds"] = str(60 / limit.launches_per_minute)

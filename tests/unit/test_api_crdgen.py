@@ -116,6 +116,7 @@ def test_key_rules_are_emitted() -> None:
         ".lambda",
         ".runpod",
         ".paperspace",
+        ".crusoe",
     ]
     ref = gspec["properties"]["credentialsSecretRef"]
     assert ref["properties"]["key"]["default"] == "apiKey"
