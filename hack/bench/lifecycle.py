@@ -100,6 +100,7 @@ from bench.lifecycle_report import (
 from bench.machines import MachineWatch, descendants, host_memory_used, meminfo, scan
 from bench.processes import OperatorProcess, SimProcess
 from bench.promtext import Metrics, grown, grown_by
+from gpuctl.controllers.concurrency import provider_limits, workers_for
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.dev.manifests import apply_join_rbac
@@ -142,7 +143,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "(the run refuses what MemAvailable cannot hold; see --ignore-memory-check)",
     )
     add("--concurrency", type=_positive_int, default=32, help="create/delete calls in flight")
-    add("--workers", type=_positive_int, default=4, help="operator reconcile workers (4)")
+    add(
+        "--workers",
+        type=int,
+        default=0,
+        help="operator reconcile workers (0: gpuctl run's default, sized from the limits)",
+    )
     add(
         "--clouds",
         type=_clouds,
@@ -298,6 +304,14 @@ def status_latencies(objects: Sequence[JSON]) -> tuple[list[float], list[float]]
 
 
 # -- cluster objects ---------------------------------------------------------------------
+
+
+def operator_workers(options: Options, sim: SimProcess, cp: ControlPlane) -> int:
+    """The operator's request workers: `--workers`, else what gpuctl sizes from the limits."""
+    if options.workers:
+        return options.workers
+    bodies = [provider_body(cloud, sim, cp) for cloud in options.clouds]
+    return workers_for(provider_limits(bodies))
 
 
 def provider_name(cloud: str) -> str:
@@ -740,6 +754,7 @@ async def _measure(
         operator_rss_ready=rss_ready,
         operator_rss_end=memory.rss,
         workdir=str(bench.workdir),
+        workers=operator_workers(options, bench.sim, bench.cp),
         agents=agents,
         errors=bench.errors,
     )

@@ -24,6 +24,14 @@ LAUNCHES_PER_MINUTE = 600
 # obeys (RateLimit-Policy), whatever the GPUProvider allows, so with it the run measures
 # that quota (docs/benchmarks.md). `--clouds lambda,runpod,paperspace` includes it.
 DEFAULT_CLOUDS = ("lambda", "paperspace")
+# The pacing floor (see `pacing_floor`): the fewest cloud calls a request needs on the way
+# up (look-up by name, create, one poll that sees it running; Paperspace also lists and
+# creates the startup script) and down (terminate, one poll that sees it gone), and the
+# calls per second and burst each simulated account takes: the GPUProviders' limit, but
+# RunPod's API announces 60 a minute (RateLimit-Policy), which the driver follows.
+MIN_CALLS_UP = {"lambda": 3, "runpod": 3, "paperspace": 5}
+MIN_CALLS_DOWN = {"lambda": 2, "runpod": 2, "paperspace": 2}
+ACCOUNT_CALLS = {"runpod": (1.0, 60)}  # cloud -> (calls/s, burst); others: the provider's
 # Every request's machine runs a real node agent (about 20 MiB PSS and 0.4 % of a core
 # idle each, docs/benchmarks.md): 100 fit this 2-core, 24 GiB machine, 1,000 do not.
 DEFAULT_REQUESTS = 100
@@ -34,10 +42,36 @@ BASE_BUDGET = 2 * 2**30
 
 
 @attrs.frozen
+class Floor:
+    """The least time the clouds' pacing allows for N requests (joins not counted)."""
+
+    up: float  # seconds: every launch (and the calls around it) within the limits
+    down: float  # seconds: every terminate and its confirmation within the limits
+    by_cloud: dict[str, tuple[int, float, float]]  # cloud -> (requests, up, down)
+
+
+def pacing_floor(requests: int, clouds: tuple[str, ...]) -> Floor:
+    """Per cloud: its launches at the launch limit, and its fewest calls at its call limit
+    (after the burst); the slowest cloud sets the floor."""
+    launch_rate = LAUNCHES_PER_MINUTE / 60
+    by_cloud: dict[str, tuple[int, float, float]] = {}
+    for index, cloud in enumerate(clouds):
+        n = len(range(index, requests, len(clouds)))  # round-robin share
+        rate, burst = ACCOUNT_CALLS.get(cloud, (float(REQUESTS_PER_SECOND), REQUESTS_PER_SECOND))
+        launches = max(0, n - 1) / launch_rate  # the launch bucket's burst is 1
+        calls_up = max(0.0, n * MIN_CALLS_UP[cloud] - burst) / rate
+        calls_down = max(0.0, n * MIN_CALLS_DOWN[cloud] - burst) / rate
+        by_cloud[cloud] = (n, max(launches, calls_up), calls_down)
+    up = max((v[1] for v in by_cloud.values()), default=0.0)
+    down = max((v[2] for v in by_cloud.values()), default=0.0)
+    return Floor(up=up, down=down, by_cloud=by_cloud)
+
+
+@attrs.frozen
 class Options:
     requests: int = DEFAULT_REQUESTS
     concurrency: int = 32
-    workers: int = 4
+    workers: int = 0  # 0: gpuctl's default, sized from the providers' limits
     clouds: tuple[str, ...] = DEFAULT_CLOUDS
     timeout: float = 900.0
     ready_poll: float | None = None
@@ -141,6 +175,7 @@ class LifecycleReport:
     workdir: str
     agents: Agents | None = None
     errors: list[str] = attrs.field(factory=list)
+    workers: int = 0  # the operator's request workers (its --workers, or the sized default)
 
     @property
     def ok(self) -> bool:
@@ -155,12 +190,12 @@ def render(report: LifecycleReport) -> str:
     sections: list[Section] = [
         ("machine", machine_rows(report.machine, report.load_before, report.load_after)),
         ("run", _run_rows(report)),
-        ("way up", _up_rows(report) + _work_rows(report.up, report.options)),
+        ("way up", _up_rows(report) + _work_rows(report.up, report.options, report.workers)),
         *([("machines: real node agents (kubeadm join, kubelet)",
             _agent_rows(report.agents, report))] if report.agents else []),
         (f"launch pacing (limit {LAUNCHES_PER_MINUTE // 60} launches/s per provider)",
          [_pacing_row(p) for p in report.pacing]),
-        ("way down", _down_rows(report) + _work_rows(report.down, report.options)),
+        ("way down", _down_rows(report) + _work_rows(report.down, report.options, report.workers)),
         ("money safety", [
             ("instances not terminated at the clouds", str(report.live_instances)),
             ("gpuctl Nodes left", str(report.nodes_left)),
@@ -188,7 +223,10 @@ def _run_rows(report: LifecycleReport) -> list[Row]:
     )
     return [
         ("requests / clouds", f"{o.requests} / {', '.join(o.clouds)}"),
-        ("operator workers", str(o.workers)),
+        (
+            "operator workers",
+            str(o.workers) if o.workers else "gpuctl's default (sized from the limits)",
+        ),
         ("operator polls (s)", ", ".join(f"{k} {v or 'default'}" for k, v in polls)),
         ("create and delete calls in flight", str(o.concurrency)),
         ("provider limits", f"{REQUESTS_PER_SECOND} req/s, {LAUNCHES_PER_MINUTE} launches/min"),
@@ -199,10 +237,20 @@ def _run_rows(report: LifecycleReport) -> list[Row]:
 def _up_rows(report: LifecycleReport) -> list[Row]:
     n, lat = report.options.requests, report.latencies
     rate = n / report.created_in if report.created_in > 0 else 0.0
+    floor = pacing_floor(n, report.options.clouds)
     return [
         ("all created in", f"{report.created_in:.1f} s ({rate:.0f}/s)"),
         ("Ready", f"{report.ready} / {n}"),
+        ("pacing floor of the way up (joins not counted)", _floor_text(floor, up=True)),
         ("time to all Ready", _seconds(report.ready_in)),
+        ("time to all Ready / pacing floor", _ratio(report.ready_in, floor.up)),
+        (
+            "create -> Ready p50 / time to all Ready (watch)",
+            _ratio(
+                lat.watch_create_to_ready.p50 if lat.watch_create_to_ready else None,
+                report.ready_in or 0.0,
+            ),
+        ),
         ("create -> launched, watch (p50 / p90 / p99 / max)", _summary(lat.watch_create_to_launch)),
         ("create -> Ready, watch", _summary(lat.watch_create_to_ready)),
         ("launched -> Ready, watch", _summary(lat.watch_launch_to_ready)),
@@ -265,10 +313,31 @@ def _pss_rss(pss: int, rss: int, memory: MachineMemory) -> str:
 
 
 def _down_rows(report: LifecycleReport) -> list[Row]:
+    floor = pacing_floor(report.options.requests, report.options.clouds)
     return [
         ("gone", f"{report.gone} / {report.options.requests}"),
+        ("pacing floor of teardown", _floor_text(floor, up=False)),
         ("teardown (first delete -> last gone)", _seconds(report.teardown_in)),
+        ("teardown / pacing floor", _ratio(report.teardown_in, floor.down)),
     ]
+
+
+def _floor_text(floor: Floor, *, up: bool) -> str:
+    total = floor.up if up else floor.down
+    parts = ", ".join(
+        f"{cloud} {n} requests {(u if up else d):.1f} s"
+        for cloud, (n, u, d) in floor.by_cloud.items()
+    )
+    return f"{total:.1f} s ({parts})"
+
+
+def _ratio(value: float | None, floor: float) -> str:
+    """`value / floor`; a floor under a second says nothing (the clouds set no pace)."""
+    if value is None:
+        return "-"
+    if floor < 1.0:
+        return f"- (floor {floor:.1f} s: the clouds' limits set no pace here)"
+    return f"{value / floor:.2f}"
 
 
 def _pacing_row(p: Pacing) -> Row:
@@ -281,9 +350,9 @@ def _pacing_row(p: Pacing) -> Row:
     )
 
 
-def _work_rows(work: Work, options: Options) -> list[Row]:
+def _work_rows(work: Work, options: Options, workers: int) -> list[Row]:
     n = options.requests
-    busy = work.reconcile_seconds / (work.seconds * options.workers) if work.seconds else 0.0
+    busy = work.reconcile_seconds / (work.seconds * workers) if work.seconds and workers else 0.0
     return [
         ("status writes / request", f"{per(work.status_writes, n):.2f}"),
         ("Kubernetes API calls / request", f"{per(work.kube_calls, n):.2f}"),
@@ -294,7 +363,7 @@ def _work_rows(work: Work, options: Options) -> list[Row]:
         ("  mean seconds per call", _mean_seconds(work.provider_seconds_by, work.ledger_by)),
         ("reconciles / request (errors)",
          f"{per(work.reconciles, n):.2f} ({per(work.reconcile_errors, n):.2f})"),
-        ("reconcile workers busy / mean queue wait",
+        (f"reconcile workers ({workers}) busy / mean queue wait",
          f"{100 * busy:.0f} % / {work.queue_wait_mean * 1000:.0f} ms"),
         ("CPU seconds by process", _top(work.cpu_seconds, 1, digits=1)),
     ]  # fmt: skip

@@ -122,7 +122,7 @@ class OperatorProcess:
     log_path: Path
     cluster_name: str = "bench"
     namespace: str = OPERATOR_NAMESPACE
-    workers: int = 4
+    workers: int = 0  # 0: gpuctl run's default (sized from the providers' limits)
     ready_poll: float | None = None
     joining_poll: float | None = None
     termination_poll: float | None = None

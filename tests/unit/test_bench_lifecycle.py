@@ -26,6 +26,7 @@ from bench.lifecycle_report import (  # noqa: E402
     Options,
     Pacing,
     Work,
+    pacing_floor,
     render,
 )
 from bench.machines import MachineMemory  # noqa: E402
@@ -37,7 +38,7 @@ def test_defaults_are_the_documented_run() -> None:
     options = lifecycle.parse_args([])
     assert options == Options()
     # 100 real node agents fit the 2-core, 24 GiB machine; 1,000 do not (docs/benchmarks.md)
-    assert options.requests == 100 and options.workers == 4
+    assert options.requests == 100 and options.workers == 0  # 0: gpuctl run's sizing
     assert options.clouds == DEFAULT_CLOUDS == ("lambda", "paperspace")
     assert options.ready_poll is None  # gpuctl run's own defaults
     assert options.hold == 30.0 and not options.ignore_memory_check
@@ -205,6 +206,7 @@ def _report(**overrides: object) -> LifecycleReport:
         operator_rss_end=95 * 2**20,
         workdir="/tmp/w",
         agents=_agents(),
+        workers=4,
     )
     fields.update(overrides)
     return LifecycleReport(**fields)  # type: ignore[arg-type]
@@ -219,7 +221,7 @@ def test_report_table_and_json() -> None:
     assert "| time to all Ready | 3.5 s |" in lines
     assert "| status writes / request | 3.00 |" in lines
     assert "| Kubernetes API calls / request | 13.00 |" in lines
-    assert "| reconcile workers busy / mean queue wait | 50 % / 250 ms |" in lines
+    assert "| reconcile workers (4) busy / mean queue wait | 50 % / 250 ms |" in lines
     assert "| instances not terminated at the clouds | 0 |" in lines
     assert "| peak RSS (VmHWM) | 100.0 MiB |" in lines
     assert any(line.startswith("| lambda | 5 launches in 0.4 s = 10.0/s (100 %") for line in lines)
@@ -259,3 +261,16 @@ def test_a_leak_or_a_timeout_fails_the_run() -> None:
     failed = _report(teardown_in=None, errors=["timed out after 60 s waiting for 10 gone"])
     assert not failed.ok
     assert "| teardown (first delete -> last gone) | did not finish |" in render(failed)
+
+
+def test_the_pacing_floor_and_the_ratio_to_it() -> None:
+    # Lambda + Paperspace at 10 launches/s each: 1,000 requests take 49.9 s of launches.
+    floor = pacing_floor(1000, ("lambda", "paperspace"))
+    assert round(floor.up, 1) == 49.9 and floor.down == 0.0
+    # RunPod's API takes 60 calls a minute: 100 requests x 3 calls - a burst of 60 = 240 s.
+    mixed = pacing_floor(300, ("lambda", "runpod", "paperspace"))
+    assert mixed.by_cloud["runpod"] == (100, 240.0, 140.0) and mixed.up == 240.0
+    options = Options(requests=300, clouds=("lambda", "runpod", "paperspace"))
+    report = _report(ready_in=480.0, options=options)
+    lines = render(report).splitlines()
+    assert "| time to all Ready / pacing floor | 2.00 |" in lines
