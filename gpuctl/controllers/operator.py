@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import attrs
 
-from gpuctl.controllers import naming
+from gpuctl.controllers import naming, transforms
 from gpuctl.controllers.concurrency import MIN_WORKERS, SizeFromProviders
 from gpuctl.controllers.drivers import DriverPool
 from gpuctl.controllers.garbagecollect import UID_INDEX, Collector, uid_index
@@ -36,7 +36,7 @@ from gpuctl.runtime.client import Client
 from gpuctl.runtime.controller import Controller
 from gpuctl.runtime.events import EventRecorder
 from gpuctl.runtime.handler import EnqueueMapped
-from gpuctl.runtime.informer import Informer, drop_managed_fields
+from gpuctl.runtime.informer import Informer
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.manager import LeaderElectionConfig, Manager
 from gpuctl.runtime.resources import NODES, SECRETS
@@ -119,15 +119,24 @@ class Operator:
     def _build(self, api: Any, http: aiohttp.ClientSession) -> Manager:
         config, settings = self.config, self.config.settings
         client = Client(api)
-        # managedFields is up to half of an object and never read: not cached.
-        slim = drop_managed_fields
-        requests = Informer(client, GPUNODEREQUESTS, name="gpunoderequests", transform=slim)
-        providers = Informer(client, GPUPROVIDERS, name="gpuproviders", transform=slim)
+        # Cache only what the controllers read (controllers/transforms.py): no
+        # managedFields anywhere, Nodes and Secrets cut to the fields used, strings interned.
+        custom = transforms.custom_resource
+        requests = Informer(client, GPUNODEREQUESTS, name="gpunoderequests", transform=custom)
+        providers = Informer(client, GPUPROVIDERS, name="gpuproviders", transform=custom)
         nodes = Informer(
-            client, NODES, label_selector="gpuctl.io/instance-name", name="nodes", transform=slim
+            client,
+            NODES,
+            label_selector="gpuctl.io/instance-name",
+            name="nodes",
+            transform=transforms.node,
         )
         secrets = Informer(
-            client, SECRETS, namespace=settings.namespace, name="secrets", transform=slim
+            client,
+            SECRETS,
+            namespace=settings.namespace,
+            name="secrets",
+            transform=transforms.secret,
         )
         requests.store.add_indexer(UID_INDEX, uid_index)
         nodes.store.add_indexer(INSTANCE_INDEX, label_index("gpuctl.io/instance-name"))
