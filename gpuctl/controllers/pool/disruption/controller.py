@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -64,6 +64,8 @@ from gpuctl.runtime.store import Store
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+# The replacement finder for one pool, from the providers' catalogs (planned.finder).
+Catalog = Callable[[Obj], Awaitable[Finder]]
 POOL_INDEX = "pool"  # index of the requests store on label gpuctl.io/pool
 REASONS = (EXPIRED, EMPTY, UNDERUTILIZED)
 
@@ -82,6 +84,7 @@ class DisruptionReconciler:
         settings: DisruptionSettings,
         clock: Callable[[], datetime.datetime],
         find_replacement: Finder = same_shape,
+        catalog: Catalog | None = None,
     ) -> None:
         self.pools = pools
         self.requests = requests
@@ -93,6 +96,7 @@ class DisruptionReconciler:
         self.settings = settings
         self.clock = clock
         self.find_replacement = find_replacement
+        self.catalog = catalog
         self.said: dict[str, str] = {}  # last DisruptionBlocked message per request
 
     async def reconcile(self, key: str) -> Result:
@@ -113,7 +117,8 @@ class DisruptionReconciler:
         limits = [pdbs.Limit.from_object(p) for p in self.pdbs.list()]
         found, blocked = candidates.split(machines, limits)
         allowed = self._allowed(key, rules, machines, now)
-        commands, stuck = self._decide(pool, rules, found, allowed, now)
+        find = await self._finder(pool, rules, found, now)
+        commands, stuck = self._decide(pool, rules, found, allowed, now, find=find)
         for command in commands:
             await self._start(pool, command, now)
         due_blocked = await self._report_blocked(pool, rules, blocked, stuck, now)
@@ -217,6 +222,29 @@ class DisruptionReconciler:
             ALLOWED.labels(pool, reason).set(min(allowed[reason], budgets.UNLIMITED))
         return allowed
 
+    async def _finder(
+        self, pool: Obj, rules: policy.Policy, found: list[Machine], now: datetime.datetime
+    ) -> Finder:
+        """The catalog-backed finder when a machine may need one (the catalog costs calls)."""
+        if self.catalog is None:
+            return self.find_replacement
+        expiring = expiration.next_due(found, rules.expire_after)
+        quiet = [
+            m
+            for m in found
+            if not m.empty
+            and (at := emptiness.consolidatable_at(m, rules.consolidate_after)) is not None
+            and at <= now
+        ]
+        underused = rules.consolidation == policy.WHEN_EMPTY_OR_UNDERUTILIZED and bool(quiet)
+        if not underused and (expiring is None or expiring > now):
+            return self.find_replacement
+        try:
+            return await self.catalog(pool)
+        except Exception as err:  # a catalog away must not stop removals
+            log.warning("no catalog for replacements (%s); a machine like each one", err)
+            return self.find_replacement
+
     def _decide(
         self,
         pool: Obj,
@@ -224,12 +252,14 @@ class DisruptionReconciler:
         found: list[Machine],
         allowed: dict[str, int],
         now: datetime.datetime,
+        *,
+        find: Finder,
     ) -> tuple[list[Command], list[tuple[Machine, str]]]:
         """The first method that decides something wins the round (as Karpenter's loop)."""
 
         def replacement(moving: list[Obj]) -> Replacement | None:
             owner = self._owner_of(found, moving)
-            return self.find_replacement(pool, owner, moving) if owner else None
+            return find(pool, owner, moving) if owner else None
 
         expired_nodes = {
             m.node_name

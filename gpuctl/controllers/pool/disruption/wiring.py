@@ -17,7 +17,11 @@ from typing import Any
 import attrs
 
 from gpuctl.controllers.pool.disruption import keys
-from gpuctl.controllers.pool.disruption.controller import POOL_INDEX, DisruptionReconciler
+from gpuctl.controllers.pool.disruption.controller import (
+    POOL_INDEX,
+    Catalog,
+    DisruptionReconciler,
+)
 from gpuctl.controllers.pool.disruption.replacement import Finder, same_shape
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import (
@@ -74,6 +78,7 @@ def controllers(
     settings: DisruptionSettings,
     clock: Callable[[], datetime.datetime],
     find_replacement: Finder = same_shape,
+    catalog: Catalog | None = None,
 ) -> list[Controller]:
     requests, nodes, pods = sources.requests.store, sources.nodes.store, sources.pods.store
     requests.add_indexer(POOL_INDEX, label_index(keys.POOL))
@@ -101,6 +106,7 @@ def controllers(
             settings=settings,
             clock=clock,
             find_replacement=find_replacement,
+            catalog=catalog,
         ),
     )
     queue = disruption.queue
