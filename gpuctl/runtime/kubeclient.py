@@ -1,11 +1,22 @@
-"""Building a kubernetes-asyncio ApiClient from a kubeconfig or the in-cluster config."""
+"""Building a kubernetes-asyncio ApiClient from a kubeconfig or the in-cluster config.
+
+The ApiClient's aiohttp session is made with `trust_env=True`, which costs every API
+call two hops to a worker thread: one to read ~/.netrc, one to look the proxy up in
+the environment (measured: ~5 % of the operator's samples under load). `api_client`
+resolves the environment's proxy for the API server once, as client-go's
+`http.ProxyFromEnvironment` would (HTTPS_PROXY / NO_PROXY), and turns both per-call
+look-ups off; netrc is not a Kubernetes credential source (client-go never reads it).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
+from yarl import URL
 
 
 async def load_configuration(kubeconfig: Path | str | None = None) -> client.Configuration:
@@ -23,4 +34,23 @@ async def load_configuration(kubeconfig: Path | str | None = None) -> client.Con
 
 async def api_client(kubeconfig: Path | str | None = None) -> client.ApiClient:
     """An ApiClient; the caller closes it (`async with` or `await c.close()`)."""
-    return client.ApiClient(configuration=await load_configuration(kubeconfig))
+    configuration = await load_configuration(kubeconfig)
+    api = client.ApiClient(configuration=configuration)
+    no_per_call_env_lookups(api, str(configuration.host))
+    return api
+
+
+def no_per_call_env_lookups(api: client.ApiClient, host: str) -> None:
+    """The environment's proxy for `host` fixed now; no netrc or proxy look-up per call."""
+    rest = api.rest_client
+    if not rest.proxy:
+        try:
+            proxy, auth = get_env_proxy_for_url(URL(host))
+        except LookupError:
+            pass  # no proxy for the API server (none set, or NO_PROXY covers it)
+        else:
+            rest.proxy = str(proxy)
+            if auth is not None:
+                rest.proxy_headers = {"Proxy-Authorization": auth.encode()}
+    session: aiohttp.ClientSession = rest.pool_manager
+    session._trust_env = False  # the constructor's trust_env=True, undone before any call
