@@ -47,6 +47,7 @@ from gpuctl.controllers.pool.disruption.machines import (
     build,
     format_time,
     node_ready,
+    parse_time,
     pods_digest,
 )
 from gpuctl.controllers.pool.disruption.metrics import ABANDONED, ALLOWED, BLOCKED, DECISIONS
@@ -116,6 +117,7 @@ class DisruptionReconciler:
         machines = self._machines(key)
         limits = [pdbs.Limit.from_object(p) for p in self.pdbs.list()]
         found, blocked = candidates.split(machines, limits)
+        found = [m for m in found if not self._resting(m, now)]
         allowed = self._allowed(key, rules, machines, now)
         find = await self._finder(pool, rules, found, now)
         commands, stuck = self._decide(pool, rules, found, allowed, now, find=find)
@@ -208,6 +210,11 @@ class DisruptionReconciler:
         return outcome.state == "waiting"
 
     # -- deciding ------------------------------------------------------------------
+
+    def _resting(self, machine: Machine, now: datetime.datetime) -> bool:
+        """A disruption of it was abandoned lately: not tried again yet."""
+        at = parse_time(machine.annotations.get(keys.ABANDONED))
+        return at is not None and now < at + self.settings.retry_after
 
     def _allowed(
         self, pool: str, rules: policy.Policy, machines: list[Machine], now: datetime.datetime

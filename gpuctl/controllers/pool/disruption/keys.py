@@ -20,6 +20,8 @@ DISRUPTION = "gpuctl.io/disruption"
 DISRUPTION_STARTED = "gpuctl.io/disruption-started"
 REPLACEMENTS = "gpuctl.io/disruption-replacements"
 SAVINGS = "gpuctl.io/disruption-savings"  # USD per hour the decision saves
+# When a disruption of the machine was last abandoned: it is not retried for a while.
+ABANDONED = "gpuctl.io/disruption-abandoned"
 # On a replacement GPUNodeRequest: the machine it replaces.
 REPLACES = "gpuctl.io/replaces"
 # When the set of pods on the machine last changed (consolidateAfter counts from

@@ -141,19 +141,16 @@ async def _delete(client: Client, name: str, uid: str | None = None) -> None:
             raise
 
 
-async def abandon(client: Client, machine: Machine) -> None:
+async def abandon(client: Client, machine: Machine, now: datetime.datetime) -> None:
     """Give the disruption up: replacements deleted, taint and marks removed."""
     for planned in plan_of(machine):
         await _delete(client, planned.name)
     if machine.node is not None:
         await drain.untaint(client, machine.node)
     meta = machine.obj["metadata"]
-    patch = {
-        "metadata": {
-            "resourceVersion": meta["resourceVersion"],
-            "annotations": dict.fromkeys(MARKS),
-        }
-    }
+    annotations: dict[str, str | None] = dict.fromkeys(MARKS)
+    annotations[keys.ABANDONED] = format_time(now)
+    patch = {"metadata": {"resourceVersion": meta["resourceVersion"], "annotations": annotations}}
     await client.patch(GPUNODEREQUESTS, meta["name"], patch)
 
 
@@ -183,7 +180,7 @@ async def progress(
     started = parse_time(machine.annotations.get(keys.DISRUPTION_STARTED)) or now
     late = [p for p in machine.workload if pods.do_not_disrupt(p)]
     if late:
-        await abandon(client, machine)
+        await abandon(client, machine, now)
         return Progress("abandoned", f"pod {pods.name(late[0])} got {keys.DO_NOT_DISRUPT}")
     if machine.node is not None:
         await drain.taint(client, machine.node, cordon=False)
@@ -194,7 +191,7 @@ async def progress(
     if failure is None and not ready and now - started > give_up_after:
         failure = f"replacements not Ready after {give_up_after}"
     if failure is not None:
-        await abandon(client, machine)
+        await abandon(client, machine, now)
         return Progress("abandoned", failure)
     if not ready:
         return Progress("waiting", "waiting for the replacement to be Ready")

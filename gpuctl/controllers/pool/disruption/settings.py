@@ -13,6 +13,8 @@ class DisruptionSettings:
     poll: float = 5.0
     # A replacement not Ready by then abandons its disruption (Karpenter: 10 minutes).
     replacement_timeout: datetime.timedelta = datetime.timedelta(minutes=10)
+    # A machine whose disruption was abandoned is not tried again before this.
+    retry_after: datetime.timedelta = datetime.timedelta(minutes=5)
     # After a pool machine's deletion, how long the drain waits for pods that
     # cannot be evicted (PDB, do-not-disrupt) before deleting them; None: for ever
     # (Karpenter's terminationGracePeriod, unset by default).

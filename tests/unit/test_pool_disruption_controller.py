@@ -1,0 +1,263 @@
+"""The disruption reconciler over in-memory caches and a recording client.
+
+What only the cluster's state decides: budgets counted from marks already on the
+requests (an operator restarted mid-disruption does not exceed them), the bookkeeping
+of the last pod event, the order marks -> taint -> replacement -> delete, and the
+drain finalizer's release only once no workload pod is left.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+import pytest
+
+from gpuctl.controllers.pool.disruption import keys, orchestration
+from gpuctl.controllers.pool.disruption.controller import POOL_INDEX, DisruptionReconciler
+from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
+from gpuctl.controllers.pool.disruption.termination import (
+    NODE_NAME_INDEX,
+    DrainReconciler,
+    node_name_index,
+)
+from gpuctl.controllers.request.nodes import REQUEST_INDEX
+from gpuctl.runtime.client import ApiError
+from gpuctl.runtime.store import Store, label_index
+from tests.unit.test_pool_disruption import NOW, node, pod, request, stamp
+
+pytestmark = pytest.mark.unit
+Obj = dict[str, Any]
+
+
+def merge(base: Obj, patch: Obj) -> Obj:
+    out = copy.deepcopy(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+class FakeClient:
+    def __init__(self, stores: dict[str, Store]) -> None:
+        self.stores = stores
+        self.calls: list[tuple[str, str, str]] = []
+        self.refuse_evictions = False
+
+    async def patch(self, resource: Any, name: str, body: Obj, **_: Any) -> Obj:
+        self.calls.append(("patch", resource.plural, name))
+        store = self.stores[resource.plural]
+        updated = merge(store.get(name) or {}, body)
+        store.add(updated)
+        return updated
+
+    async def create(self, resource: Any, body: Obj, **kw: Any) -> Obj:
+        if kw.get("subresource") == "eviction":
+            self.calls.append(("evict", "pods", body["metadata"]["name"]))
+            if self.refuse_evictions:
+                raise ApiError(429, "TooManyRequests", "Cannot evict pod: PDB", {})
+            return {}
+        self.calls.append(("create", resource.plural, body["metadata"]["name"]))
+        body = merge(body, {"metadata": {"resourceVersion": "1"}})
+        self.stores[resource.plural].add(body)
+        return body
+
+    async def delete(self, resource: Any, name: str, **_: Any) -> Obj:
+        self.calls.append(("delete", resource.plural, name))
+        return {}
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.said: list[tuple[str, str, str]] = []
+
+    async def record(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        self.said.append((obj["metadata"]["name"], reason, message))
+
+
+def world(machines: int, pool_disruption: Obj, *, with_pods: bool = False) -> dict[str, Any]:
+    requests, nodes, pods, pools, pdbs = Store(), Store(), Store(), Store(), Store()
+    requests.add_indexer(POOL_INDEX, label_index(keys.POOL))
+    nodes.add_indexer(REQUEST_INDEX, label_index("gpuctl.io/request"))
+    pods.add_indexer(NODE_NAME_INDEX, node_name_index)
+    pools.add(
+        {"metadata": {"name": "p", "uid": "pool-uid"}, "spec": {"disruption": pool_disruption}}
+    )
+    for i in range(machines):
+        obj = request(f"m{i}", price="1.00", created=120 - i)
+        obj["metadata"]["finalizers"] = [keys.DRAIN_FINALIZER]
+        requests.add(obj)
+        nodes.add(node(f"n-m{i}", labels={"gpuctl.io/request": f"m{i}"}))
+        if with_pods:
+            pods.add(pod(f"w{i}", f"n-m{i}"))
+    stores = {"gpunoderequests": requests, "nodes": nodes, "pods": pods}
+    client = FakeClient(stores)
+    events = FakeEvents()
+    reconciler = DisruptionReconciler(
+        pools=pools,
+        requests=requests,
+        nodes=nodes,
+        pods=pods,
+        pdbs_store=pdbs,
+        client=client,  # type: ignore[arg-type]
+        events=events,  # type: ignore[arg-type]
+        settings=DisruptionSettings(poll=1.0),
+        clock=lambda: NOW,
+    )
+    return {
+        "r": reconciler,
+        "client": client,
+        "events": events,
+        "requests": requests,
+        "nodes": nodes,
+        "pods": pods,
+    }
+
+
+async def test_empty_machines_are_marked_and_deleted_within_the_budget() -> None:
+    w = world(4, {"consolidateAfter": "1m", "expireAfter": "Never", "budgets": [{"nodes": "2"}]})
+    await w["r"].reconcile("p")
+    marked = [
+        o["metadata"]["name"]
+        for o in w["requests"].list()
+        if keys.DISRUPTION in (o["metadata"].get("annotations") or {})
+    ]
+    assert len(marked) == 2
+    said = [m for _, reason, m in w["events"].said if reason == "Disrupting"]
+    assert len(said) == 4 and "saves $1.00/h" in said[0]  # pool + request, per machine
+    # The next pass: no replacements, so the marked machines are deleted (drain follows).
+    await w["r"].reconcile("p")
+    deleted = [c[2] for c in w["client"].calls if c[0] == "delete"]
+    assert sorted(deleted) == sorted(marked)
+
+
+async def test_marks_already_in_the_cluster_use_the_budget_up_after_a_restart() -> None:
+    w = world(4, {"consolidateAfter": "1m", "expireAfter": "Never", "budgets": [{"nodes": "2"}]})
+    for name in ("m0", "m1"):  # a previous process marked two, then died
+        obj = w["requests"].get(name)
+        obj["metadata"]["annotations"] = {
+            keys.DISRUPTION: "Empty",
+            keys.DISRUPTION_STARTED: stamp(0),
+            orchestration.PLAN: "[]",
+        }
+        obj["metadata"]["deletionTimestamp"] = stamp(0)  # ... and deleted them
+    await w["r"].reconcile("p")  # a fresh reconciler: nothing in memory
+    marked = [
+        o["metadata"]["name"]
+        for o in w["requests"].list()
+        if (o["metadata"].get("annotations") or {}).get(keys.DISRUPTION)
+    ]
+    assert sorted(marked) == ["m0", "m1"]  # still two: the budget is used up
+
+
+async def test_pods_changing_restart_the_quiet_time() -> None:
+    w = world(
+        1,
+        {"consolidateAfter": "1m", "expireAfter": "Never", "budgets": [{"nodes": "1"}]},
+        with_pods=True,
+    )
+    await w["r"].reconcile("p")
+    annotations = w["requests"].get("m0")["metadata"]["annotations"]
+    assert annotations[keys.LAST_POD_EVENT] == stamp(0) and keys.PODS_DIGEST in annotations
+    w["pods"].delete(pod("w0", "n-m0"))  # the last pod leaves: empty, but not quiet yet
+    result = await w["r"].reconcile("p")
+    assert keys.DISRUPTION not in w["requests"].get("m0")["metadata"]["annotations"]
+    assert result.requeue_after is not None and 0 < result.requeue_after <= 60
+
+
+async def test_an_expired_machine_is_replaced_first_then_deleted() -> None:
+    w = world(
+        1,
+        {"consolidateAfter": "Never", "expireAfter": "1h", "budgets": [{"nodes": "100%"}]},
+        with_pods=True,
+    )
+    await w["r"].reconcile("p")  # marks, with a plan of one replacement like it
+    plan = orchestration.plan_of(
+        __import__("gpuctl.controllers.pool.disruption.machines", fromlist=["Machine"]).Machine(
+            obj=w["requests"].get("m0"), node=None, pods=()
+        )
+    )
+    assert len(plan) == 1 and plan[0].price == 1
+    await w["r"].reconcile("p")  # taints the Node, creates the replacement, waits
+    calls = w["client"].calls
+    assert ("create", "gpunoderequests", plan[0].name) in calls
+    assert any(t["key"] == keys.DISRUPTED_TAINT for t in w["nodes"].get("n-m0")["spec"]["taints"])
+    assert not [c for c in calls if c[0] == "delete"]
+    replacement = w["requests"].get(plan[0].name)
+    assert replacement["metadata"]["annotations"][keys.REPLACES] == "m0"
+    assert replacement["metadata"]["ownerReferences"][0]["uid"] == "pool-uid"
+    replacement["status"] = {"phase": "Ready"}
+    await w["r"].reconcile("p")
+    assert ("delete", "gpunoderequests", "m0") in w["client"].calls
+
+
+async def test_a_replacement_that_fails_abandons_the_disruption() -> None:
+    w = world(
+        1,
+        {"consolidateAfter": "Never", "expireAfter": "1h", "budgets": [{"nodes": "100%"}]},
+        with_pods=True,
+    )
+    await w["r"].reconcile("p")
+    await w["r"].reconcile("p")
+    created = [c[2] for c in w["client"].calls if c[0] == "create"]
+    w["requests"].get(created[0])["status"] = {"phase": "Failed", "message": "no capacity"}
+    await w["r"].reconcile("p")
+    assert ("delete", "gpunoderequests", created[0]) in w["client"].calls
+    assert keys.DISRUPTION not in (w["requests"].get("m0")["metadata"].get("annotations") or {})
+    assert not any(
+        t["key"] == keys.DISRUPTED_TAINT for t in w["nodes"].get("n-m0")["spec"].get("taints") or []
+    )
+    assert any(reason == "DisruptionAbandoned" for _, reason, _ in w["events"].said)
+
+
+async def test_drain_evicts_waits_and_releases_the_finalizer_when_empty() -> None:
+    w = world(1, {}, with_pods=True)
+    w["pods"].add(pod("guarded", "n-m0", annotations={keys.DO_NOT_DISRUPT: "true"}))
+    w["pods"].add(
+        pod("ds", "n-m0", owners=[{"kind": "DaemonSet", "name": "d", "controller": True}])
+    )
+    w["requests"].get("m0")["metadata"]["deletionTimestamp"] = stamp(0)
+    drain = DrainReconciler(
+        requests=w["requests"],
+        nodes=w["nodes"],
+        pods=w["pods"],
+        client=w["client"],
+        events=w["events"],
+        settings=DisruptionSettings(poll=1.0),
+        clock=lambda: NOW,
+    )
+    w["client"].refuse_evictions = True
+    result = await drain.reconcile("m0")
+    assert result.requeue_after == 1.0
+    evicted = [c[2] for c in w["client"].calls if c[0] == "evict"]
+    assert evicted == ["w0"]  # not the do-not-disrupt pod, not the DaemonSet pod
+    node_now = w["nodes"].get("n-m0")
+    assert node_now["spec"]["unschedulable"] is True
+    draining = [m for _, reason, m in w["events"].said if reason == "Draining"]
+    assert "eviction refused" in draining[0] and keys.DO_NOT_DISRUPT in draining[0]
+    # the pods go (the eviction allowed, the guarded one finished): the finalizer goes
+    w["pods"].delete(pod("w0", "n-m0"))
+    w["pods"].delete(pod("guarded", "n-m0"))
+    await drain.reconcile("m0")
+    assert keys.DRAIN_FINALIZER not in w["requests"].get("m0")["metadata"]["finalizers"]
+
+
+async def test_drain_grace_deletes_what_is_left() -> None:
+    w = world(1, {}, with_pods=True)
+    w["requests"].get("m0")["metadata"]["deletionTimestamp"] = stamp(10)
+    drain = DrainReconciler(
+        requests=w["requests"],
+        nodes=w["nodes"],
+        pods=w["pods"],
+        client=w["client"],
+        events=w["events"],
+        settings=DisruptionSettings(drain_grace=datetime.timedelta(minutes=5)),
+        clock=lambda: NOW,
+    )
+    await drain.reconcile("m0")
+    assert ("delete", "pods", "w0") in w["client"].calls
