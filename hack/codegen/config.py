@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 LAMBDA = "gpuctl/providers/lambdacloud/_generated"
 RUNPOD = "gpuctl/providers/runpod/_generated"
 PAPERSPACE = "gpuctl/providers/paperspace/_generated"
+CRUSOE = "gpuctl/providers/crusoe/_generated"
 HYPERSTACK = "gpuctl/providers/hyperstack/_generated"
 DIGITALOCEAN = "gpuctl/providers/digitalocean/_generated"
 
@@ -145,5 +146,27 @@ CLIENTS = (
             ("POST", "/v2/firewalls"),
         ),
         errors=(("Error", "#/components/schemas/error"),),
+    ),
+    Client(
+        title="Crusoe Cloud API",
+        spec=f"{CRUSOE}/openapi.json",
+        models=f"{CRUSOE}/models.py",
+        operations=f"{CRUSOE}/operations.py",
+        selected=(
+            ("GET", "/organizations/projects"),
+            ("GET", "/capacities"),
+            ("POST", "/projects/{project_id}/compute/vms/instances"),
+            ("GET", "/projects/{project_id}/compute/vms/instances"),
+            ("GET", "/projects/{project_id}/compute/vms/instances/{vm_id}"),
+            ("DELETE", "/projects/{project_id}/compute/vms/instances/{vm_id}"),
+            ("GET", "/projects/{project_id}/compute/vms/instances/operations/{operation_id}"),
+        ),
+        # Every error answer is {code, message} (go-swagger's badReqError, authError, ...).
+        errors=(
+            (
+                "ErrorResponse",
+                "#/components/responses/badReqError/content/application~1json/schema",
+            ),
+        ),
     ),
 )

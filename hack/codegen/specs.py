@@ -30,11 +30,17 @@ Patches (every one is generic, not keyed to a particular path):
   its `properties` (Hyperstack's security rule requires `virtual_machine_id`,
   which it never defines) is removed; named component schemas only, and not
   those combined with others (`allOf` siblings may define it).
+- `empty-content`: a response with `content: {}` (Hyperstack's 500s) has no body in
+  OpenAPI's terms, but openapi-core then rejects every answer, even an empty one
+  ("Missing response data"); the empty map is dropped, which says the same.
 - `invalid-example` (jobs with `check_examples`, i.e. Hyperstack): an example
   (`example` on a schema, media type `example` / `examples.*.value`) that its own
   schema rejects is removed. Hyperstack's SDK generator wrote placeholder examples
   such as `features: "{}"` for an object; examples feed the generated models'
   round-trip tests and must be payloads the cloud could send.
+
+A Swagger 2.0 source (Crusoe) is first converted to OpenAPI 3.0.0 by the pinned
+`swagger2openapi` (`convert_swagger2`), without its `--patch` repairs.
 
 YAML sources (`.yaml`/`.yml`) are read with timestamps left as strings, as JSON
 would carry them. A `SpecJob` with `prune` keeps only the operations the clients
@@ -59,6 +65,8 @@ import yaml
 
 DOWN_CONVERT = "hack/node_modules/.bin/openapi-down-convert"
 DOWN_CONVERT_PACKAGE = "@apiture/openapi-down-convert"
+SWAGGER2OPENAPI = "hack/node_modules/.bin/swagger2openapi"
+SWAGGER2OPENAPI_PACKAGE = "swagger2openapi"
 DROPPED_KEYWORDS = ("dependentRequired", "if", "then", "else")
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 NAME_MAPS = ("properties", "examples", "paths", "schemas", "responses", "content", "headers")
@@ -102,6 +110,11 @@ SPEC_JOBS = (
         "gpuctl/providers/digitalocean/_generated/openapi.json",
         prune=True,
     ),
+    SpecJob(
+        "hack/openapi/crusoe/swagger.json",
+        "gpuctl/providers/crusoe/_generated/openapi.json",
+        prune=True,
+    ),
 )
 
 
@@ -114,9 +127,9 @@ def dump(doc: Json) -> str:
     return json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def converter_version(root: Path) -> str:
-    manifest = root / "hack/node_modules" / DOWN_CONVERT_PACKAGE / "package.json"
-    return f"{DOWN_CONVERT_PACKAGE}@{json.loads(manifest.read_text())['version']}"
+def converter_version(root: Path, package: str = DOWN_CONVERT_PACKAGE) -> str:
+    manifest = root / "hack/node_modules" / package / "package.json"
+    return f"{package}@{json.loads(manifest.read_text())['version']}"
 
 
 def down_convert(root: Path, source: Path) -> Json:
@@ -190,6 +203,20 @@ def prune(doc: Json, selected: set[tuple[str, str]]) -> None:
         if any(k == kind for k, _ in reached)
     }
     doc.pop("tags", None)  # tag descriptions of operations that are gone
+
+
+def convert_swagger2(root: Path, source: Path) -> Json:
+    """Swagger 2.0 -> OpenAPI 3.0.0 with the pinned swagger2openapi, as it converts
+    (`--patch` off: the converter repairs nothing on its own; our patches are listed)."""
+    tool = root / SWAGGER2OPENAPI
+    if not tool.exists():
+        raise SystemExit(
+            f"{SWAGGER2OPENAPI} is missing: run `npm ci --prefix hack` (make generate does)"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "spec.json"
+        subprocess.run([str(tool), "--outfile", str(out), str(source)], check=True)
+        return json.loads(out.read_text())
 
 
 def walk(node: Json, visit: Callable[[dict[str, Any]], None], names: bool = False) -> None:
@@ -295,6 +322,18 @@ def patch_required(doc: Json, applied: Counter[str]) -> None:
                 del schema["required"]
 
 
+def patch_empty_content(doc: Json, applied: Counter[str]) -> None:
+    for item in doc.get("paths", {}).values():
+        for method in HTTP_METHODS:
+            operation = item.get(method)
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                if isinstance(response, dict) and response.get("content") == {}:
+                    del response["content"]
+                    applied["empty-content"] += 1
+
+
 def patch_examples(doc: Json, applied: Counter[str]) -> None:
     """Drop examples their own schema rejects (OpenAPI 3.0 rules): request and response
     examples, and `example` on any schema."""
@@ -349,6 +388,7 @@ PATCHES = (
     patch_array_defaults,
     patch_security,
     patch_required,
+    patch_empty_content,
 )
 
 
@@ -358,7 +398,10 @@ def build(root: Path, job: SpecJob, selected: set[tuple[str, str]] | None = None
     source = root / job.source
     doc = load_source(source)
     record: dict[str, Any] = {"source": job.source, "sourceSha256": sha256_of(source)}
-    if str(doc["openapi"]).startswith("3.1"):
+    if str(doc.get("swagger")) == "2.0":
+        doc = convert_swagger2(root, source)
+        record["convertedBy"] = converter_version(root, SWAGGER2OPENAPI_PACKAGE)
+    elif str(doc["openapi"]).startswith("3.1"):
         doc = down_convert(root, source)
         record["downConvertedBy"] = converter_version(root)
     if job.prune:
