@@ -28,7 +28,7 @@ from gpuctl.runtime.store import Store
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-NODE_NAME_INDEX = "node-name"  # index of the pods store on spec.nodeName
+NODE_NAME_INDEX = "spec.nodeName"  # index of the pods store (the provisioner's too)
 
 
 def node_name_index(pod: Obj) -> list[str]:

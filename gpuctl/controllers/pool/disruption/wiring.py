@@ -10,6 +10,7 @@ Watches and their keys:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Callable
 from typing import Any
@@ -81,8 +82,11 @@ def controllers(
     catalog: Catalog | None = None,
 ) -> list[Controller]:
     requests, nodes, pods = sources.requests.store, sources.nodes.store, sources.pods.store
-    requests.add_indexer(POOL_INDEX, label_index(keys.POOL))
-    pods.add_indexer(NODE_NAME_INDEX, node_name_index)
+    # The same indexes as the provisioner's (pool/wiring.py): added by whoever comes first.
+    with contextlib.suppress(ValueError):
+        requests.add_indexer(POOL_INDEX, label_index(keys.POOL))
+    with contextlib.suppress(ValueError):
+        pods.add_indexer(NODE_NAME_INDEX, node_name_index)
     pool_of = _pool_of(requests)
     node_request_of = _node_request_of(nodes)
 
