@@ -90,7 +90,7 @@ async def _settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def _dashboard(args: argparse.Namespace) -> Callable[[Operator], None]:
+def dashboard_extension(args: argparse.Namespace) -> Callable[[Operator], None]:
     """Mount the dashboard on the operator's manager, fed by the operator's own caches."""
 
     def extend(operator: Operator) -> None:
@@ -125,7 +125,7 @@ async def _main(args: argparse.Namespace) -> int:
         provider_refresh=args.provider_refresh,
         gc_interval=args.gc_interval,
         gc_grace=datetime.timedelta(seconds=args.gc_grace),
-        extensions=(_dashboard(args),) if args.ui else (),
+        extensions=(dashboard_extension(args),) if args.ui else (),
     )
     try:
         await Operator(config).run()

@@ -63,6 +63,11 @@ def _times(report: Report) -> list[datetime.datetime]:
     return [first + step * i for i in range(CHART_POINTS - 1)] + [report.now]
 
 
+def _ms(when: datetime.datetime) -> str:
+    """A chart time to the millisecond (points are often less than a second apart)."""
+    return when.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def series(report: Report, key: str) -> list[JSON]:
     """Cumulative spend per value of an Entry attribute (provider, gpu_type, request)."""
     times = _times(report)
@@ -77,7 +82,7 @@ def series(report: Report, key: str) -> list[JSON]:
         {
             "name": name,
             "points": [
-                [timestamp(t), usd(sum((_share(s, t, report.now) for s in spends), Decimal(0)))]
+                [_ms(t), usd(sum((_share(s, t, report.now) for s in spends), Decimal(0)))]
                 for t in times
             ],
         }

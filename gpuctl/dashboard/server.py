@@ -96,7 +96,9 @@ class Dashboard:
 
     def publish(self) -> None:
         """Compute a snapshot now and wake every stream."""
-        now = self.clock()
+        # Whole seconds: the snapshot's `now` is printed to the second, and the same
+        # figures must come out of `gpuctl cost` computed at that printed moment.
+        now = self.clock().replace(microsecond=0)
         self.body = json.dumps(build(self.sources, now), separators=(",", ":")).encode()
         self.version += 1
         self._published_at = now

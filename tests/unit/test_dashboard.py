@@ -129,7 +129,7 @@ def test_chart_ends_at_the_report_figures_and_grows() -> None:
         for s in series:
             values = [Decimal(v) for _, v in s["points"]]
             assert values == sorted(values)  # cumulative: never shrinks
-            assert s["points"][-1][0] == "2025-06-01T12:00:00Z"
+            assert s["points"][-1][0] == "2025-06-01T12:00:00.000Z"
     later = cost.build_report(objs, LEDGER, NOW + HOUR)
     assert later.total - report.total == Decimal("23.92")  # an hour of the running machine
 
