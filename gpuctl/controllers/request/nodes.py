@@ -77,12 +77,12 @@ def request_nodes(ctx: Ctx) -> list[dict[str, Any]]:
     return list(ctx.services.nodes.by_index(REQUEST_INDEX, ctx.name))
 
 
-async def cordon_and_delete(ctx: Ctx, name: str) -> None:
-    """Cordon first (nothing new lands while it goes), then delete; a missing Node is fine."""
-    client = ctx.services.client
+async def delete_node(ctx: Ctx, name: str) -> None:
+    """Delete the Node; a missing one is fine. Not cordoned first: every caller has
+    terminated the machine already and a Node goes at once (no finalizer), so a cordon
+    would only be one more write with no window for it to matter."""
     try:
-        await client.patch(NODES, name, {"spec": {"unschedulable": True}})
-        await client.delete(NODES, name)
+        await ctx.services.client.delete(NODES, name)
     except Exception as err:
         if not is_not_found(err):
             raise
@@ -93,4 +93,4 @@ async def delete_request_nodes(ctx: Ctx) -> None:
     if ctx.status.node_name:
         names.add(ctx.status.node_name)
     for name in sorted(names):
-        await cordon_and_delete(ctx, name)
+        await delete_node(ctx, name)
