@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from gpuctl.controllers.pool.disruption import keys, orchestration
+from gpuctl.api import GPUNodePool
+from gpuctl.controllers.pool.disruption import keys, orchestration, planned
 from gpuctl.controllers.pool.disruption.controller import POOL_INDEX, DisruptionReconciler
+from gpuctl.controllers.pool.disruption.machines import Machine
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import (
     NODE_NAME_INDEX,
@@ -23,6 +26,7 @@ from gpuctl.controllers.pool.disruption.termination import (
     node_name_index,
 )
 from gpuctl.controllers.request.nodes import REQUEST_INDEX
+from gpuctl.providers.base import CapacityType, Offer
 from gpuctl.runtime.client import ApiError
 from gpuctl.runtime.store import Store, label_index
 from tests.unit.test_pool_disruption import NOW, node, pod, request, stamp
@@ -177,11 +181,7 @@ async def test_an_expired_machine_is_replaced_first_then_deleted() -> None:
         with_pods=True,
     )
     await w["r"].reconcile("p")  # marks, with a plan of one replacement like it
-    plan = orchestration.plan_of(
-        __import__("gpuctl.controllers.pool.disruption.machines", fromlist=["Machine"]).Machine(
-            obj=w["requests"].get("m0"), node=None, pods=()
-        )
-    )
+    plan = orchestration.plan_of(Machine(obj=w["requests"].get("m0"), node=None, pods=()))
     assert len(plan) == 1 and plan[0].price == 1
     await w["r"].reconcile("p")  # taints the Node, creates the replacement, waits
     calls = w["client"].calls
@@ -261,3 +261,34 @@ async def test_drain_grace_deletes_what_is_left() -> None:
     )
     await drain.reconcile("m0")
     assert ("delete", "pods", "w0") in w["client"].calls
+
+
+def _offer(gpus: int, price: str, gpu_type: str = "A10-24GB") -> Offer:
+    return Offer(
+        provider="lambda-x",
+        cloud="lambda",
+        region="us-east",
+        native_region="us-east-1",
+        gpu_type=gpu_type,
+        gpu_count=gpus,
+        instance_type=f"gpu_{gpus}x",
+        price_per_hour=Decimal(price),
+        capacity_type=CapacityType.ON_DEMAND,
+    )
+
+
+def test_the_planner_finds_the_cheapest_one_machine_replacement() -> None:
+    pool_obj = {"metadata": {"name": "p", "uid": "pool-uid"}, "spec": {"template": {}}}
+    pool = GPUNodePool.from_dict(pool_obj)
+    catalog = [_offer(8, "8.00"), _offer(2, "1.50"), _offer(1, "0.75")]
+    find = planned.finder(pool, catalog, lambda offer: False)
+    old = Machine(obj=request("m0", price="8.00"), node=node("n-m0"), pods=())
+    two = [pod("a", "n-m0"), pod("b", "n-m0")]
+    found = find(pool_obj, old, two)
+    assert found is not None and str(found.price) == "1.50"
+    assert found.spec["gpu"] == {"type": "A10-24GB", "count": 2}
+    assert found.spec["providers"] == ["lambda-x"]
+    # pods no single machine holds: a machine like the old one instead
+    many = [pod(f"p{i}", "n-m0", gpus=8) for i in range(2)]
+    fallback = find(pool_obj, old, many)
+    assert fallback is not None and fallback.spec == old.obj["spec"]
