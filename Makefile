@@ -90,8 +90,55 @@ system-deps: ## apt-get install the Debian packages the tests use, if missing (a
 	  echo "missing Debian packages:$$missing (tests that need them are skipped)"; \
 	fi
 
+# Prometheus' promtool (tests/integration/test_prometheus.py: `check rules`, `test rules`,
+# `check metrics` on a live scrape), built from the Go module proxy like the control plane:
+# only cmd/promtool, without the service-discovery plugins (remove_all_sd). Cold (empty Go
+# caches) about 4 CPU-minutes on 2 cores, then nothing (docs/development.md).
+PROMTOOL_DIR := hack/promtool
+PROMTOOL := bin/promtool
+# github.com/prometheus/prometheus v0.316.0 in hack/promtool/go.mod is Prometheus 3.16.0.
+PROMTOOL_VERSION := 3.16.0
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## build Prometheus' promtool into bin/ (cmd/promtool only)
+
+$(PROMTOOL): $(PROMTOOL_DIR)/go.mod $(PROMTOOL_DIR)/go.sum
+	mkdir -p $(dir $@)
+	cd $(PROMTOOL_DIR) && GOFLAGS=-mod=readonly go build -trimpath -tags remove_all_sd \
+	  -ldflags '-s -w -X github.com/prometheus/common/version.Version=$(PROMTOOL_VERSION)' \
+	  -o ../../$@ github.com/prometheus/prometheus/cmd/promtool
+
+# The browser tests (tests/browser) drive Debian's chromium with playwright-core from npm
+# (Playwright's own browser download does not work here). Both pinned; a chromium no longer
+# served at the pinned version (Debian security updates replace it) falls back to the
+# current one, and says so.
+CHROMIUM_VERSION := 156.0.8078.108-1~deb12u1
+BROWSER_TOOLS := hack/browser/node_modules/.installed
+
+.PHONY: browser-deps
+browser-deps: $(BROWSER_TOOLS) ## apt-get install chromium and npm ci playwright-core (pinned) for tests/browser
+	@if dpkg -s chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium $(CHROMIUM_VERSION) from Debian"; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium=$(CHROMIUM_VERSION) chromium-common=$(CHROMIUM_VERSION) >/dev/null \
+	  || { echo "chromium $(CHROMIUM_VERSION) is not served any more: installing Debian's current chromium"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; \
+	else \
+	  echo "chromium is missing and this is not root: tests/browser are skipped (fail under CI)"; \
+	fi
+
+$(BROWSER_TOOLS): hack/browser/package.json hack/browser/package-lock.json
+	npm ci --prefix hack/browser --no-audit --no-fund
+	touch $@
+
+.PHONY: dashboard-screenshots
+dashboard-screenshots: install controlplane browser-deps ## run tests/browser and keep the page screenshots in docs/img
+	GPUCTL_SCREENSHOT_DIR=docs/img $(BIN)/pytest tests/browser $(PYTEST_ARGS)
+
 .PHONY: test
-test: install system-deps controlplane lint check-generated ## everything CI checks
+test: install system-deps controlplane promtool browser-deps lint check-generated ## everything CI checks
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 DEMO_ARGS ?=
