@@ -44,13 +44,15 @@ class StatusWriter:
             "Status subresource writes that changed something, by resource.",
             ("resource",),
         )
-        self._written: LRUCache[tuple[str, str, str], str] = LRUCache(REMEMBERED_WRITES)
+        # resource -> object key -> resourceVersion our last write of it returned
+        self._written: dict[str, LRUCache[str, int | str]] = {}
 
     def written_last(self, resource: Resource, obj: JSON) -> bool:
         """True if `obj` carries the resourceVersion our last status write of it returned."""
         meta = obj.get("metadata") or {}
         rv = meta.get("resourceVersion")
-        return bool(rv) and self._written.get(_key(resource, meta)) == rv
+        written = self._written.get(resource.qualified_name)
+        return bool(rv) and written is not None and written.get(_key(meta)) == _compact(rv)
 
     async def update_status(self, resource: Resource, obj: JSON, status: JSON) -> JSON | None:
         """Write `status` unless `obj` already has it; the new object, or None if unchanged."""
@@ -69,13 +71,19 @@ class StatusWriter:
         self._writes.labels(resource.qualified_name).inc()
         rv = (updated.get("metadata") or {}).get("resourceVersion")
         if rv:
-            self._written[_key(resource, metadata)] = str(rv)
+            written = self._written.setdefault(resource.qualified_name, LRUCache(REMEMBERED_WRITES))
+            written[_key(metadata)] = _compact(rv)
         return updated
 
 
-def _key(resource: Resource, metadata: JSON) -> tuple[str, str, str]:
-    return (
-        resource.qualified_name,
-        str(metadata.get("namespace") or ""),
-        str(metadata.get("name") or ""),
-    )
+def _key(metadata: JSON) -> str:
+    """`namespace/name`, or the name string itself (shared with the cached object)."""
+    name = str(metadata.get("name") or "")
+    namespace = metadata.get("namespace")
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _compact(rv: object) -> int | str:
+    """A resourceVersion as remembered: an int when it is one (etcd's are), 28 bytes."""
+    text = str(rv)
+    return int(text) if text.isdigit() else text

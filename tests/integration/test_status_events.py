@@ -165,6 +165,15 @@ async def test_status_is_written_only_when_it_changed(
     assert counted(registry, "gpuctl_status_writes_total", resource=f"widgets.{GROUP}") == 1
     fresh = await api.get(WIDGETS, widget["metadata"]["name"], namespace=namespace)
     assert fresh["status"] == status
+    # What our last write returned is known fresh; the copy before it, or after
+    # someone else's write, is not.
+    assert writer.written_last(WIDGETS, fresh) and writer.written_last(WIDGETS, written)
+    assert not writer.written_last(WIDGETS, widget)
+    labelled = await api.patch(
+        WIDGETS, widget["metadata"]["name"], {"metadata": {"labels": {"a": "b"}}},
+        namespace=namespace,
+    )  # fmt: skip
+    assert not writer.written_last(WIDGETS, labelled)
 
 
 async def test_stale_resource_version_is_a_conflict_not_a_retry(
