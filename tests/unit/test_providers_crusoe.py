@@ -8,13 +8,20 @@ built from the dated table and `GET /capacities`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+import json
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import aiohttp
 import attrs
 import pytest
+import yaml
 
+from gpuctl.cli.main import main
 from gpuctl.providers import registry
 from gpuctl.providers.base import (
     AuthError,
@@ -159,3 +166,35 @@ async def test_offers_from_the_dated_table_and_capacities(
     # as unavailable.
     eight = await crusoe.list_offers(gpu_type="A100-80GB", gpu_count=8)
     assert not {(o.instance_type, o.available) for o in eight} & {("a100-80gb-sxm-ib.8x", True)}
+
+
+async def test_gpuctl_offers_shows_crusoe(sim: Simulator, tmp_path: Path) -> None:
+    """`gpuctl offers --config FILE` (in-process, in a thread: it runs its own loop)."""
+    config = {
+        "providers": [
+            {
+                "name": "crusoe",
+                "type": "crusoe",
+                "endpoint": sim.endpoint("crusoe"),
+                "apiKey": sim.api_key("crusoe"),
+                "options": {"rateLimit": "unlimited"},
+            }
+        ]
+    }
+    path = tmp_path / "providers.yaml"
+    path.write_text(yaml.safe_dump(config))
+    argv = ["offers", "--config", str(path), "--gpu", "A100-80GB", "--available", "-o", "json"]
+
+    def call() -> tuple[int, str]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(argv)
+        return code, out.getvalue()
+
+    code, out = await asyncio.to_thread(call)
+    assert code == 0, out
+    offers = json.loads(out)["offers"]
+    assert {(o["provider"], o["instanceType"]) for o in offers} >= {
+        ("crusoe", "a100-80gb.1x"),
+        ("crusoe", "a100-80gb.8x"),
+    }
