@@ -31,12 +31,19 @@ def render(result: Result) -> str:
     five = sum(n for k, n in fired.items() if k[0] == "5" or k in ("reset", "drop"))
     timeouts = fired["timeout"] + fired["timeout-before"]
     lat = f.ready_latencies
+    starts = sorted(result.operator_startups)
+    load = " / ".join(" ".join(f"{v:.2f}" for v in each) for each in result.load)
     rows = [
         ("seed", str(options.seed)),
         ("command", command(options)),
         ("run time", _seconds(result.seconds)),
         *[("schedule", line) for line in schedule.describe(result.schedule)],
-        ("operator SIGKILLs done", str(result.kills)),
+        ("load average before / after (1, 5, 15 min)", load),
+        (
+            "operator SIGKILLs done; its start -> /readyz p50 / max",
+            f"{result.kills}; {_seconds(percentile(starts, 50))} / "
+            f"{_seconds(percentile(starts, 100))}",
+        ),
         (
             "cloud calls / faults",
             f"{result.calls} / {faults} (5xx and resets {share(five)}, 429 "

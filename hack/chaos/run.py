@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import sys
@@ -135,14 +136,36 @@ class Operator:
 
     argv: list[str]
     log: Path
+    port: int
     child: Child | None = None
     kills: int = 0
+    ready: asyncio.Event = attrs.field(factory=asyncio.Event)
+    ready_at: float = 0.0
+    startups: list[float] = attrs.field(factory=list)  # start -> /readyz, seconds
+    _watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        self.ready.clear()
         self.child = Child("operator", self.argv, self.log)
         await self.child.start()
+        self._watch = asyncio.create_task(self._until_ready(self.child, time.monotonic()))
+
+    async def _until_ready(self, child: Child, started: float) -> None:
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while child.running:
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                    async with http.get(url) as response:
+                        if response.status == 200:
+                            self.ready_at = time.monotonic()
+                            self.startups.append(self.ready_at - started)
+                            self.ready.set()
+                            return
+                await asyncio.sleep(0.2)
 
     async def kill(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         if self.child is not None and self.child.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.child.process.kill()
@@ -151,6 +174,8 @@ class Operator:
             self.kills += 1
 
     async def stop(self) -> int | None:
+        if self._watch is not None:
+            self._watch.cancel()
         return None if self.child is None else await self.child.stop()
 
 
@@ -170,6 +195,7 @@ class Run:
     deleted: dict[str, float] = attrs.field(factory=dict)  # uid -> delete sent
     events: list[str] = attrs.field(factory=list)
     t0: float = 0.0
+    load_before: tuple[float, ...] = attrs.field(factory=os.getloadavg)
 
     def log(self, message: str) -> None:
         line = f"[{time.time() - self.t0:7.1f} s] {message}"
@@ -215,14 +241,14 @@ def sim_config(options: schedule.Options, cp: ControlPlane, machines: Path) -> J
     }
 
 
-def operator_argv(options: schedule.Options, cp: ControlPlane) -> list[str]:
+def operator_argv(options: schedule.Options, cp: ControlPlane, port: int) -> list[str]:
     return gpuctl_argv(
         "run",
         f"--kubeconfig={cp.kubeconfig}",
         f"--cluster-name={CLUSTER}",
         f"--namespace={OPERATOR_NAMESPACE}",
         "--health-host=127.0.0.1",
-        f"--health-port={free_port()}",
+        f"--health-port={port}",
         f"--gc-interval={options.gc_interval:g}",
         f"--gc-grace={options.gc_grace:g}",
         "--log-level=info",
@@ -307,12 +333,17 @@ async def create_request(run: Run, plan: schedule.RequestPlan) -> None:
             raise
 
 
-async def kill_operator(run: Run, kill: schedule.Kill) -> None:
-    await at(run, kill.at)
-    await run.operator.kill()
-    run.log(f"SIGKILL gpuctl run ({run.operator.kills}); restart in {kill.down:.1f} s")
-    await asyncio.sleep(kill.down)
-    await run.operator.start()
+async def kill_operator(run: Run, kills: Sequence[schedule.Kill]) -> None:
+    """The kills, one after the other: each at its moment, but no sooner than `min_up`
+    after the operator got ready."""
+    for kill in kills:
+        await at(run, kill.at)
+        await asyncio.wait_for(run.operator.ready.wait(), 300)
+        await asyncio.sleep(max(0.0, run.operator.ready_at + kill.min_up - time.monotonic()))
+        await run.operator.kill()
+        run.log(f"SIGKILL gpuctl run ({run.operator.kills}); restart in {kill.down:.1f} s")
+        await asyncio.sleep(kill.down)
+        await run.operator.start()
 
 
 async def restart(run: Run, moment: float, what: str) -> None:
@@ -388,6 +419,8 @@ class Result:
     calls: int
     violations: int
     seconds: float
+    operator_startups: tuple[float, ...]  # start -> /readyz, seconds
+    load: tuple[tuple[float, ...], tuple[float, ...]]  # load average before, after
 
     @property
     def ok(self) -> bool:
@@ -431,6 +464,8 @@ async def measure_run(run: Run, torn_down: bool) -> Result:
         calls=calls,
         violations=len(violations),
         seconds=time.time() - run.t0,
+        operator_startups=tuple(run.operator.startups),
+        load=(run.load_before, os.getloadavg()),
     )
 
 
@@ -451,7 +486,8 @@ async def run_chaos(options: schedule.Options, workdir: Path) -> Result:
         await sim.start()
         stack.push_async_callback(sim.stop)
         providers = await create_providers(api, sim, cp)
-        operator = Operator(operator_argv(options, cp), workdir / "operator.log")
+        port = free_port()
+        operator = Operator(operator_argv(options, cp, port), workdir / "operator.log", port)
         await operator.start()
         stack.push_async_callback(operator.stop)
         run = Run(options, plan, workdir, cp, api, sim, operator, providers)
@@ -467,7 +503,7 @@ async def run_chaos(options: schedule.Options, workdir: Path) -> Result:
         run.t0 = time.time()
         rng = random.Random(f"{options.seed}/interrupts")
         jobs = [create_request(run, p) for p in plan.requests]
-        jobs += [kill_operator(run, k) for k in plan.kills]
+        jobs.append(kill_operator(run, plan.kills))
         jobs += [restart(run, t, "kube-apiserver") for t in plan.apiserver_restarts]
         jobs += [restart(run, t, "etcd") for t in plan.etcd_restarts]
         jobs += [interrupt(run, t, rng) for t in plan.interrupts]

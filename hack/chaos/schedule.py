@@ -33,8 +33,8 @@ SPOT_CLOUDS = frozenset({"runpod"})  # of the three, only RunPod sells spot
 class Options:
     seed: int = 1
     requests: int = 200
-    window: float = 240.0  # seconds over which requests are created
-    hold: float = 30.0  # after the window, before the rest are deleted
+    window: float = 300.0  # seconds over which requests are created
+    hold: float = 60.0  # after the window, before the rest are deleted
     kills: int = 24  # SIGKILLs of `gpuctl run`
     max_down: float = 5.0  # a killed operator is restarted 0..max_down s later
     apiserver_restarts: int = 2
@@ -66,6 +66,10 @@ class RequestPlan:
 class Kill:
     at: float
     down: float  # seconds until the operator is started again
+    # A kill never comes sooner than this after the operator got ready (its /readyz):
+    # on a loaded machine a restart alone can take longer than the gap between two kills,
+    # and an operator killed before it ever ran tests nothing.
+    min_up: float = 0.0
 
 
 @attrs.frozen
@@ -135,7 +139,8 @@ def _times(rng: random.Random, count: int, start: float, end: float) -> tuple[fl
 
 def _kills(rng: random.Random, count: int, end: float, max_down: float) -> tuple[Kill, ...]:
     """`count` kills at random moments in [5, end], each after the previous restart
-    (at least 3 s of running in between)."""
+    (at least 3 s of running in between), and each `min_up` (1-8 s) after the operator
+    got ready at the soonest."""
     if count == 0:
         return ()
     slot = (end - 5.0) / count
@@ -144,7 +149,7 @@ def _kills(rng: random.Random, count: int, end: float, max_down: float) -> tuple
         down = rng.uniform(0.0, max_down)
         # One kill per slot, at a random moment of it that leaves the restart inside it.
         at = 5.0 + i * slot + rng.uniform(0.0, max(0.0, slot - down - 3.0))
-        kills.append(Kill(at, down))
+        kills.append(Kill(at, down, min_up=rng.uniform(1.0, 8.0)))
     return tuple(kills)
 
 
