@@ -46,6 +46,14 @@ METRICS = {
     "gpuctl_interruptions_total",
     "gpuctl_leaked_instances_collected_total",
     "gpuctl_provider_api_errors_total",
+    "gpuctl_provider_api_calls_total",
+    "gpuctl_provider_ready",
+    "gpuctl_duplicate_instances_total",
+    "gpuctl_running_price_per_hour_usd",
+    "gpuctl_launch_to_ready_seconds_bucket",
+    "gpuctl_reconcile_errors_total",
+    "gpuctl_workqueue_depth",
+    "gpuctl_leader_election_master_status",
     "up",
 }
 RBAC_KINDS = {"ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
@@ -434,8 +442,14 @@ DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 async def test_prometheus_rules_are_well_formed(kubectl: list[str], default: list[Obj]) -> None:
     objects = await render(kubectl, MANIFESTS / "prometheus")
-    assert {o["kind"] for o in objects} == {"ServiceMonitor", "PrometheusRule"}
-    assert all(o["apiVersion"] == "monitoring.coreos.com/v1" for o in objects)
+    assert {o["kind"] for o in objects} == {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+    assert all(
+        o["apiVersion"] == "monitoring.coreos.com/v1" for o in objects if o["kind"] != "ConfigMap"
+    )
+    grafana = find(
+        objects, "ConfigMap"
+    )  # the Grafana dashboard (tests/integration/test_prometheus.py)
+    assert grafana["metadata"]["labels"]["grafana_dashboard"] == "1"
 
     monitor, service = find(objects, "ServiceMonitor"), find(default, "Service")
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
@@ -453,10 +467,18 @@ async def test_prometheus_rules_are_well_formed(kubectl: list[str], default: lis
     ]
     assert {rule["alert"] for rule in rules} == {
         "GPUCtlOperatorDown",
+        "GPUCtlNoLeader",
+        "GPUCtlReconcileErrors",
+        "GPUCtlWorkQueueBacklog",
         "GPUCtlRequestsStuck",
         "GPUCtlLaunchFailures",
         "GPUCtlSpotInterruptions",
+        "GPUCtlSlowLaunches",
+        "GPUCtlDuplicateInstances",
+        "GPUCtlBurnRateDoubled",
         "GPUCtlLeakedInstancesCollected",
+        "GPUCtlProviderNotReady",
+        "GPUCtlProviderRateLimited",
         "GPUCtlProviderAPIErrors",
     }
     for rule in rules:
