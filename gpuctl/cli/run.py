@@ -67,6 +67,24 @@ def register(commands: Any) -> None:
     add("--provider-refresh", type=float, default=300.0, help="seconds between catalog refreshes")
     add("--gc-interval", type=float, default=120.0, help="seconds between leak collections")
     add("--gc-grace", type=float, default=600.0, help="age in seconds before an orphan is taken")
+    add(
+        "--pool-batch-idle",
+        type=float,
+        default=1.0,
+        help="GPUNodePools: seconds without a new pending pod that close a batch (Karpenter's 1)",
+    )
+    add(
+        "--pool-batch-max",
+        type=float,
+        default=10.0,
+        help="GPUNodePools: longest batch of pending pods in seconds (Karpenter's 10)",
+    )
+    add(
+        "--pool-resync",
+        type=float,
+        default=30.0,
+        help="GPUNodePools: seconds between re-plans while pods wait",
+    )
     add("--log-level", default="info", help="debug, info, warning or error")
     parser.set_defaults(handler=_run)
 
@@ -125,6 +143,9 @@ async def _main(args: argparse.Namespace) -> int:
         provider_refresh=args.provider_refresh,
         gc_interval=args.gc_interval,
         gc_grace=datetime.timedelta(seconds=args.gc_grace),
+        pool_batch_idle=args.pool_batch_idle,
+        pool_batch_max=args.pool_batch_max,
+        pool_resync=args.pool_resync,
         extensions=(dashboard_extension(args),) if args.ui else (),
     )
     try:

@@ -1,4 +1,4 @@
-"""The operator: informers, the two controllers and the leak collector on one manager.
+"""The operator: informers, the controllers and the leak collector on one manager.
 
 `Operator(config).run(stop)` is what `gpuctl run` executes and what the e2e tests
 run in-process. Watches: GPUNodeRequests and GPUProviders (all), Nodes carrying
@@ -7,6 +7,8 @@ own namespace (credentials, templates). Event mapping:
 - a GPUNodeRequest -> itself; a Node -> the request in its `gpuctl.io/request` label;
 - a GPUProvider -> itself, and every request still looking for an offer that may use it;
 - a Secret -> every GPUProvider whose credentials it holds.
+GPUNodePools and Pods (all namespaces) feed the pool status controller and the
+provisioner (gpuctl/controllers/pool/wiring.py).
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from gpuctl.controllers.concurrency import MIN_WORKERS, SizeFromProviders
 from gpuctl.controllers.drivers import DriverPool
 from gpuctl.controllers.garbagecollect import UID_INDEX, Collector, uid_index
 from gpuctl.controllers.metrics import register_request_collector
+from gpuctl.controllers.pool import wiring as pool_wiring
+from gpuctl.controllers.pool.provisioner import ProvisionerSettings
 from gpuctl.controllers.provider import ProviderReconciler
 from gpuctl.controllers.request.context import Services, Settings
 from gpuctl.controllers.request.controller import RequestReconciler
 from gpuctl.controllers.request.nodes import INSTANCE_INDEX, REQUEST_INDEX
-from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
+from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.providers.capacity import CapacityCache
 from gpuctl.runtime.client import Client
 from gpuctl.runtime.controller import Controller
@@ -39,7 +43,7 @@ from gpuctl.runtime.handler import EnqueueMapped
 from gpuctl.runtime.informer import Informer
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.manager import LeaderElectionConfig, Manager
-from gpuctl.runtime.resources import NODES, SECRETS
+from gpuctl.runtime.resources import NODES, PODS, SECRETS
 from gpuctl.runtime.status import StatusWriter
 from gpuctl.runtime.store import label_index
 
@@ -62,6 +66,11 @@ class OperatorConfig:
     gc_grace: datetime.timedelta = datetime.timedelta(minutes=10)
     capacity_ttl: float = 180.0
     handle_signals: bool = True  # SIGTERM/SIGINT stop the operator gracefully
+    # GPUNodePool provisioning: Karpenter's batch window (idle, max) and a re-plan
+    # period while pods wait.
+    pool_batch_idle: float = 1.0
+    pool_batch_max: float = 10.0
+    pool_resync: float = 30.0
     # Called with the built Operator before its manager runs: adds what a command
     # wires on top (`gpuctl run --ui` mounts the dashboard on the operator's caches).
     extensions: tuple[Callable[[Operator], None], ...] = ()
@@ -138,6 +147,8 @@ class Operator:
             name="secrets",
             transform=transforms.secret,
         )
+        pools = Informer(client, GPUNODEPOOLS, name="gpunodepools", transform=custom)
+        pods = Informer(client, PODS, name="pods", transform=transforms.pod)
         requests.store.add_indexer(UID_INDEX, uid_index)
         nodes.store.add_indexer(INSTANCE_INDEX, label_index("gpuctl.io/instance-name"))
         nodes.store.add_indexer(REQUEST_INDEX, label_index("gpuctl.io/request"))
@@ -185,6 +196,17 @@ class Operator:
             grace=config.gc_grace,
         )
         register_request_collector(requests.store.list)
+        pool_controller, _, provision = pool_wiring.wire(
+            pool_wiring.Sources(pools, requests, nodes, pods, providers),
+            client=client,
+            events=events,
+            status_writer=status,
+            drivers=drivers,
+            blocked=self.services.capacity.blocked,
+            settings=ProvisionerSettings(
+                config.pool_batch_idle, config.pool_batch_max, config.pool_resync
+            ),
+        )
 
         manager = Manager(
             api,
@@ -193,17 +215,21 @@ class Operator:
             leader_election=config.leader_election,
             handle_signals=config.handle_signals,
         )
-        for informer in (requests, providers, nodes, secrets):
+        for informer in (requests, providers, nodes, secrets, pools, pods):
             manager.add_informer(informer)
         manager.add_controller(request_controller)
         manager.add_controller(provider_controller)
+        manager.add_controller(pool_controller)
         manager.add_runnable(self.collector.run, needs_leader=True)
+        manager.add_runnable(provision, needs_leader=True)
         self.manager = manager
         self.informers = {
             "gpunoderequests": requests,
             "gpuproviders": providers,
             "nodes": nodes,
             "secrets": secrets,
+            "gpunodepools": pools,
+            "pods": pods,
         }
         for extend in config.extensions:
             extend(self)

@@ -15,7 +15,13 @@ readers find what they need).
 - Secrets (the operator's namespace only): metadata as for Nodes plus namespace, `type`
   and `data`. Dropped: annotations (`kubectl apply` keeps a second copy of the whole
   Secret in one), managedFields.
-- GPUNodeRequests, GPUProviders: everything the API server sends but managedFields and
+- Pods (every namespace; the pool provisioner and disruption read them): metadata as for
+  Nodes plus namespace and annotations (`gpuctl.io/do-not-disrupt`, mirror pods);
+  `spec.nodeName`, `nodeSelector`, `affinity`, `tolerations`, `priority`, `overhead`,
+  containers' and init containers' `name` and `resources`; `status.phase`,
+  `nominatedNodeName`, `conditions` (type, status, reason). Dropped: images, commands,
+  env, volumes, probes, container statuses -- most of a pod.
+- GPUNodeRequests, GPUProviders, GPUNodePools: everything the API server sends but managedFields and
   the `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of the
   spec); controllers read spec and status whole.
 """
@@ -69,8 +75,35 @@ SECRET_FIELDS: Fields = {
 }
 
 
+_CONTAINER: Fields = {"name": True, "resources": True}
+POD_FIELDS: Fields = {
+    "apiVersion": True,
+    "kind": True,
+    "metadata": {**_METADATA, "annotations": True},
+    "spec": {
+        "nodeName": True,
+        "nodeSelector": True,
+        "affinity": True,
+        "tolerations": True,
+        "priority": True,
+        "overhead": True,
+        "containers": _CONTAINER,
+        "initContainers": _CONTAINER,
+    },
+    "status": {
+        "phase": True,
+        "nominatedNodeName": True,
+        "conditions": {"type": True, "status": True, "reason": True},
+    },
+}
+
+
 def node(obj: JSON) -> JSON:
     return interned(keep(obj, NODE_FIELDS))  # type: ignore[no-any-return]
+
+
+def pod(obj: JSON) -> JSON:
+    return interned(keep(obj, POD_FIELDS))  # type: ignore[no-any-return]
 
 
 def secret(obj: JSON) -> JSON:

@@ -31,6 +31,9 @@ EXPECTED: dict[Grant, frozenset[str]] = {
         {"get", "list", "watch", "create", "patch", "update", "delete"}
     ),
     (CLUSTER, "gpuctl.io", "gpunoderequests/status"): frozenset({"get", "update", "patch"}),
+    (CLUSTER, "gpuctl.io", "gpunodepools"): frozenset({"get", "list", "watch"}),
+    (CLUSTER, "gpuctl.io", "gpunodepools/status"): frozenset({"get", "update", "patch"}),
+    (CLUSTER, "gpuctl.io", "gpunodepools/finalizers"): frozenset({"update"}),
     (CLUSTER, "gpuctl.io", "gpuproviders"): frozenset({"get", "list", "watch"}),
     (CLUSTER, "gpuctl.io", "gpuproviders/status"): frozenset({"get", "update", "patch"}),
     (CLUSTER, "", "nodes"): frozenset({"get", "list", "watch", "patch", "delete"}),

@@ -46,6 +46,7 @@ from gpuctl.providers.base import Offer
 from gpuctl.runtime.client import Client
 from gpuctl.runtime.events import EventRecorder
 from gpuctl.runtime.store import Store
+from gpuctl.util.crashpoints import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class Provisioner:
             body = request_body(pool, machine)
             if await launch(self.client, body):
                 metrics.CREATED.labels(pool.name).inc()
+                crash_point("pool-after-create")
             names[id(machine)] = body["metadata"]["name"]
         return names
 

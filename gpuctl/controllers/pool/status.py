@@ -36,7 +36,7 @@ from gpuctl.controllers.pool import liveness, metrics
 from gpuctl.controllers.pool.inflight import requested_gpus
 from gpuctl.controllers.pool.limits import Usage, counts, reached, usage
 from gpuctl.controllers.resources import GPUNODEPOOLS
-from gpuctl.runtime.client import Client
+from gpuctl.runtime.client import ApiError, Client, is_conflict, is_not_found
 from gpuctl.runtime.events import EventRecorder
 from gpuctl.runtime.reconcile import Result, TerminalError
 from gpuctl.runtime.status import StatusWriter
@@ -46,6 +46,7 @@ Obj = dict[str, Any]
 POOL_INDEX = "pool"  # index of the requests store on label gpuctl.io/pool
 NODE_NAME_INDEX = "spec.nodeName"  # index of the pods store
 REQUEST_INDEX = "request"  # index of the nodes store on label gpuctl.io/request
+CONFLICT_RETRY = 0.1  # seconds: the watch brings the newer object meanwhile
 
 
 def _utcnow() -> datetime.datetime:
@@ -88,7 +89,14 @@ class PoolReconciler:
         self._conditions(pool, status, used)
         self._gauges(pool, status)
         body = attrs.evolve(pool, status=status).status_to_dict()
-        await self.status_writer.update_status(GPUNODEPOOLS, obj, body)
+        try:
+            await self.status_writer.update_status(GPUNODEPOOLS, obj, body)
+        except ApiError as err:
+            if is_not_found(err):
+                return Result()  # deleted meanwhile
+            if is_conflict(err):  # the provisioner recorded a decision: recompute on it
+                return Result(requeue_after=CONFLICT_RETRY)
+            raise
         return Result(requeue_after=recheck) if recheck else Result()
 
     def _in_use(self, requests: list[Obj]) -> int:
