@@ -20,7 +20,7 @@ import attrs
 if TYPE_CHECKING:  # gpuctl.sim needs the `sim` extra (openapi-core): import it when run
     from gpuctl.sim import SimConfig, Simulator
 
-CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")  # gpuctl.sim.config.CLOUDS
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean")  # sim.config
 PORT_NAMES = (*CLOUDS, "control")
 
 

@@ -43,13 +43,15 @@ Hyperstack  `{status: false, message, error_reason?}` (ErrorResponseModel)
   CapacityError when the text matches `CAPACITY_TEXT` or speaks of stock, QuotaError
   when it matches `QUOTA_TEXT`, else InvalidRequestError (a 409 there is a name or
   resource conflict, not a retry); other 400 InvalidRequest; 408/409/425/429/5xx
-  Transient
+  Transient; a 429 without Retry-After waits the documented minute (all calls are
+  blocked for the next minute once the limit is hit)
 
 DigitalOcean  `{id, message, request_id?}` (`id` is a word: unauthorized, not_found,
   unprocessable_entity, too_many_requests, server_error, ...)
   401/403 AuthError, 404 NotFoundError; 422 (and 400): QuotaError when the message
   matches `QUOTA_TEXT` or says it would exceed the droplet limit, CapacityError when it
-  matches `CAPACITY_TEXT`, else InvalidRequestError; 408/409/425/429/5xx Transient
+  matches `CAPACITY_TEXT`, else InvalidRequestError; 408/409/425/429/5xx Transient;
+  a 429 waits until its `ratelimit-reset` (Unix time) when it has no Retry-After
 
 Everywhere: a `Retry-After` header (seconds or HTTP date) becomes `retry_after` of a
 TransientError; an unparseable body is read as an empty one (status decides).
@@ -314,7 +316,14 @@ def crusoe_failed_operation(result: object, provider: str) -> ProviderError:
 _STOCK_TEXT = re.compile(r"\bstock\b|not enough (?:resources|gpus?)", re.IGNORECASE)
 
 
-def hyperstack_error(failure: HttpFailure) -> ProviderError:
+# Hyperstack: "If you exceed this limit, all API calls for the next minute will be
+# blocked" (429, no Retry-After documented).
+HYPERSTACK_BLOCK_SECONDS = 60.0
+
+
+def hyperstack_error(
+    failure: HttpFailure, block_seconds: float = HYPERSTACK_BLOCK_SECONDS
+) -> ProviderError:
     body = failure.json()
     body = body if isinstance(body, dict) else {}
     text = "; ".join(t for t in (_text(body.get("message")), _text(body.get("error_reason"))) if t)
@@ -325,6 +334,10 @@ def hyperstack_error(failure: HttpFailure) -> ProviderError:
         if QUOTA_TEXT.search(text):
             return QuotaError(message, code=code, provider=failure.provider)
         return InvalidRequestError(message, code=code, provider=failure.provider)
+    if failure.status == 429 and retry_after(failure.headers) is None:
+        return TransientError(
+            message, code=code, provider=failure.provider, retry_after=block_seconds
+        )
     return _by_status(failure, message, code)
 
 
@@ -346,7 +359,21 @@ def digitalocean_error(failure: HttpFailure) -> ProviderError:
         if CAPACITY_TEXT.search(text):
             return CapacityError(message, code=code, provider=failure.provider)
         return InvalidRequestError(message, code=code, provider=failure.provider)
+    if failure.status == 429 and retry_after(failure.headers) is None:
+        # DigitalOcean answers a 429 with `ratelimit-reset`: when (Unix time) the oldest
+        # request of the window expires and a new one is allowed.
+        reset = header(failure.headers, "ratelimit-reset")
+        wait = _seconds_until(reset)
+        return TransientError(message, code=code, provider=failure.provider, retry_after=wait)
     return _by_status(failure, message, code)
+
+
+def _seconds_until(epoch: str | None) -> float | None:
+    try:
+        when = float(epoch) if epoch is not None else math.nan
+    except ValueError:
+        return None
+    return max(0.0, when - time.time()) if math.isfinite(when) else None
 
 
 MAPPERS: dict[str, ErrorMapper] = {

@@ -23,7 +23,7 @@ import attrs
 import cattrs
 import yaml
 
-CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean")
 # Sections of a cloud that a config file replaces instead of merging into.
 _REPLACED = frozenset({"regions", "types", "capacity"})
 
@@ -65,7 +65,7 @@ class CloudCatalog:
     default_capacity: int = 0
     capacity: Mapping[str, Mapping[str, int]] = attrs.field(factory=dict)
     spot_factor: float = 0.6  # RunPod: interruptible price = community price * factor
-    ssh_keys: tuple[str, ...] = ()  # Lambda: the account's SSH key names
+    ssh_keys: tuple[str, ...] = ()  # Lambda, DigitalOcean: the account's SSH key names
     templates: Mapping[str, OsTemplate] = attrs.field(factory=dict)  # Paperspace
 
     def initial_capacity(self, region: str, instance_type: str) -> int:

@@ -28,7 +28,7 @@ from types import TracebackType
 import attrs
 from aiohttp import web
 
-from gpuctl.sim import control, crusoe, lambdacloud, paperspace, runpod
+from gpuctl.sim import control, crusoe, digitalocean, hyperstack, lambdacloud, paperspace, runpod
 from gpuctl.sim.clock import Clock, SystemClock
 from gpuctl.sim.config import CLOUDS, SimConfig
 from gpuctl.sim.faults import Faults
@@ -46,12 +46,16 @@ _APIS: dict[str, type[CloudApi]] = {
     "runpod": runpod.RunPodApi,
     "paperspace": paperspace.PaperspaceApi,
     "crusoe": crusoe.CrusoeApi,
+    "hyperstack": hyperstack.HyperstackApi,
+    "digitalocean": digitalocean.DigitalOceanApi,
 }
 NATIVE_STATE: dict[str, Callable[[SimInstance, float], str]] = {
     "lambda": lambdacloud.native_state,
     "runpod": runpod.native_state,
     "paperspace": paperspace.native_state,
     "crusoe": crusoe.native_state,
+    "hyperstack": hyperstack.native_state,
+    "digitalocean": digitalocean.native_state,
 }
 
 

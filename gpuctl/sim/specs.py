@@ -45,6 +45,8 @@ SPEC_FILES: Mapping[str, tuple[str, str]] = {
     "runpod-v2": ("runpod", "openapi_v2.json"),
     "paperspace": ("paperspace", "openapi.json"),
     "crusoe": ("crusoe", "openapi.json"),
+    "hyperstack": ("hyperstack", "openapi.json"),
+    "digitalocean": ("digitalocean", "openapi.json"),
 }
 _JSON_TYPES = ("application/json", "application/problem+json")
 # Verdicts remembered per spec: clients poll, so most exchanges repeat exactly.

@@ -49,6 +49,8 @@ _PUBLIC_NETS = {
     "runpod": "198.51.100",
     "paperspace": "192.0.2",
     "crusoe": "198.18.0",  # RFC 2544 benchmarking range: 5737 has only three
+    "hyperstack": "198.18.1",
+    "digitalocean": "198.18.2",
 }
 
 

@@ -101,6 +101,8 @@ class TypeMapper:
         if schema.get("nullable") is True:
             return True
         branches = schema.get("anyOf") or schema.get("oneOf") or []
+        if "allOf" in schema and (only := sole_branch(schema)) is not None:
+            return self.nullable(only)  # DigitalOcean's next_backup_window: null when none
         return any(is_null(b) for b in branches) or (
             "$ref" in schema and self.nullable(self.resolve(schema))
         )

@@ -33,9 +33,17 @@ from gpuctl.providers.base import (
 )
 from gpuctl.sim import SimConfig, Simulator
 
-CLOUDS = ["lambda", "runpod", "paperspace"]
+CLOUDS = ["lambda", "runpod", "paperspace", "hyperstack", "digitalocean"]
 FAST = {"rateLimit": "unlimited", "retryAttempts": "3", "retryBaseSeconds": "0.01"}
-OPTIONS = {"lambda": {}, "runpod": {"imageName": "gpuctl/node:test"}, "paperspace": {}}
+OPTIONS = {
+    "lambda": {},
+    "runpod": {"imageName": "gpuctl/node:test"},
+    "paperspace": {},
+    # Hyperstack: no key pair in a new environment, so the driver imports this one; its
+    # 429 carries no Retry-After and blocks for the documented minute, shortened here.
+    "hyperstack": {"sshPublicKey": "ssh-ed25519 AAAAC3Nza gpuctl", "rateLimitBlockSeconds": "1"},
+    "digitalocean": {},
+}
 
 
 @attrs.frozen
@@ -48,6 +56,7 @@ class Case:
     list_price: Decimal  # what the simulated catalogue charges for the offer
     get: str  # operationId of "get one instance"
     create: str  # operationId of the create call
+    other_region: str = "us-west"  # another region the simulated cloud has
 
 
 CASES = {
@@ -69,6 +78,24 @@ CASES = {
     ),
     "paperspace": Case(
         "ny2", "H100x8", CapacityType.ON_DEMAND, Decimal("47.60"), "machines-get", "machines-create"
+    ),
+    "hyperstack": Case(
+        "US-1",
+        "n3-H100x8",
+        CapacityType.ON_DEMAND,
+        Decimal("15.20"),
+        "Get_VM",
+        "Create_VMs",
+        other_region="eu-north",
+    ),
+    "digitalocean": Case(
+        "nyc2",
+        "gpu-h100x8-640gb",
+        CapacityType.ON_DEMAND,
+        Decimal("23.92"),
+        "droplets_get",
+        "droplets_create",
+        other_region="ca-east",
     ),
 }
 JOIN = JoinData(
@@ -174,11 +201,11 @@ async def test_offers_respect_the_region_allow_list(
         cloud=cloud,
         api_key=sim.api_key(cloud),
         endpoint=sim.endpoint(cloud),
-        regions=("us-west",),
+        regions=(CASES[cloud].other_region,),
         options={**FAST, **OPTIONS[cloud]},
     )
     offers = await registry.build_driver(config, session).list_offers()
-    assert offers and {o.region for o in offers} == {"us-west"}
+    assert offers and {o.region for o in offers} == {CASES[cloud].other_region}
 
 
 # -- instance lifecycle ----------------------------------------------------------------

@@ -30,6 +30,9 @@ header (Hyperstack's documented scheme), through the generated operations in `_g
   (`errors.launch_or_recover`); `create` sends exactly one create.
 - Look-ups: `GET /core/virtual-machines?search=<name>` (partial match: filtered to the
   exact name here), paged 100 at a time.
+- Rate limit: 500 requests/min per source IP; past it "all API calls for the next
+  minute will be blocked" (429, no Retry-After): a 429 waits
+  `options["rateLimitBlockSeconds"]` (default 60) before the retry.
 - Terminate: `DELETE /core/virtual-machines/{id}`, once per poll; an unknown id is gone.
   Environments and key pairs are shared by every VM of a region and stay.
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -121,13 +125,14 @@ class HyperstackDriver:
         self._config = config
         endpoint = f"{config.endpoint.rstrip('/')}/v1" if config.endpoint else DEFAULT_ENDPOINT
         key = config.api_key
+        block = _seconds(config.options.get("rateLimitBlockSeconds"), "rateLimitBlockSeconds")
         self._transport = HttpTransport(
             session=session,
             cloud=CLOUD,
             provider=config.name,
             base_url=endpoint,
             api_key=key,
-            error_mapper=errors.hyperstack_error,
+            error_mapper=functools.partial(errors.hyperstack_error, block_seconds=block),
             limiter=limiter or AccountLimiter(limits_for(config)),
             retry=retry_policy_for(config),
             launch_operations={CREATE},
@@ -459,6 +464,15 @@ def _labels(tags: Mapping[str, str]) -> list[str]:
 
 def _vm_id(instance_id: str) -> int | None:
     return int(instance_id) if instance_id.isdigit() else None
+
+
+def _seconds(text: str | None, option: str) -> float:
+    if text is None:
+        return errors.HYPERSTACK_BLOCK_SECONDS
+    value = usd(text)
+    if value is None:
+        raise InvalidRequestError(f"hyperstack: option {option} must be a number >= 0")
+    return float(value)
 
 
 def _flag(text: str, option: str) -> bool:

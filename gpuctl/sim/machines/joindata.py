@@ -4,6 +4,10 @@
   user-data format ... plain text ... cannot exceed 1MB"). The simulated
   cloud-init runs `#cloud-config` (bootcmd, write_files, runcmd) or a `#!`
   script; see `cloudinit`.
+- Hyperstack, DigitalOcean: `user_data` is cloud-init user data too ("user_data":
+  cloud-init, Hyperstack's VM docs; "user_data ... cloud-config or a shell script ...
+  64 KiB", DigitalOcean's create-Droplet docs), run by cloud-init on their Ubuntu
+  images exactly as Lambda's; the hostname is the VM's name.
 - Paperspace: the machine's startup script is run at boot with bash, as root
   ("For Linux machines, the script should be a bash script", "script data is
   limited to 16KB per script": docs.paperspace.com/core/api-reference/scripts).
@@ -89,6 +93,8 @@ def plan(instance: SimInstance, hardware: Hardware, *, boot: int = 1) -> BootPla
         "paperspace": _paperspace,
         "runpod": _runpod,
         "crusoe": _crusoe,
+        "hyperstack": _cloud_init,
+        "digitalocean": _cloud_init,
     }[instance.cloud]
     result = planner(instance, boot)
     if isinstance(result, NotRun):
@@ -109,6 +115,19 @@ def _vm_env(home: bool) -> dict[str, str]:
 
 
 def _lambda(instance: SimInstance, boot: int) -> BootPlan | NotRun:
+    return _cloud_init(instance, boot)
+
+
+# Hyperstack and DigitalOcean take the same cloud-init user data (`user_data`) and run it
+# on their Ubuntu images with cloud-init, as Lambda does.
+_CLOUD_INIT_MACHINE = {
+    "lambda": "Lambda instance",
+    "hyperstack": "Hyperstack VM",
+    "digitalocean": "DigitalOcean Droplet",
+}
+
+
+def _cloud_init(instance: SimInstance, boot: int) -> BootPlan | NotRun:
     user_data = cloudinit.parse(instance.join_script)
     if user_data.kind is cloudinit.Kind.EMPTY:
         return NotRun(JoinStatus.NO_JOIN_DATA, user_data.detail)
@@ -120,9 +139,15 @@ def _lambda(instance: SimInstance, boot: int) -> BootPlan | NotRun:
     program = _cloud_init_program(user_data, instance, boot, files)
     files[CLOUD_INIT_PROGRAM] = (program.encode(), 0o700)
     request: Mapping[str, Any] = instance.request
-    hostname = str(request.get("hostname") or (instance.public_ip or instance.id).replace(".", "-"))
+    default = (instance.public_ip or instance.id).replace(".", "-")
+    if instance.cloud != "lambda":  # a Hyperstack VM's or Droplet's hostname is its name
+        default = instance.name or default
+    hostname = str(request.get("hostname") or default)
     return BootPlan(
-        banner=f"Lambda instance {instance.id}: cloud-init runs the user data ({user_data.kind})",
+        banner=(
+            f"{_CLOUD_INIT_MACHINE[instance.cloud]} {instance.id}: cloud-init runs the user "
+            f"data ({user_data.kind})"
+        ),
         command=("/bin/bash", CLOUD_INIT_PROGRAM),
         # cloud-init runs as a systemd service: root, no HOME, the distribution's PATH
         env=_vm_env(home=False),

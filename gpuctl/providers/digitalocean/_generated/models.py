@@ -360,7 +360,7 @@ class Droplet:
     memory: int
     name: str
     networks: DropletNetworks
-    next_backup_window: DropletNextBackupWindow
+    next_backup_window: DropletNextBackupWindow | None
     region: Region
     size: Size
     size_slug: str
