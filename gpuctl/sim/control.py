@@ -14,6 +14,7 @@ It mirrors the Python API one to one (no authentication; it binds 127.0.0.1):
   POST /capacity         {"cloud", "region", "instance_type", "count"}
   POST /prices           {"cloud", "instance_type", "usd_per_hour", "capacity_type"?}
   POST /interrupt        {"cloud", "instance_id"}          -> the preempted instance
+  POST /outage           {"cloud", "seconds"}: the cloud's API refuses connections for that long
   POST /faults           {"cloud", "kind", "operation"?, "path"?, "count"?, "retry_after"?,
                           "seconds"?, "variant"?}           -> the armed fault
   POST /fault-rates      {"cloud", "rates": {kind: probability}, "operations"?, "seconds"?,
@@ -58,6 +59,7 @@ def application(sim: Simulator) -> web.Application:
         ("POST", "/capacity", _capacity),
         ("POST", "/prices", _prices),
         ("POST", "/interrupt", _interrupt),
+        ("POST", "/outage", _outage),
         ("POST", "/faults", _add_fault),
         ("DELETE", "/faults", _clear_faults),
         ("POST", "/reset", _reset),
@@ -209,6 +211,17 @@ async def _interrupt(sim: Simulator, request: web.Request) -> Any:
     body = await _body(request)
     sim.state.interrupt(body["cloud"], body["instance_id"])
     return next(i.as_json() for i in sim.instances(body["cloud"]) if i.id == body["instance_id"])
+
+
+async def _outage(sim: Simulator, request: web.Request) -> Any:
+    body = await _body(request)
+    if body["cloud"] not in CLOUDS:
+        raise UnknownObjectError(f"unknown cloud {body['cloud']!r}")
+    seconds = float(body["seconds"])
+    if not 0 < seconds <= 3600:
+        raise ValueError("seconds must be within (0, 3600]")
+    await sim.outage(body["cloud"], seconds)
+    return {"ok": True}
 
 
 async def _add_fault(sim: Simulator, request: web.Request) -> Any:

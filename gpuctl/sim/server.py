@@ -202,6 +202,10 @@ class Context:
     ledger: list[LedgerEntry]
     violations: list[Violation]
     stopping: asyncio.Event
+    # cloud -> until when its API is down (`Simulator.outage`): the listening socket is
+    # closed (new connections are refused) and a request on a connection opened before
+    # is reset unanswered, before anything runs.
+    outages: dict[str, float] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -265,7 +269,10 @@ class CloudServer:
             exchange.route, exchange.path_params = found
         exchange.operation = exchange.spec.find_operation(request.method, request.path)
         self.context.state.advance()
-        reply = await self._answer(exchange)
+        if self.context.clock.now() < self.context.outages.get(self.api.cloud, 0.0):
+            exchange.aborted = True  # the API is down: nothing runs, nothing is answered
+            exchange.fault = Fault(self.api.cloud, "outage", exchange.operation, count=0)
+        reply = Reply(0) if exchange.aborted else await self._answer(exchange)
         data = None if exchange.aborted else await self._after(exchange, reply, _encode(reply))
         self._record(exchange, reply.status if data is not None else 0, started)
         if data is None:

@@ -71,6 +71,9 @@ class Simulator:
         self.state.subscribe(self.machines.on_transition)
         self._ports: dict[str, int] = {}
         self._runners: list[web.AppRunner] = []
+        self._sites: dict[str, tuple[web.AppRunner, web.SockSite]] = {}
+        self._outages: set[asyncio.Task[None]] = set()
+        self._context: Context | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -100,12 +103,13 @@ class Simulator:
             violations=self.violations,
             stopping=self._stopping,
         )
+        self._context = context
         try:
             await self.machines.start()
             for cloud in CLOUDS:
                 api = _APIS[cloud](self.state, self.config)
                 app = CloudServer(api, context).application()
-                self._ports[cloud] = await self._serve(app, self.config.ports.get(cloud, 0))
+                self._ports[cloud] = await self._serve(app, self.config.ports.get(cloud, 0), cloud)
             control_app = control.application(self)
             self._ports["control"] = await self._serve(
                 control_app, self.config.ports.get("control", 0)
@@ -122,20 +126,44 @@ class Simulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        for task in self._outages:
+            task.cancel()
         await self.machines.stop()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
 
-    async def _serve(self, app: web.Application, port: int) -> int:
+    async def _serve(self, app: web.Application, port: int, name: str = "control") -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._runners.append(runner)
+        return await self._listen(runner, port, name)
+
+    async def _listen(self, runner: web.AppRunner, port: int, name: str) -> int:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, port))
-        await web.SockSite(runner, sock).start()
+        site = web.SockSite(runner, sock)
+        await site.start()
+        self._sites[name] = (runner, site)
         return int(sock.getsockname()[1])
+
+    async def outage(self, cloud: str, seconds: float) -> None:
+        """The cloud's API is down for `seconds`: its port refuses connections and a
+        request on a connection opened before is reset unanswered; nothing runs. The
+        machines keep running. Then it listens on the same port again."""
+        if self._context is None or cloud not in self._sites:
+            raise RuntimeError("the simulator is not started")
+        self._context.outages[cloud] = self.clock.now() + seconds
+        runner, site = self._sites[cloud]
+        await site.stop()
+        task = asyncio.get_running_loop().create_task(self._reopen(runner, cloud, seconds))
+        self._outages.add(task)
+        task.add_done_callback(self._outages.discard)
+
+    async def _reopen(self, runner: web.AppRunner, cloud: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self._listen(runner, self._ports[cloud], cloud)
 
     async def _tick(self) -> None:
         # Python 3.11's wait_for swallows a cancel that arrives as the wait ends (a wake

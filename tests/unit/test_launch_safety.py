@@ -23,6 +23,7 @@ import pytest
 from gpuctl.controllers import cost, naming
 from gpuctl.controllers.garbagecollect import UID_INDEX, Collector, uid_index
 from gpuctl.controllers.metrics import DUPLICATES, LEAKS_COLLECTED
+from gpuctl.controllers.request.context import LaunchMemory
 from gpuctl.providers import errors, registry
 from gpuctl.providers.base import (
     DriverConfig,
@@ -308,3 +309,19 @@ def test_add_interval_bills_from_the_attempt_start() -> None:
     found = cost.add_interval(billed, Decimal("2.00"), T0, now)
     assert found.accrued_usd == Decimal("1.0000")  # half an hour at $2/h
     assert found.since == T0 and found.updated_at == now
+
+
+def test_only_an_attempt_begun_here_with_no_machine_recorded_skips_the_look_up() -> None:
+    memory = LaunchMemory()
+    key = ("uid", 1)
+    assert not memory.nothing_there(key)  # met for the first time: look it up
+    memory.settle(key)  # this process created the attempt's token
+    assert memory.nothing_there(key)
+    memory.machines.add(key)  # a create answered (its status write may still be lost)
+    assert not memory.nothing_there(key)
+    other = ("uid", 2)
+    memory.settle(other)
+    memory.doubt(other, T0)  # a create went out with no answer
+    assert not memory.nothing_there(other)
+    memory.forget("uid")
+    assert not memory.machines and not memory.settled

@@ -274,3 +274,23 @@ async def test_control_api_sets_rates_and_reports_billing(
     async with session.delete(control + "/faults") as response:
         assert response.status == 200
     assert sim.faults.rates() == []
+
+
+async def test_an_outage_refuses_connections_then_the_cloud_is_back(sim: Simulator) -> None:
+    url = sim.endpoint("lambda") + "/api/v1/regions"
+    headers = {"Authorization": f"Bearer {sim.api_key('lambda')}"}
+    async with aiohttp.ClientSession() as keep_alive:  # a connection opened before
+        async with keep_alive.get(url, headers=headers) as response:
+            assert response.status == 200
+        await sim.outage("lambda", 0.5)
+        with pytest.raises(aiohttp.ClientConnectionError):  # reset, unanswered
+            async with keep_alive.get(url, headers=headers) as response:
+                await response.read()
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as fresh:
+        with pytest.raises(aiohttp.ClientConnectorError):  # ECONNREFUSED
+            await fresh.get(url, headers=headers)
+        await asyncio.sleep(0.6)
+        async with fresh.get(url, headers=headers) as response:
+            assert response.status == 200
+    assert [e.fault for e in sim.ledger] == [None, "outage", None]

@@ -69,11 +69,18 @@ class LaunchMemory:
     have a machine nobody recorded, since the given time: this process sent a create
     that got no answer then, or met the attempt then with a token and no recorded
     machine (an earlier process may have crashed between the cloud's answer and the
-    status write). An attempt in neither is met for the first time.
+    status write). An attempt in neither is met for the first time. `machines` are the
+    attempts this process recorded a machine for (a create's answer, or found by name):
+    even if that record never reached the API server, a machine exists.
     """
 
     settled: set[tuple[str, int]] = attrs.field(factory=set)
     uncertain: dict[tuple[str, int], datetime.datetime] = attrs.field(factory=dict)
+    machines: set[tuple[str, int]] = attrs.field(factory=set)
+
+    def nothing_there(self, key: tuple[str, int]) -> bool:
+        """Certainly no machine under the attempt's name: settled, and none recorded."""
+        return key in self.settled and key not in self.machines
 
     def settle(self, key: tuple[str, int]) -> None:
         self.uncertain.pop(key, None)
@@ -85,6 +92,7 @@ class LaunchMemory:
 
     def forget(self, uid: str) -> None:
         self.settled = {k for k in self.settled if k[0] != uid}
+        self.machines = {k for k in self.machines if k[0] != uid}
         for key in [k for k in self.uncertain if k[0] == uid]:
             del self.uncertain[key]
 

@@ -7,10 +7,13 @@ Idempotence, in order:
    not launch an attempt the server has already moved past -- unless the cached
    object is exactly what our own last status write returned (`ctx.fresh`);
 3. before any create, the attempt's deterministic instance name is looked up
-   (`Driver.find_all`): whatever exists under it, in any state but terminated, is
-   adopted — recorded with its time billed since the attempt started — and a second
-   machine under the same name (a twin) is terminated at once, with a
-   `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
+   (`Driver.find_all`) — unless this process created the attempt's token itself and
+   has recorded no machine for it since (`LaunchMemory.nothing_there`: a create always
+   follows its token, and every create this process sent got an answer or made the
+   attempt uncertain), so nothing can exist under the name; whatever exists under it,
+   in any state but terminated, is adopted — recorded with its time billed since the
+   attempt started — and a second machine under the same name (a twin) is terminated
+   at once, with a `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
 4. a create whose outcome is unknown (timeout, dropped connection, 5xx after sending,
    unreadable answer) is looked up once more, then recorded in status as
    `Launched=Unknown` (reason `LaunchOutcomeUnknown`, Event of the same name) before
@@ -281,6 +284,7 @@ def record_instance(ctx: Ctx, instance: Instance) -> None:
     """Write the machine into status. The offer's price becomes the rate the cloud
     reports charging for it, where it does (RunPod's costPerHr, Paperspace's usageRate):
     the cost ledger bills what the cloud bills."""
+    ctx.services.launches.machines.add(attempt_key(ctx))  # even if this write is lost
     ctx.status.instance = InstanceStatus(
         id=instance.id,
         name=instance.name,
@@ -444,7 +448,10 @@ async def reconcile(ctx: Ctx) -> Result | None:
         tags={"gpuctl-cluster": ctx.settings.cluster_name, "gpuctl-request": ctx.name},
     )
     labels = (offer.provider, offer.capacity_type.value)
-    found = await driver.find_all(request.name)
+    # A look-up lists the provider's machines (a cost that grows with them): skipped when
+    # nothing can be there, as in the first launch of an attempt this process began.
+    nothing = ctx.services.launches.nothing_there(attempt_key(ctx))
+    found = [] if nothing else await driver.find_all(request.name)
     if found:
         return await _adopt(ctx, driver, found, "found by name")
     since = uncertain_since(ctx)
