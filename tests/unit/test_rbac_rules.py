@@ -37,7 +37,7 @@ EXPECTED: dict[Grant, frozenset[str]] = {
     (CLUSTER, "gpuctl.io", "gpuproviders"): frozenset({"get", "list", "watch"}),
     (CLUSTER, "gpuctl.io", "gpuproviders/status"): frozenset({"get", "update", "patch"}),
     (CLUSTER, "", "nodes"): frozenset({"get", "list", "watch", "patch", "delete"}),
-    (CLUSTER, "", "events"): frozenset({"create", "patch"}),
+    (CLUSTER, "", "events"): frozenset({"create", "patch", "list", "watch"}),
     (CLUSTER, "", "pods"): frozenset({"get", "list", "watch", "delete"}),
     (CLUSTER, "", "pods/eviction"): frozenset({"create"}),
     (CLUSTER, "policy", "poddisruptionbudgets"): frozenset({"get", "list", "watch"}),
