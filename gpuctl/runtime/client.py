@@ -31,10 +31,12 @@ decides, the HTTP code only when the reason is unknown.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
+import re
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import aiohttp
@@ -218,6 +220,7 @@ class ListResult:
 
 
 Query = list[tuple[str, str]]
+ItemFunc = Callable[[JSON], JSON]
 
 
 class Client:
@@ -257,8 +260,14 @@ class Client:
         resource_version_match: str | None = None,
         limit: int | None = None,
         continue_: str | None = None,
+        item: ItemFunc | None = None,
     ) -> JSON:
-        """One page: the raw List object (`items`, `metadata.resourceVersion`/`continue`)."""
+        """One page: the raw List object (`items`, `metadata.resourceVersion`/`continue`).
+
+        With `item`, each element of `items` is replaced by `item(element)` as soon as
+        it is decoded (`decode_list`): the whole decoded list never exists at once. The
+        API server's watch cache answers a list at resourceVersion "0" in one page
+        whatever the limit, so for 10,000 Nodes that is ~190 MiB of dicts avoided."""
         query = _query(
             labelSelector=label_selector,
             fieldSelector=field_selector,
@@ -267,7 +276,9 @@ class Client:
             limit=limit,
             **{"continue": continue_},
         )
-        return await self._json("list", resource, "GET", resource.path(namespace), query=query)
+        decode = None if item is None else functools.partial(decode_list, item=item)
+        path = resource.path(namespace)
+        return await self._json("list", resource, "GET", path, query=query, decode=decode)
 
     async def list_all(
         self,
@@ -470,6 +481,7 @@ class Client:
         body: Body | None = None,
         content_type: str = "application/json",
         subresource: str | None = None,
+        decode: Callable[[str], Any] | None = None,
     ) -> JSON:
         timeout = aiohttp.ClientTimeout(
             total=self.request_timeout, sock_connect=self.connect_timeout
@@ -494,7 +506,10 @@ class Client:
         if not 200 <= response.status < 300:
             raise ApiError.from_response(response.status, response.reason or "", data)
         try:
-            decoded = json.loads(data) if data else {}
+            if decode is not None and data:
+                decoded = decode(data.decode("utf-8"))
+            else:
+                decoded = json.loads(data) if data else {}
         except ValueError as err:
             raise TransportError(f"{method} {path}: answer is not JSON: {data[:200]!r}") from err
         if not isinstance(decoded, dict):
@@ -564,6 +579,60 @@ def _typed(items: Iterable[JSON], resource: Resource) -> list[JSON]:
         item.setdefault("kind", resource.kind)
         typed.append(item)
     return typed
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def decode_list(text: str, item: ItemFunc) -> JSON:
+    """`json.loads(text)` of a List object, `item` applied to each element of its `items`
+    the moment that element is decoded, so only one raw element exists at a time."""
+
+    def space(pos: int) -> int:
+        match = _SPACE.match(text, pos)
+        return match.end() if match else pos
+
+    pos = space(0)
+    if not text.startswith("{", pos):
+        raise ValueError("a List is a JSON object")
+    result: JSON = {}
+    pos = space(pos + 1)
+    if text.startswith("}", pos):
+        return result
+    while True:
+        key, pos = _DECODER.raw_decode(text, pos)
+        pos = space(pos)
+        if not text.startswith(":", pos):
+            raise ValueError(f"':' expected at {pos}")
+        pos = space(pos + 1)
+        if key == "items" and text.startswith("[", pos):
+            result[key], pos = _decode_items(text, space(pos + 1), item, space)
+        else:
+            result[key], pos = _DECODER.raw_decode(text, pos)
+        pos = space(pos)
+        if text.startswith("}", pos):
+            return result
+        if not text.startswith(",", pos):
+            raise ValueError(f"',' or '}}' expected at {pos}")
+        pos = space(pos + 1)
+
+
+def _decode_items(
+    text: str, pos: int, item: ItemFunc, space: Callable[[int], int]
+) -> tuple[list[JSON], int]:
+    items: list[JSON] = []
+    if text.startswith("]", pos):
+        return items, pos + 1
+    while True:
+        element, pos = _DECODER.raw_decode(text, pos)
+        items.append(item(element))
+        pos = space(pos)
+        if text.startswith("]", pos):
+            return items, pos + 1
+        if not text.startswith(",", pos):
+            raise ValueError(f"',' or ']' expected at {pos}")
+        pos = space(pos + 1)
 
 
 def _decode_event(line: bytes) -> tuple[str, JSON]:

@@ -51,9 +51,10 @@ Not implemented: client-go's streaming list (`sendInitialEvents`, WatchListClien
 is cancelled or `stop()` is called (then it returns normally). Optional `resync_period`
 re-delivers every cached object as `on_update(obj, obj)` that often. `transform` is
 applied to each object before it is cached (e.g. `drop_managed_fields`, which saves
-much of the memory of 10,000 Nodes): to each item of a list page as soon as that page
-is decoded (so what it drops is freed page by page, not after the whole list), and to
-each watched object. `stats` counts lists, watches, events, backoffs
+much of the memory of 10,000 Nodes): to each item of a list as soon as the client has
+decoded that item (`Client.list(item=...)`: the whole decoded list never exists, which
+matters because the watch cache answers a list at "0" in one page), and to each
+watched object. `stats` counts lists, watches, events, backoffs
 and failures for tests and metrics.
 """
 
@@ -365,6 +366,7 @@ class Informer:
             "label_selector": self.label_selector,
             "field_selector": self.field_selector,
         }
+        query["item"] = self._item  # each item typed and transformed as it is decoded
         page = await self.client.list(
             self.resource, resource_version=resource_version, limit=limit, **query
         )
@@ -389,16 +391,17 @@ class Informer:
         return ListResult(items, first_rv, pages)
 
     def _typed(self, page: JSON) -> list[JSON]:
-        """The page's items with apiVersion and kind (a list leaves them out), each
-        transformed at once: what the transform drops (managedFields, fields no
-        controller reads) is freed page by page, never held for the whole list."""
-        items = page.pop("items", None) or []
-        api_version, kind = self.resource.api_version, self.resource.kind
-        for index, item in enumerate(items):
-            item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", kind)
-            items[index] = self._transformed(item)
-        return list(items)
+        """The page's items, already typed and transformed by `_item` as the client
+        decoded them (the page gives them up: it is not kept)."""
+        return list(page.pop("items", None) or [])
+
+    def _item(self, obj: JSON) -> JSON:
+        """One listed object: apiVersion and kind (a list leaves them out), then the
+        transform -- applied while the list is being decoded, so what it drops
+        (managedFields, fields no controller reads) never exists for the whole list."""
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind)
+        return self._transformed(obj)
 
     # -- watch ---------------------------------------------------------------------
 

@@ -99,10 +99,13 @@ class Api:
     # -- the two calls the informer makes --------------------------------------------
 
     async def list(self, resource: Any, **opts: Any) -> JSON:
+        item = opts.pop("item", None)  # applied per item while decoding, as Client.list does
         self.list_calls.append(opts)
         answer = self.list_script(opts)
         if isinstance(answer, BaseException):
             raise answer
+        if item is not None:
+            answer = {**answer, "items": [item(i) for i in answer.get("items") or []]}
         return answer
 
     async def watch(self, resource: Any, **opts: Any) -> AsyncIterator[tuple[str, JSON]]:
