@@ -47,7 +47,13 @@ def register(commands: Any) -> None:
     )
     add("--leader-elect", action="store_true", help="elect a leader among replicas (Lease)")
     add("--lease-name", default="gpuctl-leader", help="name of the leader-election Lease")
-    add("--workers", type=int, default=4, help="concurrent GPUNodeRequest reconciles")
+    add(
+        "--workers",
+        type=int,
+        default=0,
+        help="concurrent GPUNodeRequest reconciles (default 0: sized from the GPUProviders' "
+        "rate limits, 16 to 128, docs/architecture.md)",
+    )
     add("--ready-poll", type=float, default=30.0, help="seconds between checks of Ready machines")
     add("--joining-poll", type=float, default=5.0, help="seconds between checks while joining")
     add(
