@@ -132,4 +132,7 @@ def test_kubeconfig_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_the_shipped_example_loads() -> None:
     example = Path(__file__).parents[2] / "hack" / "offers.example.yaml"
-    assert [p.name for p in load_config(example)] == ["lambda", "runpod", "paperspace"]
+    providers = load_config(example)
+    # One entry per cloud the example documents, named after its type.
+    assert [p.name for p in providers][:3] == ["lambda", "runpod", "paperspace"]
+    assert all(p.name == p.type for p in providers)
