@@ -18,6 +18,11 @@ On a real local control plane (`gpuctl.dev.controlplane.ControlPlane`, etcd quot
    object, nothing is reconciled yet), wait for the first pass (every request's first
    status write, from `gpuctl_status_writes_total`), then sample VmRSS every second for
    `--settle` seconds while counting reconciles, API calls and the operator's CPU time.
+4. where the bytes go (`--profile`, on by default): in this process, under
+   tracemalloc, an informer per kind and per variant lists the loaded cluster into its
+   store (with the operator's indexes): as decoded, managedFields dropped, and the
+   operator's own transform (gpuctl/controllers/transforms.py). The bytes still traced
+   once it synced, per cached object, and the peak while it listed.
 Figures: baseline and loaded RSS (at /readyz; the window's highest VmRSS) and VmHWM,
 their difference per cached object, the mean JSON size of a request and of a Node as
 the API server sends them (with and without managedFields, which the informers keep),
@@ -30,10 +35,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,12 +52,18 @@ from bench.figures import Section, fmt_bytes, note, render_table, to_json
 from bench.host import Machine, load_average, machine_rows
 from bench.processes import OperatorProcess
 from bench.promtext import Metrics, grown
+from gpuctl.controllers import transforms
+from gpuctl.controllers.garbagecollect import UID_INDEX, uid_index
+from gpuctl.controllers.request.nodes import INSTANCE_INDEX, REQUEST_INDEX
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.dev.pki import ca_public_key_hash
 from gpuctl.runtime.client import Client
+from gpuctl.runtime.informer import Informer, Transform
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.resources import NODES, Resource
+from gpuctl.runtime.store import label_index
+from gpuctl.runtime.transform import drop_managed_fields
 
 JSON = dict[str, Any]
 # Not in gpuctl's catalog: each request is marked Failed (UnknownGPUType) once, with no
@@ -80,6 +93,7 @@ class Options:
     timeout: float = 1800.0
     log_level: str = "info"
     json_path: Path | None = None
+    profile: bool = True
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -109,6 +123,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--timeout", type=float, default=1800.0, help="bound in s of each wait (1800)")
     add("--log-level", default="info", help="operator log level (info)")
     add("--json", type=Path, dest="json_path", help="also write the report as JSON here")
+    add(
+        "--no-profile",
+        dest="profile",
+        action="store_false",
+        help="skip the tracemalloc profile of the informer caches",
+    )
     args = parser.parse_args(argv)
     return Options(
         requests=args.requests,
@@ -121,6 +141,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         timeout=args.timeout,
         log_level=args.log_level,
         json_path=args.json_path,
+        profile=args.profile,
     )
 
 
@@ -170,6 +191,21 @@ class Steady:
 
 
 @attrs.frozen
+class CacheProfile:
+    """One informer's store under tracemalloc: what it holds once synced."""
+
+    kind: str
+    variant: str
+    objects: int
+    held: int  # bytes still traced after the sync (store, indexes, informer)
+    peak: int  # the highest traced bytes while listing, over the start
+
+    @property
+    def per_object(self) -> float:
+        return self.held / self.objects if self.objects else 0.0
+
+
+@attrs.frozen
 class MemoryReport:
     machine: Machine
     load_before: tuple[float, float, float]
@@ -182,6 +218,7 @@ class MemoryReport:
     loaded: Steady
     workdir: str
     errors: list[str] = attrs.field(factory=list)
+    profile: list[CacheProfile] = attrs.field(factory=list)
 
     @property
     def objects(self) -> int:
@@ -221,6 +258,13 @@ def render(report: MemoryReport) -> str:
              f"{fmt_bytes(loaded.rss - base.rss)}, {report.bytes_per_object / 1024:.1f} KiB"),
         ]),
     ]  # fmt: skip
+    if report.profile:
+        sections.append(("where the bytes go: one informer, tracemalloc", [
+            (f"{p.kind}, {p.variant}",
+             f"{p.per_object / 1024:.1f} KiB per object, {fmt_bytes(p.held)} for "
+             f"{p.objects:,}; peak while listing {fmt_bytes(p.peak)}")
+            for p in report.profile
+        ]))  # fmt: skip
     if report.errors:
         sections.append(("errors", [(str(i + 1), e) for i, e in enumerate(report.errors)]))
     return render_table(sections)
@@ -468,6 +512,72 @@ def _reconciles(metrics: Metrics) -> float:
     return metrics.total("gpuctl_reconcile_total", controller="gpunoderequest")
 
 
+# -- where the bytes go --------------------------------------------------------------------
+
+
+@attrs.frozen
+class Variant:
+    kind: str
+    resource: Resource
+    selector: str | None  # the operator's label selector
+    name: str
+    transform: Transform | None
+
+
+def _variants() -> list[Variant]:
+    """Each kind as decoded, without managedFields, and as the operator caches it."""
+    found = []
+    for kind, resource, selector, slim in (
+        ("GPUNodeRequest", GPUNODEREQUESTS, None, transforms.custom_resource),
+        ("Node", NODES, "gpuctl.io/instance-name", transforms.node),
+    ):
+        for name, transform in (
+            ("as decoded", None),
+            ("managedFields dropped", drop_managed_fields),
+            ("operator's transform", slim),
+        ):
+            found.append(Variant(kind, resource, selector, name, transform))
+    return found
+
+
+async def profile_caches(api: Client, timeout: float) -> list[CacheProfile]:  # noqa: ASYNC109
+    """Each variant's informer, synced under tracemalloc (one at a time)."""
+    found = []
+    for variant in _variants():
+        found.append(await _profile(api, variant, timeout))
+        note(f"profile: {variant.kind}, {variant.name}: {found[-1].per_object / 1024:.1f} KiB")
+    return found
+
+
+async def _profile(api: Client, variant: Variant, timeout: float) -> CacheProfile:  # noqa: ASYNC109
+    gc.collect()
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        informer = Informer(
+            api, variant.resource, label_selector=variant.selector, transform=variant.transform
+        )
+        if variant.resource is NODES:  # the operator's indexes
+            informer.store.add_indexer(INSTANCE_INDEX, label_index("gpuctl.io/instance-name"))
+            informer.store.add_indexer(REQUEST_INDEX, label_index("gpuctl.io/request"))
+        else:
+            informer.store.add_indexer(UID_INDEX, uid_index)
+        task = asyncio.create_task(informer.run())
+        try:
+            if not await informer.wait_synced(timeout):
+                raise TimeoutError(f"{variant.kind} informer not synced in {timeout} s")
+        finally:
+            informer.stop()
+            await task
+        gc.collect()
+        held, peak = tracemalloc.get_traced_memory()
+        objects = len(informer.store)
+        del informer, task
+        return CacheProfile(variant.kind, variant.name, objects, held - start, peak - start)
+    finally:
+        tracemalloc.stop()
+
+
 # -- the run -----------------------------------------------------------------------------
 
 
@@ -495,6 +605,7 @@ async def run(options: Options) -> MemoryReport:
         loaded = await measure_operator(
             cp, options, workdir / "operator-loaded.log", options.requests, errors
         )
+        profile = await profile_caches(api, options.timeout) if options.profile else []
         return MemoryReport(
             machine=machine,
             load_before=load_before,
@@ -507,6 +618,7 @@ async def run(options: Options) -> MemoryReport:
             loaded=loaded,
             workdir=str(workdir),
             errors=errors,
+            profile=profile,
         )
     raise AssertionError("unreachable")
 

@@ -33,8 +33,17 @@ gpuctl_workqueue_depth{name="gpunoderequest"} 4.0
 def test_defaults_are_the_documented_run() -> None:
     options = memory.parse_args([])
     assert (options.requests, options.nodes, options.concurrency) == (10_000, 10_000, 32)
-    options = memory.parse_args(["--requests", "5", "--nodes", "0", "--gpu-type", "NOPE-1"])
+    assert options.profile
+    options = memory.parse_args(
+        ["--requests", "5", "--nodes", "0", "--gpu-type", "NOPE-1", "--no-profile"]
+    )
     assert (options.requests, options.nodes, options.gpu_type) == (5, 0, "NOPE-1")
+    assert not options.profile
+    assert [(v.kind, v.name) for v in memory._variants()][:3] == [
+        ("GPUNodeRequest", "as decoded"),
+        ("GPUNodeRequest", "managedFields dropped"),
+        ("GPUNodeRequest", "operator's transform"),
+    ]
     with pytest.raises(SystemExit):
         memory.parse_args(["--nodes", "-1"])
 
@@ -88,6 +97,7 @@ def test_report_table_and_json() -> None:
         sizes=memory.Sizes(1000.0, 500.0, 3000.0, 2500.0),
         loaded=_steady(110 * 2**20, 12.0),
         workdir="/tmp/w",
+        profile=[memory.CacheProfile("Node", "operator's transform", 1000, 3 * 2**20, 9 * 2**20)],
     )
     assert report.bytes_per_object == 10 * 1024 * 1024 / 1000
     lines = memory.render(report).splitlines()
@@ -96,4 +106,8 @@ def test_report_table_and_json() -> None:
     assert "| RSS growth after the first pass, per cached object | 20.0 MiB, 10.2 KiB |" in lines
     assert "| RSS growth at /readyz, per cached object | 15.0 MiB, 7.7 KiB |" in lines
     assert "| start -> every request's first status write | 12.0 s |" in lines
+    assert (
+        "| Node, operator's transform | 3.1 KiB per object, 3.0 MiB for 1,000; "
+        "peak while listing 9.0 MiB |" in lines
+    )
     assert json.loads(json.dumps(to_json(report), default=str))["loaded"]["rss"] == 110 * 2**20
