@@ -39,11 +39,14 @@ from gpuctl.sim import SimConfig, Simulator
 from tests.wheel import gpuctl_built_wheel, gpuctl_wheel  # noqa: F401 - fixtures
 
 NAMESPACE = "gpuctl-system"
-CLOUDS = ("lambda", "runpod", "paperspace")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
 CLOUD_BLOCKS: dict[str, dict[str, Any]] = {
     "lambda": {"lambda": {"sshKeyName": "gpuctl"}},
     "runpod": {"runpod": {"imageName": "ghcr.io/gpuctl/node:latest"}},
     "paperspace": {"paperspace": {"templateId": "tkni3aa4"}},
+    "crusoe": {
+        "crusoe": {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdwdWN0bCBlMmU e2e"}
+    },
 }
 
 

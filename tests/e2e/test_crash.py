@@ -23,14 +23,30 @@ from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.runtime.client import Client
 from gpuctl.sim import Simulator
-from tests.e2e.conftest import Env, delete_and_wait, operator_config, wait_phase
+from tests.e2e.conftest import CLOUDS, Env, delete_and_wait, operator_config, wait_phase
 from tests.processes import wait_gone
 from tests.wheel import Installed, run_args, start_gpuctl
 
 SPECS = {
-    "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
-    "small": {"gpu": {"type": "A10-24GB", "count": 1}},
+    "lambda": {
+        "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
+        "small": {"gpu": {"type": "A10-24GB", "count": 1}},
+    },
+    # Crusoe's create is asynchronous (an operation the driver follows).
+    "crusoe": {
+        "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "40"},
+        "small": {"gpu": {"type": "A100-80GB", "count": 1}},
+    },
 }
+POINTS = (
+    "after-finalizer",
+    "after-status-write-Pending",
+    "after-launch",
+    "after-status-write-Provisioning",
+    "after-terminate",
+)
+# Crusoe: a kill right after the launch, while the create's operation may still run.
+CASES = [(p, "lambda") for p in POINTS] + [("after-launch", "crusoe")]
 
 
 def start(
@@ -47,31 +63,23 @@ async def exited(proc: subprocess.Popen[bytes], timeout: float) -> int:
 
 def machines_of(sim: Simulator, env: Env, uid: str) -> list[object]:
     prefix = naming.prefix(env.cluster) + naming.uid_part(uid) + "-"
-    return [i for cloud in ("lambda", "runpod", "paperspace") for i in sim.instances(cloud)
+    return [i for cloud in CLOUDS for i in sim.instances(cloud)
             if i.name.startswith(prefix)]  # fmt: skip
 
 
-async def create(api: Client, env: Env, name: str) -> str:
+async def create(api: Client, env: Env, name: str, cloud: str) -> str:
     full = f"{name}-{env.suffix}"
-    spec = {**SPECS[name], "providers": [env.providers["lambda"]]}
+    spec = {**SPECS[cloud][name], "providers": [env.providers[cloud]]}
     body = {"apiVersion": "gpuctl.io/v1alpha1", "kind": "GPUNodeRequest",
             "metadata": {"name": full}, "spec": spec}  # fmt: skip
     created = await api.create(GPUNODEREQUESTS, body)
     return str(created["metadata"]["name"])
 
 
-@pytest.mark.parametrize(
-    "point",
-    [
-        "after-finalizer",
-        "after-status-write-Pending",
-        "after-launch",
-        "after-status-write-Provisioning",
-        "after-terminate",
-    ],
-)
+@pytest.mark.parametrize(("point", "cloud"), CASES)
 async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
     point: str,
+    cloud: str,
     api: Client,
     sim: Simulator,
     env: Env,
@@ -82,7 +90,7 @@ async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
     log = tmp_path / "operator.log"
     crashing = point == "after-terminate"
     first = start(gpuctl_wheel, env, control_plane, log, None if crashing else point)
-    names = [await create(api, env, n) for n in SPECS]
+    names = [await create(api, env, n, cloud) for n in SPECS[cloud]]
     survivor: subprocess.Popen[bytes] | None = None
     try:
         if crashing:  # the crash comes during teardown: get to Ready, then delete
@@ -101,12 +109,12 @@ async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
                 uids[name] = obj["metadata"]["uid"]
                 obj = await wait_phase(api, name, "Ready")
                 assert obj["status"]["attempt"] == 1
-                assert len(machines_of(sim, env, uids[name])) == 1, sim.instances("lambda")
+                assert len(machines_of(sim, env, uids[name])) == 1, sim.instances(cloud)
         for name in names:
             await delete_and_wait(api, name)
-        live = [i for i in sim.instances("lambda") if i.phase.live]
+        live = [i for i in sim.instances(cloud) if i.phase.live]
         assert live == []
-        assert len(sim.instances("lambda")) == len(names)  # one machine per request, ever
+        assert len(sim.instances(cloud)) == len(names)  # one machine per request, ever
         assert not sim.violations
     finally:
         for proc in (first, survivor):
@@ -118,4 +126,4 @@ async def test_sigkill_at_any_point_leaves_exactly_one_machine_per_request(
                     proc.kill()
         assert await asyncio.to_thread(wait_gone, f"--cluster-name {env.cluster}", 5) == []
         logs = log.read_text()
-        assert not [c for c in ("lambda", "runpod", "paperspace") if sim.api_key(c) in logs]
+        assert not [c for c in CLOUDS if sim.api_key(c) in logs]
