@@ -1,6 +1,9 @@
 """`gpuctl plan -f request.yaml`: the offer the controller would choose, and why.
 
-For each GPUNodeRequest in the file (other kinds are skipped; `-f -` reads stdin),
+For pods (a Pod, Deployment, ReplicaSet, StatefulSet, Job or CronJob in the file) plan
+answers which GPUNodePool and offer the provisioner would choose, through the
+provisioner's own decision (gpuctl/cli/plan_pods.py). For each GPUNodeRequest in the
+file (other kinds are skipped; `-f -` reads stdin),
 read as the controller reads it (`GPUNodeRequest.from_dict`), plan runs the
 controller's own code: `offer.unknown_gpu_type`, then `offer.choose` — the function
 the offer step calls — with the same providers (the cluster's GPUProviders through
@@ -16,8 +19,8 @@ than `--capacity-ttl` (the operator's default, 180 s), at the time it happened,
 keyed like `Offer.key` by (provider, native region, the request's GPU type,
 capacity type). With `--config` there is no cluster and the cache is empty.
 
-Exit status: 0 when every request has an offer, 1 when one has none, 2 for bad
-input (file, flags, config).
+Exit status: 0 when every request has an offer and every pod a machine, 1 when one
+has none, 2 for bad input (file, flags, config).
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from typing import Any
 import yaml
 
 from gpuctl.api import GNR_KIND, GPUNodeRequest, ObjectError
-from gpuctl.cli import output
+from gpuctl.cli import output, plan_pods
 from gpuctl.cli.config import ConfigError, add_source_flags, open_source
 from gpuctl.cli.offers import OFFER_COLUMNS, offer_json, offer_row
 from gpuctl.controllers.planning import Plan, capacity_from, plan_one
+from gpuctl.controllers.pool.binpack import Plan as PoolPlan
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.controllers.selection import Want
 from gpuctl.providers.capacity import DEFAULT_TTL_SECONDS, CapacityCache
@@ -48,17 +52,20 @@ JSON = dict[str, Any]
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "plan",
-        help="show which offer the controller would choose for a request, without launching",
+        help="show which offer the controller would choose for a request (or which pool and "
+        "offer for pods), without launching",
         description="Run the controller's offer selection for the GPUNodeRequests in a file: "
         "the chosen offer, every other fitting offer in rank order and every rejected "
-        "offer with its reason. Nothing is launched.",
+        "offer with its reason; for Pods and workloads (Deployment, Job, ...), the "
+        "GPUNodePool and offer the provisioner would choose. Nothing is launched.",
     )
     parser.add_argument(
         "-f",
         "--filename",
         required=True,
         metavar="FILE",
-        help="YAML with one or more GPUNodeRequests (- for stdin)",
+        help="YAML with GPUNodeRequests, or Pods/Deployments/Jobs (and optionally "
+        "GPUNodePools) (- for stdin)",
     )
     parser.add_argument(
         "--capacity-ttl",
@@ -75,12 +82,22 @@ def register(commands: Any) -> None:
 # -- input -----------------------------------------------------------------------------
 
 
-def read_requests(text: str) -> list[GPUNodeRequest]:
-    """The GPUNodeRequests of a YAML stream; ConfigError for bad YAML or a bad request."""
+def read_documents(text: str) -> list[Any]:
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
         raise ConfigError(f"not YAML: {err}") from err
+
+
+def read_requests(text: str) -> list[GPUNodeRequest]:
+    """The GPUNodeRequests of a YAML stream; ConfigError for bad YAML or a bad request."""
+    requests = gpunoderequests(read_documents(text))
+    if not requests:
+        raise ConfigError(f"no {GNR_KIND} in the input")
+    return requests
+
+
+def gpunoderequests(documents: Sequence[Any]) -> list[GPUNodeRequest]:
     requests = []
     for index, document in enumerate(documents):
         if not isinstance(document, dict) or document.get("kind") != GNR_KIND:
@@ -89,8 +106,6 @@ def read_requests(text: str) -> list[GPUNodeRequest]:
             requests.append(GPUNodeRequest.from_dict(document))
         except ObjectError as err:
             raise ConfigError(f"document {index + 1}: {err}") from err
-    if not requests:
-        raise ConfigError(f"no {GNR_KIND} in the input")
     return requests
 
 
@@ -176,20 +191,38 @@ def render(plan: Plan) -> str:
     return text
 
 
-def _print(plans: Sequence[Plan], fmt: str) -> None:
+def _print(plans: Sequence[Plan], pods: PodsPlan | None, fmt: str) -> None:
     if fmt == "json":
-        output.write_json({"plans": [plan_json(p) for p in plans]})
-    else:
-        output.write("\n".join(render(p) for p in plans))
+        found: JSON = {"plans": [plan_json(p) for p in plans]}
+        if pods is not None:
+            found["pods"] = plan_pods.plan_json(pods[0])
+        output.write_json(found)
+        return
+    texts = [render(p) for p in plans]
+    if pods is not None:
+        texts.append(plan_pods.render(*pods))
+    output.write("\n".join(texts))
+
+
+PodsPlan = tuple[PoolPlan, list[JSON]]
 
 
 async def _main(args: argparse.Namespace) -> int:
-    requests = read_requests(_read(args.filename))
+    documents = read_documents(_read(args.filename))
+    requests = gpunoderequests(documents)
+    pods = plan_pods.read_pods(documents)
+    if not requests and not pods:
+        raise ConfigError(f"no {GNR_KIND}, nor a Pod or workload asking for GPUs, in the input")
+    pools = plan_pods.read_pools(documents)
     async with open_source(args) as source:
         capacity = await _capacity(source.client, args.capacity_ttl)
         plans = [await plan_one(r, source.drivers, capacity) for r in requests]
-    _print(plans, args.output)
-    return 0 if all(p.selection.chosen is not None for p in plans) else 1
+        pods_plan = None
+        if pods:
+            pods_plan = (await plan_pods.plan_pods(source, pods, pools, capacity.blocked), pods)
+    _print(plans, pods_plan, args.output)
+    served = pods_plan is None or not pods_plan[0].unserved
+    return 0 if served and all(p.selection.chosen is not None for p in plans) else 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -36,11 +36,10 @@ from gpuctl.api.convert import unstructure
 from gpuctl.controllers.pool import metrics
 from gpuctl.controllers.pool import pods as podinfo
 from gpuctl.controllers.pool.batcher import Batcher
-from gpuctl.controllers.pool.binpack import NewMachine, Plan, PoolView, plan
-from gpuctl.controllers.pool.inflight import existing
+from gpuctl.controllers.pool.binpack import NewMachine, Plan
 from gpuctl.controllers.pool.launcher import launch, request_body
-from gpuctl.controllers.pool.limits import usage
-from gpuctl.controllers.pool.offers import Drivers, candidates, gather
+from gpuctl.controllers.pool.offers import Drivers, gather
+from gpuctl.controllers.pool.planning import Snapshot, decide
 from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS
 from gpuctl.providers.base import Offer
 from gpuctl.runtime.client import Client
@@ -131,9 +130,8 @@ class Provisioner:
         metrics.BATCH.observe(len(pending))
         requests = (await self.client.list_all(GPUNODEREQUESTS, label_selector=LABEL_POOL)).items
         offers, notes = await gather(self.drivers)
-        views = [self._view(pool, requests, offers, notes) for pool in pools]
-        machines = existing(requests, self._node_of, self._pods_on, self._startup_taints(pools))
-        result = plan(pending, views, machines)
+        snapshot = Snapshot(pending, pools, requests, offers, notes)
+        result = decide(snapshot, self.blocked, self._node_of, self._pods_on)
         created = await self._launch(pools, result)
         await self._report(pools, pending, result, created)
         metrics.DURATION.observe(time.monotonic() - started)
@@ -152,37 +150,12 @@ class Provisioner:
                 log.warning("GPUNodePool %s unreadable: %s", obj["metadata"]["name"], err)
         return sorted(found, key=lambda p: p.name)
 
-    def _view(
-        self, pool: GPUNodePool, requests: Sequence[Obj], offers: list[Offer], notes: list[str]
-    ) -> PoolView:
-        mine = [r for r in requests if r["metadata"]["labels"].get(LABEL_POOL) == pool.name]
-        template = pool.spec.template
-        why = "no offer matches the pool's requirements"
-        if template.max_price_per_hour is not None:
-            why += f" under ${template.max_price_per_hour}/h"
-        if notes:
-            why += " (unavailable: " + "; ".join(notes) + ")"
-        return PoolView(
-            name=pool.name,
-            weight=pool.spec.weight or 0,
-            candidates=candidates(pool, offers, self.blocked),
-            taints=[_taint(t) for t in template.taints],
-            limits=pool.spec.limits,
-            used=usage(mine),
-            why_no_candidates=why,
-        )
-
     def _node_of(self, request: str) -> Obj | None:
         found = self.nodes.by_index(REQUEST_INDEX, request)
         return found[0] if found else None
 
     def _pods_on(self, node: str) -> list[Obj]:
         return list(self.pods.by_index(NODE_NAME_INDEX, node))
-
-    @staticmethod
-    def _startup_taints(pools: Sequence[GPUNodePool]) -> Any:
-        by_pool = {p.name: [_taint(t) for t in p.spec.template.startup_taints] for p in pools}
-        return lambda name: by_pool.get(name, [])
 
     # -- acting --------------------------------------------------------------------------
 
@@ -237,13 +210,6 @@ class Provisioner:
             await self.client.patch(GPUNODEPOOLS, pool.name, patch, subresource="status")
         except Exception as err:  # the decision stands; only its record is lost
             log.warning("GPUNodePool %s: recording the decision failed: %s", pool.name, err)
-
-
-def _taint(taint: Any) -> Obj:
-    found: Obj = {"key": taint.key, "effect": taint.effect.value}
-    if taint.value is not None:
-        found["value"] = taint.value
-    return found
 
 
 def _decision(
