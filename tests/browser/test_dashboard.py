@@ -29,6 +29,7 @@ from gpuctl.runtime.resources import EVENTS
 from tests.browser.conftest import HOSTILE, NAMESPACE, Board
 from tests.browser.driver import Browser
 from tests.e2e.conftest import ISSUED_KEYS
+from tests.integration.test_prometheus import promtool, run
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -79,7 +80,7 @@ async def test_fleet_shows_three_requests_going_ready_live(browser: Browser, boa
         names,
         timeout=90,
     )
-    await browser.wait_until(NOT_RELOADED, timeout=1)
+    assert await browser.evaluate(NOT_RELOADED), "the page reloaded"
     # Every cell equals the object the API server holds (kubectl get gnr -o yaml).
     for name in names:
         obj = await board.api.get(GPUNODEREQUESTS, name)
@@ -115,7 +116,7 @@ async def test_spot_interruption_appears_on_the_timeline(browser: Browser, board
         [["event", "Interrupted"], ["failover", "Interrupted"], ["phase", "phase Interrupted"]],
         timeout=60,
     )
-    await browser.wait_until(NOT_RELOADED, timeout=1)
+    assert await browser.evaluate(NOT_RELOADED), "the page reloaded"
     await shot(browser, board, "timeline")
 
 
@@ -131,7 +132,7 @@ async def test_cost_chart_grows_and_equals_gpuctl_cost_and_metrics(
         str(first),
         timeout=30,
     )
-    await browser.wait_until(NOT_RELOADED, timeout=1)
+    assert await browser.evaluate(NOT_RELOADED), "the page reloaded"
     await shot(browser, board, "cost")
     # The same moment: the snapshot's `now` and objects, against gpuctl cost's report
     # computed from the API server's objects and the ledger at that `now`.
@@ -242,3 +243,16 @@ async def test_hostile_strings_render_as_text_and_no_secret_reaches_a_page(
         texts.append(json.dumps(await get_json(board.url + path)))
     leaks = [key for key in ISSUED_KEYS for text in texts if key in text]
     assert leaks == []
+
+
+async def test_promtool_check_metrics_is_clean_on_a_live_scrape(board: Board) -> None:
+    """The operator's /metrics after launches, an interruption and provider errors."""
+    async with aiohttp.ClientSession() as session, session.get(board.metrics_url) as response:
+        text = await response.read()
+    for series in (
+        "gpuctl_launches_total",
+        "gpuctl_interruptions_total",
+        "gpuctl_provider_api_errors_total",
+    ):
+        assert series.encode() in text, series
+    run(promtool(), "check", "metrics", stdin=text)

@@ -9,6 +9,7 @@ import json
 import re
 from decimal import Decimal
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry, Counter
 
 from gpuctl.cli import cost
+from gpuctl.cli.main import build_parser
 from gpuctl.controllers.metrics import RequestCollector
 from gpuctl.controllers.planning import capacity_from, plan_one
 from gpuctl.dashboard import costs, fleet, offers, providers, server
@@ -328,3 +330,10 @@ def test_host_of() -> None:
 def test_event_index_keys_by_uid_and_name() -> None:
     event = {"involvedObject": {"kind": "GPUProvider", "name": "p", "uid": "u"}}
     assert fleet.events_by_object([event]) == {"u": [event], "GPUProvider/p": [event]}
+
+
+def test_the_deployment_carries_gpuctl_runs_ui_flag_off() -> None:
+    deployment = Path(__file__).parents[2] / "manifests" / "manager" / "deployment.yaml"
+    assert "        # - --ui\n" in deployment.read_text()  # there, commented: off by default
+    assert build_parser().parse_args(["run", "--ui"]).ui
+    assert not build_parser().parse_args(["run"]).ui
