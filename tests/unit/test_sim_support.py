@@ -33,6 +33,8 @@ FILES = {
     "runpod-v2": ("runpod", "openapi_v2.json"),
     "paperspace": ("paperspace", "openapi.json"),
     "crusoe": ("crusoe", "openapi.json"),
+    "hyperstack": ("hyperstack", "openapi.json"),
+    "digitalocean": ("digitalocean", "openapi.json"),
 }
 
 
@@ -66,9 +68,12 @@ def auth_headers(
     path: str,
     params: Mapping[str, str] | list[tuple[str, str]] | None,
 ) -> dict[str, str]:
-    """A bearer token, or for Crusoe (`<key ID>:<secret>`) the request's signature."""
+    """A bearer token, Hyperstack's `api_key` header, or for Crusoe (`<key ID>:<secret>`)
+    the request's signature."""
     if not token:
         return {}
+    if cloud == "hyperstack":
+        return {"api_key": token}
     if cloud != "crusoe":
         return {"Authorization": f"Bearer {token}"}
     key_id, _, secret = token.partition(":")
@@ -95,8 +100,13 @@ def error_format_problems(cloud: str, answer: Answer) -> list[str]:
         ok = answer.content_type == "application/problem+json" and isinstance(body, dict)
         ok = ok and body.get("status") == answer.status
         return [] if ok and isinstance(body.get("title"), str) else ["runpod problem+json"]
+    if cloud == "hyperstack":  # ErrorResponseModel; its 500 has no body
+        ok = body is None and answer.status == 500
+        ok = ok or (isinstance(body, dict) and body.get("status") is False)
+        return [] if ok else ["hyperstack error"]
     ok = isinstance(body, dict) and isinstance(body.get("message"), str)
-    return [] if ok and isinstance(body.get("code"), str) else ["paperspace error"]
+    code = "id" if cloud == "digitalocean" else "code"
+    return [] if ok and isinstance(body.get(code), str) else [f"{cloud} error"]
 
 
 class CloudClient:
