@@ -1,4 +1,4 @@
-"""The driver contract, one suite for all three clouds, against the simulated clouds.
+"""The driver contract, one suite for every cloud, against the simulated clouds.
 
 Every test runs once per cloud on a fresh simulator state and a fresh driver, and ends
 by checking that the simulator saw ZERO spec violations: a request the cloud's OpenAPI
@@ -33,7 +33,7 @@ from gpuctl.providers.base import (
 )
 from gpuctl.sim import SimConfig, Simulator
 
-CLOUDS = ["lambda", "runpod", "paperspace", "hyperstack", "digitalocean"]
+CLOUDS = ["lambda", "runpod", "paperspace", "hyperstack", "digitalocean", "crusoe"]
 FAST = {"rateLimit": "unlimited", "retryAttempts": "3", "retryBaseSeconds": "0.01"}
 OPTIONS = {
     "lambda": {},
@@ -43,6 +43,7 @@ OPTIONS = {
     # 429 carries no Retry-After and blocks for the documented minute, shortened here.
     "hyperstack": {"sshPublicKey": "ssh-ed25519 AAAAC3Nza gpuctl", "rateLimitBlockSeconds": "1"},
     "digitalocean": {},
+    "crusoe": {"sshPublicKey": "ssh-ed25519 AAAAC3Nza gpuctl"},
 }
 
 
@@ -96,6 +97,16 @@ CASES = {
         "droplets_get",
         "droplets_create",
         other_region="ca-east",
+    ),
+    # Crusoe's price is its dated table's (no price API, and a VM reports no rate).
+    "crusoe": Case(
+        "us-east1-a",
+        "h100-80gb-sxm-ib.8x",
+        CapacityType.ON_DEMAND,
+        Decimal("31.20"),
+        "getInstance",
+        "createInstance",
+        other_region="eu-north",
     ),
 }
 JOIN = JoinData(

@@ -132,8 +132,9 @@ async def test_an_operation_still_running_is_settled_by_name(
 
 
 async def test_credentials_and_ssh_key(sim: Simulator, session: aiohttp.ClientSession) -> None:
-    with pytest.raises(InvalidRequestError, match="access key ID"):
-        driver(sim, session, api_key="just-a-token")
+    with pytest.raises(AuthError, match="access key ID"):  # not a Crusoe credential
+        await driver(sim, session, api_key="just-a-token").validate_credentials()
+    assert sim.ledger == []  # refused before anything was sent
     key_id = sim.api_key("crusoe").split(":")[0]
     wrong = driver(sim, session, api_key=f"{key_id}:d3Jvbmctc2VjcmV0")
     with pytest.raises(AuthError):

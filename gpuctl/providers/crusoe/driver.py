@@ -1,7 +1,8 @@
 """`CrusoeDriver`: Crusoe Cloud VMs behind `gpuctl.providers.base.Driver`.
 
 API: https://api.cloud.crusoe.ai/v1 (`{endpoint}/v1`), every request signed with the
-access key ID and secret key (`signing.py`; the credential is `<key ID>:<secret>`),
+access key ID and secret key (`signing.py`; the credential is `<key ID>:<secret>`;
+anything else fails every call with AuthError, as a rejected key would),
 through the generated operations in `_generated/`. VMs live in a project: the
 `projectId` option, else the account's only project (`GET /organizations/projects`).
 
@@ -42,11 +43,13 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 import aiohttp
 
 from gpuctl.providers import errors
 from gpuctl.providers.base import (
+    AuthError,
     Capabilities,
     CapacityType,
     DriverConfig,
@@ -121,7 +124,11 @@ class CrusoeDriver:
         try:
             key_id, secret = signing.split_credentials(config.api_key)
         except signing.CredentialsError as err:
-            raise InvalidRequestError(f"crusoe: {err}", provider=config.name) from None
+            # Not a Crusoe credential: every call fails as a rejected key would
+            # (AuthError: the GPUProvider's CredentialsValid condition says why).
+            key_id, secret, self._bad_credential = "", "", f"crusoe: {err}"
+        else:
+            self._bad_credential = ""
         endpoint = f"{config.endpoint.rstrip('/')}/v1" if config.endpoint else DEFAULT_ENDPOINT
         self._transport = HttpTransport(
             session=session,
@@ -133,8 +140,9 @@ class CrusoeDriver:
             limiter=limiter or AccountLimiter(limits_for(config)),
             retry=retry_policy_for(config),
             launch_operations={CREATE},
-            signer=functools.partial(_sign, key_id, secret),
+            signer=self._sign,
         )
+        self._key_id, self._secret = key_id, secret
         self._table = shipped_prices().with_overrides(config.prices)
         self._offers: PriceCache[list[Offer]] = PriceCache(config.name)
         self._capacities: PriceCache[dict[tuple[str, str], int]] = PriceCache(
@@ -164,6 +172,15 @@ class CrusoeDriver:
 
     def __repr__(self) -> str:
         return f"CrusoeDriver(name={self.name!r}, endpoint={self._transport.base_url!r})"
+
+    def _sign(self, method: str, path: str, query: Sequence[tuple[str, str]]) -> Mapping[str, str]:
+        if self._bad_credential:
+            raise AuthError(self._bad_credential, code="credential", provider=self.name)
+        return signing.headers(self._key_id, self._secret, method, path, query)
+
+    def _instance(self, vm: models.InstanceV1) -> Instance:
+        """The VM; its rate is the price table's (a Crusoe VM reports none)."""
+        return _instance(vm, self._table.prices.get(vm.type))
 
     # -- project ---------------------------------------------------------------------
 
@@ -295,7 +312,7 @@ class CrusoeDriver:
         if state == models.OperationState.SUCCEEDED:
             try:
                 with errors.structure_guard(CLOUD, "getComputeVMsInstancesOperation", self.name):
-                    return _instance(models.converter.structure(result, models.InstanceV1))
+                    return self._instance(models.converter.structure(result, models.InstanceV1))
             except TransientError:
                 pass  # a result that is not the VM: find it by name
         try:
@@ -320,7 +337,7 @@ class CrusoeDriver:
         project = await self._project()
         found = await self._transport.call(operations.get_instance, project, instance_id)
         with errors.structure_guard(CLOUD, "getInstance", self.name):
-            return _instance(found)
+            return self._instance(found)
 
     async def find_all(self, name: str) -> list[Instance]:
         return errors.preferred(i for i in await self._list(names=name) if i.name == name)
@@ -341,7 +358,7 @@ class CrusoeDriver:
                 operations.list_instances, project, names=names, limit=PAGE, next_token=token
             )
             with errors.structure_guard(CLOUD, "listInstances", self.name):
-                found += [_instance(vm) for vm in page.items]
+                found += [self._instance(vm) for vm in page.items]
             if not page.next_page_token or page.next_page_token == token:
                 return [i for i in found if i.state is not InstanceState.TERMINATED]
             token = page.next_page_token
@@ -370,13 +387,7 @@ class CrusoeDriver:
         """Nothing to release: the aiohttp session belongs to the caller."""
 
 
-def _sign(
-    key_id: str, secret: str, method: str, path: str, query: Sequence[tuple[str, str]]
-) -> Mapping[str, str]:
-    return signing.headers(key_id, secret, method, path, query)
-
-
-def _instance(vm: models.InstanceV1) -> Instance:
+def _instance(vm: models.InstanceV1, price: Decimal | None = None) -> Instance:
     addresses = [ip for nic in vm.network_interfaces for ip in nic.ips]
     public = next((a.public_ipv4.address for a in addresses if a.public_ipv4.address), None)
     private = next((a.private_ipv4.address for a in addresses if a.private_ipv4.address), None)
@@ -391,6 +402,7 @@ def _instance(vm: models.InstanceV1) -> Instance:
         capacity_type=CapacityType.SPOT if spot else CapacityType.ON_DEMAND,
         public_ip=public,
         private_ip=private,
+        price_per_hour=price,
         launched_at=_timestamp(vm.created_at),
     )
 
