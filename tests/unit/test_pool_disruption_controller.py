@@ -292,3 +292,14 @@ def test_the_planner_finds_the_cheapest_one_machine_replacement() -> None:
     many = [pod(f"p{i}", "n-m0", gpus=8) for i in range(2)]
     fallback = find(pool_obj, old, many)
     assert fallback is not None and fallback.spec == old.obj["spec"]
+
+
+async def test_a_lost_write_is_a_quick_requeue_not_an_error() -> None:
+    w = world(1, {"consolidateAfter": "1m", "expireAfter": "Never"}, with_pods=True)
+
+    async def conflict(*_: Any, **__: Any) -> Obj:
+        raise ApiError(409, "Conflict", "the object has been modified", {})
+
+    w["client"].patch = conflict
+    result = await w["r"].reconcile("p")
+    assert result.requeue_after == 0.2

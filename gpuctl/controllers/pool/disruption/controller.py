@@ -57,7 +57,7 @@ from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import NODE_NAME_INDEX
 from gpuctl.controllers.request.nodes import REQUEST_INDEX
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.runtime.client import Client
+from gpuctl.runtime.client import ApiError, Client, is_conflict
 from gpuctl.runtime.events import EventRecorder, EventType
 from gpuctl.runtime.reconcile import Result, TerminalError
 from gpuctl.runtime.store import Store
@@ -101,6 +101,16 @@ class DisruptionReconciler:
         self.said: dict[str, str] = {}  # last DisruptionBlocked message per request
 
     async def reconcile(self, key: str) -> Result:
+        try:
+            return await self._reconcile(key)
+        except ApiError as err:
+            if not is_conflict(err):
+                raise
+            # A write lost to a newer version (the request controller writes status
+            # too): decide again from the fresh copy the watch brings.
+            return Result(requeue_after=0.2)
+
+    async def _reconcile(self, key: str) -> Result:
         pool = self.pools.get(key)
         if pool is None or pool["metadata"].get("deletionTimestamp"):
             return Result()  # its requests go with it (ownerReferences), drained

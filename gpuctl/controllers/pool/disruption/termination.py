@@ -20,7 +20,7 @@ from gpuctl.controllers.pool.disruption.machines import parse_time
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.request.nodes import REQUEST_INDEX
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.runtime.client import Client, is_not_found
+from gpuctl.runtime.client import ApiError, Client, is_conflict, is_not_found
 from gpuctl.runtime.events import EventRecorder
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.store import Store
@@ -58,6 +58,14 @@ class DrainReconciler:
         self.said: dict[str, str] = {}  # last Draining message per request (Events only)
 
     async def reconcile(self, key: str) -> Result:
+        try:
+            return await self._reconcile(key)
+        except ApiError as err:
+            if not is_conflict(err):
+                raise
+            return Result(requeue_after=0.2)  # a stale copy: again with the fresh one
+
+    async def _reconcile(self, key: str) -> Result:
         obj = self.requests.get(key)
         if obj is None:
             return Result()
@@ -95,5 +103,5 @@ class DrainReconciler:
         except Exception as err:
             if is_not_found(err):
                 return
-            raise  # a conflict (stale copy) too: the work queue retries with the fresh one
+            raise
         await self.events.record(obj, "Normal", "Drained", "Node drained; terminating the machine")
