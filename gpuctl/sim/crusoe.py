@@ -80,6 +80,11 @@ def _uuid(text: str) -> str:
     return str(uuid.UUID(hashlib.sha256(text.encode()).hexdigest()[:32]))
 
 
+def project_id(seed: int) -> str:
+    """The id of the one project of the simulated account with this seed."""
+    return _uuid(f"{seed}/crusoe/project")
+
+
 class CrusoeApi(CloudApi):
     cloud = "crusoe"
 
@@ -89,7 +94,7 @@ class CrusoeApi(CloudApi):
         key_id, secret = signing.split_credentials(self.api_key)
         self.credentials = {key_id: secret}
         self.organization_id = _uuid(f"{config.seed}/crusoe/organization")
-        self.project_id = _uuid(f"{config.seed}/crusoe/project")
+        self.project_id = project_id(config.seed)
 
     def spec_for(self, path: str) -> Spec:
         return self.spec

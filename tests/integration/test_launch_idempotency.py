@@ -34,6 +34,7 @@ from gpuctl.providers.base import (
     TransientError,
 )
 from gpuctl.sim import SimConfig, Simulator
+from gpuctl.sim import crusoe as crusoe_sim
 from tests.integration import test_provider_contract as contract
 from tests.integration.test_provider_contract import (
     CASES,
@@ -52,7 +53,12 @@ no_violations = contract.no_violations
 cloud = contract.cloud
 driver = contract.driver
 
-TERMINATE = {"lambda": "terminateInstance", "runpod": "DeletePod", "paperspace": "machines-delete"}
+TERMINATE = {
+    "lambda": "terminateInstance",
+    "runpod": "DeletePod",
+    "paperspace": "machines-delete",
+    "crusoe": "deleteInstance",
+}
 
 
 def creates(sim: Simulator, cloud: str) -> int:
@@ -259,6 +265,14 @@ PROVIDER_BLOCKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"templateId": "tkni3aa4", "diskSizeGB": 250, "publicIpType": "none"},
         {"templateId": "tkni3aa4", "diskSize": 250, "publicIpType": "none",
          "emailPassword": False},
+    ),
+    # projectId is in every VM path: a wrong one would be refused (403).
+    "crusoe": (
+        {"sshPublicKey": "ssh-ed25519 AAAAC3Nza gpuctl", "projectId": crusoe_sim.project_id(1),
+         "image": "ubuntu22.04-nvidia-sxm-docker:latest"},
+        {"ssh_public_key": "ssh-ed25519 AAAAC3Nza gpuctl",
+         "image": "ubuntu22.04-nvidia-sxm-docker:latest",
+         "reservation_specification": {"selection_strategy": "on_demand"}},
     ),
 }  # fmt: skip
 
