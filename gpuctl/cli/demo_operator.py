@@ -49,7 +49,7 @@ class OperatorArgs:
             "--cluster-name", self.cluster_name,
             "--namespace", self.namespace,
             "--join-endpoint", self.join_endpoint,
-            "--health-host", "127.0.0.1", "--health-port", str(self.health_port),
+            "--health-host", "127.0.0.1", "--health-port", str(self.health_port), "--ui",
             "--ready-poll", "3", "--joining-poll", "1", "--termination-poll", "1",
             "--provider-refresh", "60", "--gc-interval", "10", "--gc-grace", "60",
             "--log-level", self.log_level,
@@ -69,6 +69,11 @@ class OperatorProcess:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.args.health_port}/metrics"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The operator's read-only dashboard (`gpuctl run --ui`, docs/dashboard.md)."""
+        return f"http://127.0.0.1:{self.args.health_port}/ui/"
 
     async def start(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         self.log_path.write_bytes(b"")

@@ -126,6 +126,7 @@ def dashboard_extension(args: argparse.Namespace) -> Callable[[Operator], None]:
             requests=informers["gpunoderequests"],
             providers=informers["gpuproviders"],
             nodes=informers["nodes"],
+            pools=informers.get("gpunodepools"),
             drivers=operator.services.drivers,
             namespace=args.namespace,
             mode="operator",

@@ -3,10 +3,11 @@
 `attach(manager, ...)` takes the GPUNodeRequest, GPUProvider and Node informers the
 manager already runs (the operator's own caches), adds the dashboard's optional
 informers — Events about GPUNodeRequests and GPUProviders (field-selected by
-involvedObject.kind) and GPUNodePools — as runnables that never hold up readiness
-or stop the manager when refused, and mounts the page under `/ui` on the manager's
-health port. Runnables: the optional informers, the ledger reader and the snapshot
-publisher, all `needs_leader=False` (a standby replica serves the page too).
+involvedObject.kind) and, unless the caller has one, GPUNodePools — as runnables
+that never hold up readiness or stop the manager when refused, and mounts the page
+under `/ui` on the manager's health port. Runnables: the optional informers, the
+ledger reader and the snapshot publisher, all `needs_leader=False` (a standby replica
+serves the page too).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def attach(
     host: str,
     metrics: Callable[[], Iterable[Metric]] | None = None,
     events_namespace: str | None = None,
+    pools: Informer | None = None,
 ) -> Dashboard:
     """Mount the dashboard on `manager` (see the module docstring); returns it."""
     changes = Changes()
@@ -60,9 +62,12 @@ def attach(
         )
         for kind in EVENT_KINDS
     ]
-    pools = Informer(
-        client, GPUNODEPOOLS, name="dashboard-gpunodepools", transform=drop_managed_fields
-    )
+    optional = list(events)
+    if pools is None:  # the operator's own when it watches pools, else the dashboard's
+        pools = Informer(
+            client, GPUNODEPOOLS, name="dashboard-gpunodepools", transform=drop_managed_fields
+        )
+        optional.append(pools)
     for informer in (requests, providers, nodes, *events, pools):
         informer.add_handler(changes)
     requests.add_handler(phases)
@@ -83,7 +88,7 @@ def attach(
     )
     loopback = host in LOOPBACK_HOSTS or host.startswith("127.")
     dashboard = Dashboard(sources, allowed_hosts=LOOPBACK_HOSTS | {host} if loopback else None)
-    for informer in (*events, pools):
+    for informer in optional:
         # retries with backoff on errors (a 403 too) until cancelled: never fatal
         manager.add_runnable(informer.run, needs_leader=False)
     manager.add_runnable(ledger.run, needs_leader=False)

@@ -337,3 +337,18 @@ def test_the_deployment_carries_gpuctl_runs_ui_flag_off() -> None:
     assert "        # - --ui\n" in deployment.read_text()  # there, commented: off by default
     assert build_parser().parse_args(["run", "--ui"]).ui
     assert not build_parser().parse_args(["run"]).ui
+
+
+async def test_an_open_stream_does_not_hold_up_shutdown() -> None:
+    health = HealthServer()
+    board = server.Dashboard(sources(requests(), LEDGER), clock=lambda: NOW)
+    health.mount("/ui", board.app())
+    await health.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", health.port)
+    writer.write(b"GET /ui/api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert b"event: snapshot" in await asyncio.wait_for(reader.readuntil(b"data: "), 5)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await health.stop()
+    assert loop.time() - started < 5  # not aiohttp's 60 s wait for handlers
+    writer.close()
