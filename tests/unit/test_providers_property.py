@@ -72,16 +72,52 @@ VALID: dict[str, list[Any]] = {
         {"message": "out of capacity", "code": "X"},
     ],
 }
+CRUSOE_VM = {
+    "id": "i1",
+    "project_id": "p1",
+    "name": "gpuctl-a",
+    "type": "h100-80gb-sxm-ib.8x",
+    "location": "us-east1-a",
+    "state": "STATE_RUNNING",
+    "created_at": "2026-11-29T19:00:00Z",
+    "updated_at": "2026-11-29T19:00:00Z",
+    "disks": [],
+    "network_interfaces": [],
+    "host_channel_adapters": [],
+    "maintenance_policy": "unspecified",
+}
+CRUSOE_OPERATION = {
+    "operation_id": "o1",
+    "state": "SUCCEEDED",
+    "metadata": {},
+    "started_at": "2026-11-29T19:00:00Z",
+    "completed_at": "2026-11-29T19:00:01Z",
+    "result": CRUSOE_VM,
+}
+VALID["crusoe"] = [
+    {"items": [{"id": "p1", "name": "d", "organization_id": "o", "relation": "owner",
+                "resources": {}}]},
+    {"items": [{"type": "h100-80gb-sxm-ib.8x", "location": "us-east1-a", "quantity": 1}]},
+    {"operation": CRUSOE_OPERATION},
+    CRUSOE_OPERATION,
+    {"items": [CRUSOE_VM], "next_page_token": ""},
+    CRUSOE_VM,
+    {"code": "400", "message": "out of stock"},
+]  # fmt: skip
 OPTIONS = {
     "lambda": {"sshKeyName": "gpuctl"},
     "runpod": {"imageName": "img"},
     "paperspace": {"templateId": "t1"},
+    "crusoe": {"sshPublicKey": "ssh-ed25519 AAAA", "operationWaitSeconds": "0"},
 }
 OFFER = {
     "lambda": ("us-east-1", "gpu_8x_h100_sxm5", CapacityType.ON_DEMAND),
     "runpod": ("US-GA-1", "NVIDIA H100 80GB HBM3", CapacityType.SPOT),
     "paperspace": ("ny2", "H100x8", CapacityType.ON_DEMAND),
+    "crusoe": ("us-east1-a", "h100-80gb-sxm-ib.8x", CapacityType.ON_DEMAND),
 }
+# A well-formed credential of each cloud (Crusoe: "<key ID>:<base64url secret>").
+API_KEYS = {"crusoe": "k:c2VjcmV0"}
 
 json_values = st.recursive(
     st.none()
@@ -171,7 +207,7 @@ async def run(driver: Any, cloud: str, operation: str) -> object:
     return await calls[operation]()
 
 
-@pytest.mark.parametrize("cloud", ["lambda", "runpod", "paperspace"])
+@pytest.mark.parametrize("cloud", ["lambda", "runpod", "paperspace", "crusoe"])
 @settings(
     max_examples=200,
     deadline=None,
@@ -191,7 +227,7 @@ async def test_any_answer_is_a_value_or_a_provider_error(
     config = DriverConfig(
         name="p",
         cloud=cloud,
-        api_key="k",
+        api_key=API_KEYS.get(cloud, "k"),
         endpoint=server.url,
         options={
             "rateLimit": "unlimited",
