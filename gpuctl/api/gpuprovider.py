@@ -3,13 +3,13 @@
 The spec names the cloud (`type`, immutable), where its API key is (a Secret
 key), optional endpoint/rate-limit/price overrides, how machines join the
 cluster (`bootstrap`), and exactly one per-cloud block: `lambda` iff type is
-lambda, `runpod` iff runpod, `paperspace` iff paperspace, `crusoe` iff crusoe (enforced
-by CEL).
+lambda, `runpod` iff runpod, `paperspace` iff paperspace, `crusoe` iff crusoe,
+`hyperstack` iff hyperstack, `digitalocean` iff digitalocean (enforced by CEL).
 
 Registration timeout defaults differ per cloud because boot times do (8xH100 on
-Lambda takes over 20 minutes): Lambda 30m, RunPod 20m, Paperspace 20m, Crusoe 20m
-(`DEFAULT_REGISTRATION_TIMEOUTS`). A GPUNodeRequest's own registrationTimeout
-wins over the provider's; see `registration_timeout()`.
+Lambda takes over 20 minutes): Lambda 30m, RunPod 20m, Paperspace 20m, Crusoe 20m,
+Hyperstack 20m, DigitalOcean 20m (`DEFAULT_REGISTRATION_TIMEOUTS`). A GPUNodeRequest's
+own registrationTimeout wins over the provider's; see `registration_timeout()`.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ class ProviderType(enum.StrEnum):
     RUNPOD = "runpod"
     PAPERSPACE = "paperspace"
     CRUSOE = "crusoe"
+    HYPERSTACK = "hyperstack"
+    DIGITALOCEAN = "digitalocean"
 
 
 DEFAULT_REGISTRATION_TIMEOUTS: dict[ProviderType, datetime.timedelta] = {
@@ -52,7 +54,11 @@ DEFAULT_REGISTRATION_TIMEOUTS: dict[ProviderType, datetime.timedelta] = {
     ProviderType.RUNPOD: datetime.timedelta(minutes=20),
     ProviderType.PAPERSPACE: datetime.timedelta(minutes=20),
     ProviderType.CRUSOE: datetime.timedelta(minutes=20),
+    ProviderType.HYPERSTACK: datetime.timedelta(minutes=20),
+    ProviderType.DIGITALOCEAN: datetime.timedelta(minutes=20),
 }
+CIDR_PATTERN = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
+SSH_PUBLIC_KEY_PATTERN = r"^(ssh-|ecdsa-|sk-)[^\s]+ [^\s]+"
 
 
 class BootstrapMethod(enum.StrEnum):
@@ -313,6 +319,121 @@ class CrusoeConfig:
     )
 
 
+@attrs.define(kw_only=True)
+class HyperstackConfig:
+    __validations__ = (
+        Rule(
+            "has(self.sshKeyName) || has(self.sshPublicKey)",
+            "one of sshKeyName or sshPublicKey is required: Hyperstack creates no VM "
+            "without a key pair",
+        ),
+    )
+
+    ssh_key_name: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Key pair to put on every VM (sent as key_name); it must exist in the VM's "
+            "environment. Unset: the environment's first key pair, else sshPublicKey.",
+            name="sshKeyName",
+            min_length=1,
+            max_length=64,
+        ),
+    )
+    ssh_public_key: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "OpenSSH public key imported as key pair gpuctl into an environment that has "
+            "none. gpuctl itself never logs in.",
+            name="sshPublicKey",
+            pattern=SSH_PUBLIC_KEY_PATTERN,
+            max_length=16384,
+        ),
+    )
+    image: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Image to boot (sent as image_name). Unset: Ubuntu Server 22.04 LTS R535 CUDA 12.2.",
+            min_length=1,
+            max_length=256,
+        ),
+    )
+    environment_prefix: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Prefix of the environment gpuctl uses per region (prefix + the region in lower "
+            "case, created when missing). Unset: gpuctl-.",
+            pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$",
+            max_length=32,
+        ),
+    )
+    assign_floating_ip: bool = attrs.field(
+        default=True,
+        metadata=doc(
+            "Give every VM a public IP (sent as assign_floating_ip; default true).",
+            name="assignFloatingIP",
+        ),
+    )
+    kubelet_source_cidr: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Source of the security rule opening the kubelet's port 10250 (for the API "
+            "server's logs, exec, port-forward). Unset: 0.0.0.0/0.",
+            name="kubeletSourceCIDR",
+            pattern=CIDR_PATTERN,
+            max_length=64,
+        ),
+    )
+
+
+@attrs.define(kw_only=True)
+class DigitalOceanConfig:
+    ssh_keys: list[str] = attrs.field(
+        factory=list,
+        metadata=doc(
+            "SSH keys put on every Droplet, by id or fingerprint (sent as ssh_keys). Empty: "
+            "the account's first key (without one DigitalOcean e-mails a root password, so "
+            "gpuctl refuses to launch).",
+            name="sshKeys",
+            max_items=16,
+            items=item(min_length=1, max_length=128),
+        ),
+    )
+    image: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Image slug or id to boot (sent as image). Unset: gpu-h100x1-base, "
+            "DigitalOcean's AI/ML-ready image (NVIDIA drivers and CUDA).",
+            min_length=1,
+            max_length=128,
+        ),
+    )
+    firewall: bool = attrs.field(
+        default=True,
+        metadata=doc(
+            "Keep a Cloud Firewall gpuctl-<provider> on the provider's Droplets (by tag): "
+            "kubelet port 10250 in, everything out (default true)."
+        ),
+    )
+    kubelet_source_cidr: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Source of the firewall's kubelet rule (port 10250). Unset: anywhere.",
+            name="kubeletSourceCIDR",
+            pattern=CIDR_PATTERN,
+            max_length=64,
+        ),
+    )
+    ssh_source_cidr: str | None = attrs.field(
+        default=None,
+        metadata=doc(
+            "Open SSH (port 22) from this source in the firewall. Unset: closed.",
+            name="sshSourceCIDR",
+            pattern=CIDR_PATTERN,
+            max_length=64,
+        ),
+    )
+
+
 def _block_rule(cloud: ProviderType) -> Rule:
     return Rule(
         f"has(self.{cloud.value}) == (self.type == '{cloud.value}')",
@@ -327,7 +448,8 @@ class GPUProviderSpec:
 
     type: ProviderType = attrs.field(
         metadata=doc(
-            "The cloud: lambda, runpod, paperspace or crusoe. Immutable.", rules=[IMMUTABLE]
+            "The cloud: lambda, runpod, paperspace, crusoe, hyperstack or digitalocean. Immutable.",
+            rules=[IMMUTABLE],
         )
     )
     credentials_secret_ref: CredentialsSecretRef = attrs.field(
@@ -359,7 +481,8 @@ class GPUProviderSpec:
         default=None,
         metadata=duration_doc(
             "How long a launched machine may take to register as a Node, as a Go "
-            "duration. Unset: lambda 30m, runpod 20m, paperspace 20m, crusoe 20m."
+            "duration. Unset: lambda 30m, runpod 20m, paperspace 20m, crusoe 20m, "
+            "hyperstack 20m, digitalocean 20m."
         ),
     )
     bootstrap: Bootstrap = attrs.field(
@@ -377,6 +500,13 @@ class GPUProviderSpec:
     )
     crusoe: CrusoeConfig | None = attrs.field(
         default=None, metadata=doc("Crusoe Cloud settings; required iff type is crusoe.")
+    )
+    hyperstack: HyperstackConfig | None = attrs.field(
+        default=None, metadata=doc("Hyperstack settings; required iff type is hyperstack.")
+    )
+    digitalocean: DigitalOceanConfig | None = attrs.field(
+        default=None,
+        metadata=doc("DigitalOcean settings; required iff type is digitalocean."),
     )
     prices: dict[str, Decimal] = attrs.field(
         factory=dict,
@@ -431,7 +561,7 @@ class GPUProvider(Resource):
 
     It names the cloud, the Secret holding the API key, how machines join the
     cluster, and the cloud's own launch settings (exactly one of lambda, runpod,
-    paperspace, crusoe, matching type).
+    paperspace, crusoe, hyperstack, digitalocean, matching type).
     """
 
     KIND = GPR_KIND

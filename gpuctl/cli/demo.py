@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # gpuctl.sim needs the `sim` extra (openapi-core): import it 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "gpuctl-system"
-CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean")
 DEFAULT_SEED = 4  # with 30/h: the first spot machine is interrupted about a minute after boot
 DEFAULT_BOOT_SECONDS = 4.0
 DEFAULT_INTERRUPT_RATE = 30.0

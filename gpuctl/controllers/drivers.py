@@ -67,9 +67,44 @@ def _options(spec: GPUProviderSpec) -> dict[str, str]:
             options["projectId"] = spec.crusoe.project_id
         if spec.crusoe.image:
             options["image"] = spec.crusoe.image
+    options.update(_hyperstack_options(spec))
+    options.update(_digitalocean_options(spec))
     limit = spec.rate_limit
     if limit is not None and limit.launches_per_minute:
         options["launchIntervalSeconds"] = str(60 / limit.launches_per_minute)
+    return options
+
+
+def _hyperstack_options(spec: GPUProviderSpec) -> dict[str, str]:
+    block = spec.hyperstack
+    if block is None:
+        return {}
+    options = {"assignFloatingIp": "true" if block.assign_floating_ip else "false"}
+    for key, value in (
+        ("sshKeyName", block.ssh_key_name),
+        ("sshPublicKey", block.ssh_public_key),
+        ("imageName", block.image),
+        ("environmentPrefix", block.environment_prefix),
+        ("kubeletSourceCIDR", block.kubelet_source_cidr),
+    ):
+        if value:
+            options[key] = value
+    return options
+
+
+def _digitalocean_options(spec: GPUProviderSpec) -> dict[str, str]:
+    block = spec.digitalocean
+    if block is None:
+        return {}
+    options = {"firewall": "true" if block.firewall else "false"}
+    for key, value in (
+        ("sshKeys", ",".join(block.ssh_keys)),
+        ("image", block.image),
+        ("kubeletSourceCIDR", block.kubelet_source_cidr),
+        ("sshSourceCIDR", block.ssh_source_cidr),
+    ):
+        if value:
+            options[key] = value
     return options
 
 

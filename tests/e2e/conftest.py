@@ -39,7 +39,7 @@ from gpuctl.sim import SimConfig, Simulator
 from tests.wheel import gpuctl_built_wheel, gpuctl_wheel  # noqa: F401 - fixtures
 
 NAMESPACE = "gpuctl-system"
-CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean")
 CLOUD_BLOCKS: dict[str, dict[str, Any]] = {
     "lambda": {"lambda": {"sshKeyName": "gpuctl"}},
     "runpod": {"runpod": {"imageName": "ghcr.io/gpuctl/node:latest"}},
@@ -47,6 +47,11 @@ CLOUD_BLOCKS: dict[str, dict[str, Any]] = {
     "crusoe": {
         "crusoe": {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdwdWN0bCBlMmU e2e"}
     },
+    # A new environment has no key pair: gpuctl imports this one as "gpuctl".
+    "hyperstack": {
+        "hyperstack": {"sshPublicKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGdwdWN0bCBlMmU e2e"}
+    },
+    "digitalocean": {"digitalocean": {}},  # the account's first SSH key, the firewall
 }
 
 

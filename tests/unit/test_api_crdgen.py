@@ -117,6 +117,8 @@ def test_key_rules_are_emitted() -> None:
         ".runpod",
         ".paperspace",
         ".crusoe",
+        ".hyperstack",
+        ".digitalocean",
     ]
     ref = gspec["properties"]["credentialsSecretRef"]
     assert ref["properties"]["key"]["default"] == "apiKey"

@@ -37,9 +37,10 @@ def by_name(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 def test_load_reads_the_kustomization_resources_in_order() -> None:
     objects = demo_samples.load(SAMPLES)
     kinds = [o["kind"] for o in objects]
-    assert kinds[:8] == ["Secret"] * 4 + ["GPUProvider"] * 4
-    assert kinds[8:11] == ["GPUNodeRequest"] * 3
-    assert [o["metadata"]["name"] for o in objects[8:11]] == [
+    clouds = len(demo.CLOUDS)  # a Secret and a GPUProvider per cloud, then the requests
+    assert kinds[: 2 * clouds] == ["Secret"] * clouds + ["GPUProvider"] * clouds
+    assert kinds[2 * clouds : 2 * clouds + 3] == ["GPUNodeRequest"] * 3
+    assert [o["metadata"]["name"] for o in objects[2 * clouds : 2 * clouds + 3]] == [
         "h100x8-spot",
         "a100x1-on-demand",
         "rtx4090x2-spot",
