@@ -66,7 +66,7 @@ class Offer:
     """One thing a cloud will rent: a machine type in a region at a price."""
 
     provider: str  # the GPUProvider object's name
-    cloud: str  # lambda | runpod | paperspace
+    cloud: str  # the GPUProvider type: lambda, runpod, paperspace, crusoe, ...
     region: str  # normalised, e.g. us-east
     native_region: str  # the cloud's own, e.g. us-east-1, US-GA-1, ny2
     gpu_type: str  # normalised, e.g. H100-80GB
