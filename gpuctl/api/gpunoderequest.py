@@ -251,7 +251,9 @@ class GPUNodeRequestSpec:
 @attrs.define(kw_only=True)
 class OfferStatus:
     provider: str = attrs.field(metadata=doc("Name of the GPUProvider.", max_length=253))
-    cloud: str = attrs.field(metadata=doc("Cloud: the GPUProvider type, e.g. lambda or crusoe.", max_length=32))
+    cloud: str = attrs.field(
+        metadata=doc("Cloud: the GPUProvider type, e.g. lambda or crusoe.", max_length=32)
+    )
     region: str = attrs.field(metadata=doc("Normalised region, e.g. us-east.", max_length=64))
     native_region: str = attrs.field(
         metadata=doc("The cloud's own region or data centre, e.g. us-east-1.", max_length=128)
