@@ -173,9 +173,31 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help=f"run even if MemAvailable is below {MACHINE_BUDGET >> 20} MiB per request + "
         f"{BASE_BUDGET >> 30} GiB (e.g. --requests 1000 on a machine known to have room)",
     )
+    add(
+        "--rate",
+        type=float,
+        help="steady-rate mode (bench.lifecycle_steady): create this many requests a second "
+        "for --duration seconds, each deleted once Ready (or launched, --no-agents)",
+    )
+    add("--duration", type=float, default=60.0, help="seconds of creating, with --rate (60)")
+    add(
+        "--no-agents",
+        action="store_true",
+        help="with --rate: the simulator runs no join data (no root needed, no Node joins); "
+        "requests are deleted once launched",
+    )
+    add(
+        "--providers-per-cloud",
+        type=_positive_int,
+        help="with --rate: GPUProviders per cloud (default: launch limits for 1.2 x the rate)",
+    )
     args = parser.parse_args(argv)
     if args.hold < 0:
         parser.error("--hold must be 0 or more")
+    if args.rate is not None and (args.rate <= 0 or args.duration <= 0):
+        parser.error("--rate and --duration must be positive")
+    if args.workers < 0:
+        parser.error("--workers must be 0 (gpuctl's sizing) or more")
     return Options(
         requests=args.requests,
         concurrency=args.concurrency,
@@ -189,6 +211,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         json_path=args.json_path,
         hold=args.hold,
         ignore_memory_check=args.ignore_memory_check,
+        rate=args.rate,
+        duration=args.duration,
+        agents=not args.no_agents,
+        providers_per_cloud=args.providers_per_cloud,
     )
 
 
@@ -762,6 +788,15 @@ async def _measure(
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.rate is not None:
+        from bench import lifecycle_steady  # noqa: PLC0415 - it imports this module
+
+        steady = asyncio.run(lifecycle_steady.run_steady(options, os.geteuid()))
+        print(lifecycle_steady.render_steady(steady))
+        if options.json_path is not None:
+            text = json.dumps(to_json(steady), indent=2, default=str)
+            options.json_path.write_text(text + "\n")
+        return 0 if steady.ok else 1
     report = asyncio.run(run(options))
     print(render(report))
     if options.json_path is not None:

@@ -81,6 +81,10 @@ class Options:
     json_path: Path | None = None
     hold: float = 30.0  # seconds idle after all Ready, to measure idle agents
     ignore_memory_check: bool = False
+    rate: float | None = None  # steady-rate mode (bench.lifecycle_steady): requests/s
+    duration: float = 60.0  # ... for this many seconds
+    agents: bool = True  # machines run real node agents (False: none joins)
+    providers_per_cloud: int | None = None  # None: enough for 1.2 x the rate
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))  # the benchmarks are tools under hack/, not in gpuctl
 
-from bench import lifecycle  # noqa: E402
+from bench import lifecycle, lifecycle_steady  # noqa: E402
 from bench.figures import Summary, to_json  # noqa: E402
 from bench.host import Machine, cpu_seconds_of, memory_of  # noqa: E402
 from bench.joins import JoinLatencies  # noqa: E402
@@ -30,6 +30,8 @@ from bench.lifecycle_report import (  # noqa: E402
     render,
 )
 from bench.machines import MachineMemory  # noqa: E402
+
+from gpuctl.controllers import naming  # noqa: E402
 
 MiB = 2**20
 
@@ -274,3 +276,23 @@ def test_the_pacing_floor_and_the_ratio_to_it() -> None:
     report = _report(ready_in=480.0, options=options)
     lines = render(report).splitlines()
     assert "| time to all Ready / pacing floor | 2.00 |" in lines
+
+
+def test_steady_rate_mode_options_and_pieces() -> None:
+    options = lifecycle.parse_args(["--rate", "100", "--duration", "60", "--no-agents"])
+    assert (options.rate, options.duration, options.agents) == (100.0, 60.0, False)
+    assert lifecycle.parse_args([]).rate is None  # the burst run by default
+    # 10 launches/s per provider: 100/s over two clouds needs 6 per cloud (120/s in all).
+    assert lifecycle_steady.providers_needed(100, 2) == 6
+    assert lifecycle_steady.providers_needed(5, 2) == 1
+    uid = "0123456789ab-cdef-0000-0000-000000000000"
+    name = naming.instance_name(lifecycle_steady.CLUSTER, uid, 1)
+    ledger = [
+        {"operation": "listInstances", "body": None, "time": 1.0},
+        {"operation": "launchInstance", "body": {"name": name}, "time": 2.5},
+        {"operation": "launchInstance", "body": {"name": name}, "time": 9.0},  # a retry
+        {"operation": "CreatePod", "body": {"name": "someone-else"}, "time": 3.0},
+    ]
+    assert lifecycle_steady.launch_calls(ledger, {naming.uid_part(uid): "bench-00001"}) == {
+        "bench-00001": 2.5
+    }
