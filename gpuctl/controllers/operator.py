@@ -8,7 +8,8 @@ own namespace (credentials, templates). Event mapping:
 - a GPUProvider -> itself, and every request still looking for an offer that may use it;
 - a Secret -> every GPUProvider whose credentials it holds.
 GPUNodePools and Pods (all namespaces) feed the pool status controller and the
-provisioner (gpuctl/controllers/pool/wiring.py).
+provisioner (gpuctl/controllers/pool/wiring.py), and with PodDisruptionBudgets the
+pool disruption and drain controllers (gpuctl/controllers/pool/disruption/install.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from gpuctl.controllers.drivers import DriverPool
 from gpuctl.controllers.garbagecollect import UID_INDEX, Collector, uid_index
 from gpuctl.controllers.metrics import register_request_collector
 from gpuctl.controllers.pool import wiring as pool_wiring
+from gpuctl.controllers.pool.disruption.install import install as install_disruption
+from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.provisioner import ProvisionerSettings
 from gpuctl.controllers.provider import ProviderReconciler
 from gpuctl.controllers.request.context import Services, Settings
@@ -71,6 +74,8 @@ class OperatorConfig:
     pool_batch_idle: float = 1.0
     pool_batch_max: float = 10.0
     pool_resync: float = 30.0
+    # Pool disruption: poll while under way, replacement timeout, drain grace.
+    disruption: DisruptionSettings = attrs.field(factory=DisruptionSettings)
     # Called with the built Operator before its manager runs: adds what a command
     # wires on top (`gpuctl run --ui` mounts the dashboard on the operator's caches).
     extensions: tuple[Callable[[Operator], None], ...] = ()
@@ -231,6 +236,8 @@ class Operator:
             "gpunodepools": pools,
             "pods": pods,
         }
+        # Disruption and drain: on these caches, plus a PodDisruptionBudget informer.
+        install_disruption(self, config.disruption)
         for extend in config.extensions:
             extend(self)
         return manager

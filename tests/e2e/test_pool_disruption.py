@@ -20,7 +20,6 @@ import pytest
 
 from gpuctl.controllers.pool.disruption import keys
 from gpuctl.controllers.pool.disruption.drain import PDBS, PODS
-from gpuctl.controllers.pool.disruption.install import install
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
@@ -40,10 +39,7 @@ A10 = {"gpu": {"type": "A10-24GB", "count": 1}, "capacityType": "on-demand"}  # 
 @pytest.fixture
 async def operator(env: Env, control_plane: ControlPlane) -> AsyncIterator[Running]:
     settings = DisruptionSettings(poll=0.3, replacement_timeout=datetime.timedelta(seconds=90))
-    config = operator_config(
-        env, control_plane, extensions=(lambda operator: install(operator, settings),)
-    )
-    running = await start_operator(config)
+    running = await start_operator(operator_config(env, control_plane, disruption=settings))
     yield running
     await running.halt()
 
