@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 
 import pytest
 from cryptography import x509
@@ -42,3 +44,13 @@ def test_the_hash_is_kubeadms(make: object) -> None:
 def test_garbage_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         ca_cert_hash(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+
+
+def test_gpuctl_run_imports_no_other_sub_command() -> None:
+    """`gpuctl run` builds only its own parser: no control plane, demo or cryptography."""
+    code = (
+        "import sys; from gpuctl.cli import main; main.build_parser('run'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('cryptography', 'gpuctl.cli.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['gpuctl.cli.main', 'gpuctl.cli.run']"
