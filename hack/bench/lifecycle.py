@@ -332,6 +332,20 @@ def status_latencies(objects: Sequence[JSON]) -> tuple[list[float], list[float]]
 # -- cluster objects ---------------------------------------------------------------------
 
 
+def operator_process(options: Options, cp: ControlPlane, workdir: Path) -> OperatorProcess:
+    """`gpuctl run` against `cp` with the run's workers, polls and log level."""
+    return OperatorProcess(
+        kubeconfig=cp.kubeconfig,
+        ca_cert_hash=ca_public_key_hash(cp.ca_file.read_bytes()),
+        log_path=workdir / "operator.log",
+        workers=options.workers,
+        ready_poll=options.ready_poll,
+        joining_poll=options.joining_poll,
+        termination_poll=options.termination_poll,
+        log_level=options.log_level,
+    )
+
+
 def operator_workers(options: Options, sim: SimProcess, cp: ControlPlane) -> int:
     """The operator's request workers: `--workers`, else what gpuctl sizes from the limits."""
     if options.workers:
@@ -642,16 +656,7 @@ async def run(options: Options) -> LifecycleReport:
         for cloud in options.clouds:
             await api.create(SECRETS, secret_body(cloud, sim.api_key(cloud)))
             await api.create(GPUPROVIDERS, provider_body(cloud, sim, cp))
-        operator = OperatorProcess(
-            kubeconfig=cp.kubeconfig,
-            ca_cert_hash=ca_public_key_hash(cp.ca_file.read_bytes()),
-            log_path=workdir / "operator.log",
-            workers=options.workers,
-            ready_poll=options.ready_poll,
-            joining_poll=options.joining_poll,
-            termination_poll=options.termination_poll,
-            log_level=options.log_level,
-        )
+        operator = operator_process(options, cp, workdir)
         stack.push_async_callback(operator.stop)
         await operator.start()
         bench = Bench(options, workdir, cp, api, sim, operator, watch)

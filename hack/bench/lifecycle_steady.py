@@ -47,6 +47,7 @@ from bench.lifecycle import (
     LAUNCH_OPERATIONS,
     Timeline,
     Tracker,
+    operator_process,
     provider_body,
     provider_name,
     request_body,
@@ -61,7 +62,6 @@ from gpuctl.controllers.concurrency import provider_limits, workers_for
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.dev.manifests import apply_join_rbac
-from gpuctl.dev.pki import ca_public_key_hash
 from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.informer import Informer
 from gpuctl.runtime.kubeclient import api_client
@@ -239,16 +239,7 @@ async def run_steady(options: Options, euid: int) -> SteadyReport:
             await api.create(SECRETS, secret_body(cloud, sim.api_key(cloud)))
         for body in bodies:
             await api.create(GPUPROVIDERS, body)
-        operator = OperatorProcess(
-            kubeconfig=cp.kubeconfig,
-            ca_cert_hash=ca_public_key_hash(cp.ca_file.read_bytes()),
-            log_path=workdir / "operator.log",
-            workers=options.workers,
-            ready_poll=options.ready_poll,
-            joining_poll=options.joining_poll,
-            termination_poll=options.termination_poll,
-            log_level=options.log_level,
-        )
+        operator = operator_process(options, cp, workdir)
         stack.push_async_callback(operator.stop)
         await operator.start()
         await operator.wait_ready(120)
