@@ -1,8 +1,9 @@
 """The newer clouds end to end: a request becomes a Ready Node and goes back to nothing on
 each, and one request fails over across all six clouds.
 
-The machines are the simulated clouds' (gpuctl.sim): each runs the cloud-init user data
-gpuctl gave it, a real kubeadm join (gpuctl-node-agent), so Ready here means a real
+The machines are the simulated clouds' (gpuctl.sim): each runs the join data gpuctl gave
+it as its cloud does (cloud-init user data on Hyperstack and DigitalOcean, Crusoe's
+startup script), a real kubeadm join (gpuctl-node-agent), so Ready here means a real
 kubelet registered with the API server on a machine of that cloud.
 """
 
@@ -17,10 +18,16 @@ from gpuctl.sim import Simulator
 from tests.e2e.conftest import CLOUDS, Env, MakeRequest, delete_and_wait, wait_phase
 from tests.e2e.test_failover import providers_ready
 
-# cloud -> (request, the instance type it must land on)
+# cloud -> (request, the instance type it must land on, how its join data starts)
 READY = {
-    "hyperstack": ({"gpu": {"type": "A100-80GB", "count": 1}}, "n3-A100x1"),
-    "digitalocean": ({"gpu": {"type": "L40S-48GB", "count": 1}}, "gpu-l40sx1-48gb"),
+    "hyperstack": ({"gpu": {"type": "A100-80GB", "count": 1}}, "n3-A100x1", "#cloud-config"),
+    "digitalocean": (
+        {"gpu": {"type": "L40S-48GB", "count": 1}},
+        "gpu-l40sx1-48gb",
+        "#cloud-config",
+    ),
+    # Crusoe runs a startup script (a shell script), not cloud-init user data.
+    "crusoe": ({"gpu": {"type": "A100-80GB", "count": 1}}, "a100-80gb.1x", "#!/bin/bash"),
 }
 # Where each cloud sells 8x H100 in us-east in the default simulated catalogue, by price:
 # Hyperstack $15.20, RunPod $21.52, Lambda and DigitalOcean $23.92, Crusoe $31.20,
@@ -38,14 +45,14 @@ H100X8_US_EAST = {
 async def test_ready_and_back_to_nothing(
     api: Client, sim: Simulator, env: Env, make_request: MakeRequest, cloud: str
 ) -> None:
-    spec, instance_type = READY[cloud]
+    spec, instance_type, join_format = READY[cloud]
     name = await make_request(cloud, {**spec, "providers": [env.providers[cloud]]})
     status = (await wait_phase(api, name, "Ready"))["status"]
     assert status["offer"]["provider"] == env.providers[cloud]
     assert status["offer"]["instanceType"] == instance_type
     [machine] = sim.instances(cloud)
     assert machine.id == status["instance"]["id"]
-    assert machine.join_script.startswith("#cloud-config")  # the user data it ran
+    assert machine.join_script.startswith(join_format)  # the join data it ran
     node = await api.get(NODES, status["nodeName"])
     assert node["metadata"]["labels"]["gpuctl.io/request"] == name
     assert node["status"]["capacity"]["nvidia.com/gpu"] == "1"
