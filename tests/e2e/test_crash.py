@@ -32,6 +32,16 @@ SPECS = {
         "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
         "small": {"gpu": {"type": "A10-24GB", "count": 1}},
     },
+    # Hyperstack and DigitalOcean: the survivor finds the machine by name (DigitalOcean
+    # lists GPU Droplets only with type=gpus).
+    "hyperstack": {
+        "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
+        "small": {"gpu": {"type": "A100-80GB", "count": 1}},
+    },
+    "digitalocean": {
+        "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "30"},
+        "small": {"gpu": {"type": "L40S-48GB", "count": 1}},
+    },
     # Crusoe's create is asynchronous (an operation the driver follows).
     "crusoe": {
         "big": {"gpu": {"type": "H100-80GB", "count": 8}, "maxPricePerHour": "40"},
@@ -46,7 +56,9 @@ POINTS = (
     "after-terminate",
 )
 # Crusoe: a kill right after the launch, while the create's operation may still run.
-CASES = [(p, "lambda") for p in POINTS] + [("after-launch", "crusoe")]
+CASES = [(p, "lambda") for p in POINTS] + [
+    ("after-launch", c) for c in ("crusoe", "hyperstack", "digitalocean")
+]
 
 
 def start(
