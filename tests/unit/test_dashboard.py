@@ -352,3 +352,33 @@ async def test_an_open_stream_does_not_hold_up_shutdown() -> None:
     await health.stop()
     assert loop.time() - started < 5  # not aiohttp's 60 s wait for handlers
     writer.close()
+
+
+def test_pools_table_reads_the_pool_status() -> None:
+    pool = {
+        "metadata": {"name": "gpu", "creationTimestamp": "2025-06-01T11:00:00Z"},
+        "status": {
+            "machines": 2,
+            "launching": 1,
+            "gpus": 16,
+            "gpusInUse": 9,
+            "pricePerHour": "19.1",
+            "conditions": [{"type": "Ready", "status": "True", "message": HOSTILE}],
+        },
+    }
+    found = sources(requests(), LEDGER)
+    found.pools = store(pool)
+    (row,) = build(found, NOW)["fleet"]["pools"]
+    assert row == {
+        "kind": "GPUNodePool",
+        "name": "gpu",
+        "machines": 2,
+        "launching": 1,
+        "gpus": 16,
+        "gpusInUse": 9,
+        "pricePerHour": "19.1",
+        "ready": "True",
+        "message": HOSTILE,
+        "created": "2025-06-01T11:00:00Z",
+        "ageSeconds": 3600,
+    }
