@@ -85,6 +85,7 @@ class Options:
     duration: float = 60.0  # ... for this many seconds
     agents: bool = True  # machines run real node agents (False: none joins)
     providers_per_cloud: int | None = None  # None: enough for 1.2 x the rate
+    faults: bool = False  # every cloud call fails at the chaos suite's rates (issue 12)
 
 
 @attrs.frozen
@@ -233,9 +234,17 @@ def _run_rows(report: LifecycleReport) -> list[Row]:
         ),
         ("operator polls (s)", ", ".join(f"{k} {v or 'default'}" for k, v in polls)),
         ("create and delete calls in flight", str(o.concurrency)),
+        ("cloud faults", _faults_text() if o.faults else "none"),
         ("provider limits", f"{REQUESTS_PER_SECOND} req/s, {LAUNCHES_PER_MINUTE} launches/min"),
         ("operator start -> /readyz", f"{report.operator_startup:.2f} s"),
     ]
+
+
+def _faults_text() -> str:
+    from bench.faults import fault_rates  # noqa: PLC0415 - only for runs with faults
+
+    shares = ", ".join(f"{k} {100 * v:.1f} %" for k, v in fault_rates()[0].items())
+    return f"every call of every cloud, seeded: {shares}"
 
 
 def _up_rows(report: LifecycleReport) -> list[Row]:

@@ -284,6 +284,16 @@ class SimProcess:
         if self.child is not None:
             await self.child.stop(grace=10.0)
 
+    async def post(self, path: str, body: Any) -> Any:
+        """POST to the simulator's control API (e.g. /fault-rates)."""
+        timeout = aiohttp.ClientTimeout(total=120)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(self.info["control_url"] + path, json=body) as response,
+        ):
+            response.raise_for_status()
+            return await response.json()
+
     async def _get(self, path: str) -> Any:
         timeout = aiohttp.ClientTimeout(total=120)
         async with (

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))  # the benchmarks are tools under hack/, not in gpuctl
 
 from bench import lifecycle, lifecycle_steady  # noqa: E402
+from bench.faults import fault_rates  # noqa: E402
 from bench.figures import Summary, to_json  # noqa: E402
 from bench.host import Machine, cpu_seconds_of, memory_of  # noqa: E402
 from bench.joins import JoinLatencies  # noqa: E402
@@ -296,3 +297,12 @@ def test_steady_rate_mode_options_and_pieces() -> None:
     assert lifecycle_steady.launch_calls(ledger, {naming.uid_part(uid): "bench-00001"}) == {
         "bench-00001": 2.5
     }
+
+
+def test_faults_flag_takes_the_chaos_suites_mix() -> None:
+    assert lifecycle.parse_args(["--faults"]).faults and not lifecycle.parse_args([]).faults
+    rates, hang = fault_rates()
+    five = sum(v for k, v in rates.items() if k not in {"429", "timeout", "timeout-before"})
+    assert round(five, 3) == 0.10  # 5xx, resets and drops: issue 12's "about 10 % 5xx"
+    assert rates["429"] == 0.05 and rates["timeout"] + rates["timeout-before"] == 0.02
+    assert hang > 30  # past gpuctl's client timeout
