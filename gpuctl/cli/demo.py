@@ -11,8 +11,8 @@ In order, each step undone in reverse order at the end:
    boot, spot interruptions at `--interrupt-rate` per spot instance-hour;
 3. the CRDs, the join RBAC of `manifests/join` (kubectl apply -k), namespace
    gpuctl-system;
-4. the operator: `gpuctl run` as a child process (demo_operator.py), its log
-   in `<dir>/operator.log`;
+4. the operator: `gpuctl run --ui` as a child process (demo_operator.py), its log
+   in `<dir>/operator.log`, its dashboard at http://127.0.0.1:<port>/ui/ (printed);
 5. the objects of `manifests/samples` pointed at the simulator
    (demo_samples.py): Secrets, GPUProviders, then the GPUNodeRequests;
 6. a live table of the GPUNodeRequests (demo_board.py, demo_view.py) until all
@@ -267,6 +267,7 @@ class Demo:
         stack.push_async_callback(self._stop_operator, operator)
         await operator.start()
         self.say(f"operator running: gpuctl run (pid {operator.pid}), log {operator.log_path}")
+        self.say(f"dashboard: {operator.dashboard_url}")
         self._check_stop()
         return operator
 
@@ -479,6 +480,7 @@ def _try_these(cp: ControlPlane, operator: OperatorProcess) -> str:
     return "\n".join(
         [
             f"kubeconfig: {kubeconfig}",
+            f"dashboard: {operator.dashboard_url} (open it in a browser)",
             "try, in another terminal:",
             f"    {kubectl} get gnr -w",
             f"    {kubectl} get nodes -L gpuctl.io/request",

@@ -11,6 +11,7 @@ directory on its command line, and the simulator lives inside the demo.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +125,12 @@ def test_demo_reaches_ready_then_sigint_tears_everything_down(workdir: Path) -> 
             assert cells[8].startswith("gpuctl-demo-"), cells  # the Node
 
         kubeconfig = demo.wait_for_line("kubeconfig: ", 5).split(": ", 1)[1]
+        url = demo.wait_for_line("dashboard: ", 5).split(": ", 1)[1].split()[0]
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+        with urllib.request.urlopen(url + "api/snapshot", timeout=10) as answer:
+            shown = {r["name"]: r["phase"] for r in json.load(answer)["fleet"]["requests"]}
+        assert shown == {name: "Ready" for name in EXPECTED}
         assert kubeconfig == str(workdir.resolve() / "controlplane" / "kubeconfig")
         listed = subprocess.run(
             [str(ROOT / "bin/k8s/kubectl"), "--kubeconfig", kubeconfig, "get", "gnr", "-o", "name"],

@@ -227,6 +227,7 @@ def test_operator_argv_is_a_valid_gpuctl_run_command_line() -> None:
     )
     assert parsed.join_endpoint == "https://127.0.0.1:6443"
     assert parsed.cluster_name == "demo" and parsed.namespace == "gpuctl-system"
+    assert parsed.ui  # `make demo` prints the dashboard's URL
 
 
 def test_demo_options_and_their_defaults() -> None:
