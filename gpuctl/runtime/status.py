@@ -17,8 +17,10 @@ controller-runtime's `Status().Update()` has the same optimistic semantics; the
 
 `written_last(resource, obj)` tells whether `obj` is exactly what this writer's last
 write of it returned (same resourceVersion): then a cached copy is as fresh as a quorum
-read as far as status goes -- nothing, not even our own write, changed it since. The
-last 16,384 writes are remembered (LRU); a forgotten one only answers False.
+read as far as status goes -- nothing, not even our own write, changed it since.
+`behind(resource, obj)` tells whether `obj` is older than that write (the watch has not
+delivered it yet). The last 16,384 writes are remembered (LRU); a forgotten one only
+answers False.
 """
 
 from __future__ import annotations
@@ -46,6 +48,18 @@ class StatusWriter:
         )
         # resource -> object key -> resourceVersion our last write of it returned
         self._written: dict[str, LRUCache[str, int | str]] = {}
+
+    def behind(self, resource: Resource, obj: JSON) -> bool:
+        """True if `obj` is older than what our last status write of it returned: a
+        cached copy the watch has not brought up to date yet. Acting on it would redo
+        what that write recorded and end in a 409; the watch event of the write is on
+        its way and reconciles again. (resourceVersions compare as integers here, as
+        etcd's do; anything else never counts as behind.)"""
+        meta = obj.get("metadata") or {}
+        written = self._written.get(resource.qualified_name)
+        last = written.get(_key(meta)) if written is not None else None
+        seen = _compact(meta.get("resourceVersion") or "")
+        return isinstance(last, int) and isinstance(seen, int) and seen < last
 
     def written_last(self, resource: Resource, obj: JSON) -> bool:
         """True if `obj` carries the resourceVersion our last status write of it returned."""

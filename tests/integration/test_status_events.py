@@ -169,11 +169,12 @@ async def test_status_is_written_only_when_it_changed(
     # someone else's write, is not.
     assert writer.written_last(WIDGETS, fresh) and writer.written_last(WIDGETS, written)
     assert not writer.written_last(WIDGETS, widget)
+    assert writer.behind(WIDGETS, widget) and not writer.behind(WIDGETS, written)
     labelled = await api.patch(
         WIDGETS, widget["metadata"]["name"], {"metadata": {"labels": {"a": "b"}}},
         namespace=namespace,
     )  # fmt: skip
-    assert not writer.written_last(WIDGETS, labelled)
+    assert not writer.written_last(WIDGETS, labelled) and not writer.behind(WIDGETS, labelled)
 
 
 async def test_stale_resource_version_is_a_conflict_not_a_retry(
