@@ -43,7 +43,7 @@ from gpuctl.controllers.pool.planning import Snapshot, decide
 from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS
 from gpuctl.providers.base import Offer
 from gpuctl.runtime.client import Client
-from gpuctl.runtime.events import EventRecorder
+from gpuctl.runtime.events import EventRecorder, EventType
 from gpuctl.runtime.store import Store
 from gpuctl.util.crashpoints import crash_point
 
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 NODE_NAME_INDEX = "spec.nodeName"  # index of the pods store
 REQUEST_INDEX = "request"  # index of the nodes store on label gpuctl.io/request
+EVENT_WRITERS = 8  # pod Events written at once
 
 
 def node_name_index(pod: Obj) -> list[str]:
@@ -91,6 +92,7 @@ class Provisioner:
     events: EventRecorder
     settings: ProvisionerSettings = attrs.field(factory=ProvisionerSettings)
     batcher: Batcher = attrs.field(init=False)
+    _background: set[asyncio.Task[None]] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         self.batcher = Batcher(self.settings.batch_idle, self.settings.batch_max)
@@ -179,19 +181,33 @@ class Provisioner:
         result: Plan,
         created: dict[int, str],
     ) -> None:
+        kind = "scale_up" if result.new else ("blocked" if result.unserved else "none")
+        metrics.ROUNDS.labels(kind).inc()
+        for pool in pools:
+            await self._decide(pool, result)
         by_key = {podinfo.key(p): p for p in pending}
+        notes: list[tuple[Obj, EventType, str, str]] = []
         for machine in result.new:
-            for pod in machine.pods:
-                message = f"Pod should schedule on: gpunoderequest/{created[id(machine)]}"
-                await self.events.record(pod, "Normal", "Nominated", message)
+            message = f"Pod should schedule on: gpunoderequest/{created[id(machine)]}"
+            notes += [(pod, "Normal", "Nominated", message) for pod in machine.pods]
         for key, why in result.unserved.items():
             metrics.UNSERVED.labels(_reason_kind(why)).inc()
             message = f"gpuctl could not provision a machine for the pod: {why}"
-            await self.events.record(by_key[key], "Warning", "FailedScheduling", message)
-        for pool in pools:
-            await self._decide(pool, result)
-        kind = "scale_up" if result.new else ("blocked" if result.unserved else "none")
-        metrics.ROUNDS.labels(kind).inc()
+            notes.append((by_key[key], "Warning", "FailedScheduling", message))
+        # One Event per pod: written in the background, a few at a time, so that a
+        # burst's hundreds of Events never delay the next round.
+        task = asyncio.create_task(self._pod_events(notes))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _pod_events(self, notes: Sequence[tuple[Obj, EventType, str, str]]) -> None:
+        limit = asyncio.Semaphore(EVENT_WRITERS)
+
+        async def one(pod: Obj, type_: EventType, reason: str, message: str) -> None:
+            async with limit:
+                await self.events.record(pod, type_, reason, message)
+
+        await asyncio.gather(*(one(*note) for note in notes))
 
     async def _decide(self, pool: GPUNodePool, result: Plan) -> None:
         mine = [m for m in result.new if m.pool.name == pool.name]
