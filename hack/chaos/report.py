@@ -94,7 +94,7 @@ def command(options: schedule.Options) -> str:
     defaults = schedule.Options()
     flags = [f"--seed {options.seed}"]
     for name in ("requests", "window", "kills", "apiserver_restarts", "etcd_restarts",
-                 "interrupts", "timeout_seconds"):  # fmt: skip
+                 "interrupts", "outages", "timeout_seconds"):  # fmt: skip
         value = getattr(options, name)
         if value != getattr(defaults, name):
             flags.append(f"--{name.replace('_', '-')} {value:g}")

@@ -346,14 +346,17 @@ async def kill_operator(run: Run, kills: Sequence[schedule.Kill]) -> None:
         await run.operator.start()
 
 
-async def restart(run: Run, moment: float, what: str) -> None:
-    await at(run, moment)
-    started = time.monotonic()
-    if what == "etcd":
-        await run.cp.restart_etcd()
-    else:
-        await run.cp.restart_apiserver()
-    run.log(f"{what} restarted ({time.monotonic() - started:.1f} s)")
+async def restart(run: Run, restarts: Sequence[tuple[float, str]]) -> None:
+    """kube-apiserver and etcd restarts, one after the other (a restart waits until what
+    it restarted is ready; two at once would each see the other's stop as a failure)."""
+    for moment, what in sorted(restarts):
+        await at(run, moment)
+        started = time.monotonic()
+        if what == "etcd":
+            await run.cp.restart_etcd()
+        else:
+            await run.cp.restart_apiserver()
+        run.log(f"{what} restarted ({time.monotonic() - started:.1f} s)")
 
 
 async def interrupt(run: Run, moment: float, rng: random.Random) -> None:
@@ -369,6 +372,12 @@ async def interrupt(run: Run, moment: float, rng: random.Random) -> None:
             run.sim, "POST", "/interrupt", {"cloud": "runpod", "instance_id": victim["id"]}
         )
         run.log(f"spot interruption: {victim['name']}")
+
+
+async def outage(run: Run, moment: float, cloud: str, seconds: float) -> None:
+    await at(run, moment)
+    await control(run.sim, "POST", "/outage", {"cloud": cloud, "seconds": seconds})
+    run.log(f"{cloud} API down (connections refused) for {seconds:.1f} s")
 
 
 # -- the end: teardown, leftovers, figures ---------------------------------------------------
@@ -452,7 +461,9 @@ async def measure_run(run: Run, torn_down: bool) -> Result:
     )
     left = await leftovers(run, billing)
     stats = await control(run.sim, "GET", "/fault-stats")
-    calls = len(await control(run.sim, "GET", "/ledger"))
+    calls_made = await control(run.sim, "GET", "/ledger")
+    calls = len(calls_made)
+    _dump(run, billing, entries, calls_made)
     violations = await control(run.sim, "GET", "/violations")
     return Result(
         schedule=run.plan,
@@ -467,6 +478,42 @@ async def measure_run(run: Run, torn_down: bool) -> Result:
         operator_startups=tuple(run.operator.startups),
         load=(run.load_before, os.getloadavg()),
     )
+
+
+def _dump(run: Run, billing: Sequence[JSON], entries: Sequence[Any], calls: Sequence[JSON]) -> None:
+    """Per request, everything behind the figures (workdir/requests.json): its ledger
+    entry, the machines the clouds billed for it, its observed states, and the cloud
+    calls that named its machines."""
+    by_uid = {e.uid: e.to_json() for e in entries}
+    requests = []
+    for name, uid in sorted(run.uids.items()):
+        part = f"{CLUSTER}-{uid.replace('-', '')[:12]}-"
+        mine = [b for b in billing if part in str(b["name"])]
+        ids = {str(b["id"]) for b in mine}
+        seen = [attrs.asdict(o) for o in run.tracker.histories.get(uid, ())]
+        requests.append(
+            {
+                "name": name,
+                "uid": uid,
+                "created": run.created.get(uid),
+                "deleted": run.deleted.get(uid),
+                "ledger": by_uid.get(uid),
+                "machines": mine,
+                "observed": [o for i, o in enumerate(seen) if i == 0 or _moved(seen[i - 1], o)],
+                "calls": [
+                    {k: c.get(k) for k in ("cloud", "method", "path", "status", "fault", "time")}
+                    for c in calls
+                    if part in json.dumps(c.get("body")) or any(i in str(c["path"]) for i in ids)
+                ],
+            }
+        )
+    (run.workdir / "requests.json").write_text(json.dumps(requests, default=str, indent=1))
+
+
+def _moved(before: JSON, after: JSON) -> bool:
+    return {k: v for k, v in before.items() if k != "at"} != {
+        k: v for k, v in after.items() if k != "at"
+    }
 
 
 # -- the whole run --------------------------------------------------------------------------
@@ -504,9 +551,10 @@ async def run_chaos(options: schedule.Options, workdir: Path) -> Result:
         rng = random.Random(f"{options.seed}/interrupts")
         jobs = [create_request(run, p) for p in plan.requests]
         jobs.append(kill_operator(run, plan.kills))
-        jobs += [restart(run, t, "kube-apiserver") for t in plan.apiserver_restarts]
-        jobs += [restart(run, t, "etcd") for t in plan.etcd_restarts]
+        restarts = [(t, "kube-apiserver") for t in plan.apiserver_restarts]
+        jobs.append(restart(run, restarts + [(t, "etcd") for t in plan.etcd_restarts]))
         jobs += [interrupt(run, t, rng) for t in plan.interrupts]
+        jobs += [outage(run, t, cloud, seconds) for t, cloud, seconds in plan.outages]
         progress = asyncio.create_task(_progress(run))
         stack.callback(progress.cancel)
         await _sequenced(run, jobs)
@@ -554,6 +602,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[schedule.Options, Pat
     add("--apiserver-restarts", type=int, default=defaults.apiserver_restarts)
     add("--etcd-restarts", type=int, default=defaults.etcd_restarts)
     add("--interrupts", type=int, default=defaults.interrupts)
+    add("--outages", type=int, default=defaults.outages)
     add("--timeout-seconds", type=float, default=defaults.timeout_seconds)
     add("--json", type=Path, default=None, help="also write the figures here")
     add("--keep", action="store_true", help="keep the work directory (logs)")
@@ -566,6 +615,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[schedule.Options, Pat
         apiserver_restarts=args.apiserver_restarts,
         etcd_restarts=args.etcd_restarts,
         interrupts=args.interrupts,
+        outages=args.outages,
         timeout_seconds=args.timeout_seconds,
     )
     return options, args.json, args.keep

@@ -40,6 +40,7 @@ class Options:
     apiserver_restarts: int = 2
     etcd_restarts: int = 2
     interrupts: int = 10  # explicit spot interruptions (besides the configured rate)
+    outages: int = 3  # a cloud's API refuses connections for 5-20 s
     delete_early: float = 1 / 3  # share of requests deleted while provisioning
     fault_5xx: float = 0.10
     fault_429: float = 0.05
@@ -80,6 +81,7 @@ class Schedule:
     apiserver_restarts: tuple[float, ...]
     etcd_restarts: tuple[float, ...]
     interrupts: tuple[float, ...]
+    outages: tuple[tuple[float, str, float], ...] = ()  # (when, cloud, seconds)
 
     @property
     def end_of_window(self) -> float:
@@ -99,6 +101,10 @@ def build(options: Options) -> Schedule:
         apiserver_restarts=_times(rng, options.apiserver_restarts, 15.0, window + options.hold),
         etcd_restarts=_times(rng, options.etcd_restarts, 15.0, window + options.hold),
         interrupts=_times(rng, options.interrupts, 20.0, window + options.hold),
+        outages=tuple(
+            (t, rng.choice(CLOUDS), rng.uniform(5.0, 20.0))
+            for t in _times(rng, options.outages, 10.0, window + options.hold)
+        ),
     )
 
 
@@ -167,5 +173,6 @@ def describe(schedule: Schedule) -> Sequence[str]:
         "later",
         f"kube-apiserver restarts: {len(schedule.apiserver_restarts)}, etcd restarts: "
         f"{len(schedule.etcd_restarts)}, explicit spot interruptions: "
-        f"{len(schedule.interrupts)}",
+        f"{len(schedule.interrupts)}, cloud API outages (connections refused): "
+        + (", ".join(f"{c} {s:.0f} s" for _, c, s in schedule.outages) or "none"),
     ]

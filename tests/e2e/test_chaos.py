@@ -33,6 +33,7 @@ SHORT = Options(
     apiserver_restarts=1,
     etcd_restarts=1,
     interrupts=2,
+    outages=1,
     timeout_seconds=8.0,  # a hang the client sees as a lost answer, shorter than its 30 s
     teardown_timeout=120.0,
     gc_interval=5.0,
