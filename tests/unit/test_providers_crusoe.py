@@ -126,9 +126,19 @@ async def test_an_operation_still_running_is_settled_by_name(
     booting = await crusoe.create(request)
     assert booting.state is InstanceState.PENDING  # listed while the operation runs
     sim.state.set_list_lag("crusoe", 60)
+    lagging = LaunchRequest(name="c-lagging", offer=OFFER)
     with pytest.raises(LaunchOutcomeUnknownError, match="IN_PROGRESS"):
-        await crusoe.create(LaunchRequest(name="c-lagging", offer=OFFER))
-    assert len(sim.instances("crusoe")) == 2  # the caller must look up before relaunching
+        await crusoe.create(lagging)
+    # Asked again, the driver reads the first create's operation instead of a second POST:
+    # still running, the outcome stays unknown; ended, its VM is the answer.
+    try:
+        again = await crusoe.create(lagging)
+    except LaunchOutcomeUnknownError:
+        await asyncio.sleep(0.4)  # the VM boots in 0.3 s: its operation then SUCCEEDED
+        again = await crusoe.create(lagging)
+    assert again.name == "c-lagging" and again.state is InstanceState.RUNNING
+    assert len(sim.instances("crusoe")) == 2
+    assert len([e for e in sim.ledger if e.operation == "createInstance"]) == 2
 
 
 async def test_credentials_and_ssh_key(sim: Simulator, session: aiohttp.ClientSession) -> None:

@@ -19,11 +19,13 @@ through the generated operations in `_generated/`. VMs live in a project: the
   `reservation_specification: {selection_strategy: on_demand}` (never draw on a
   reservation the account keeps for something else). The create is asynchronous: it
   answers an operation, polled (`GET .../instances/operations/{id}`) for up to
-  `operationWaitSeconds` (30): SUCCEEDED carries the VM; FAILED carries `{code,
+  `operationWaitSeconds` (5): SUCCEEDED carries the VM; FAILED carries `{code,
   message}`, a typed error (capacity, quota, invalid) once a look-up by name confirms
   no VM was left; still in progress, the VM is looked up by name, else the outcome is
-  unknown (`LaunchOutcomeUnknownError`) and the controller keeps looking it up.
-  Idempotent by name (`errors.launch_or_recover`); `create` sends one POST.
+  unknown (`LaunchOutcomeUnknownError`) and the controller keeps looking it up; the
+  operation is remembered, and a later `create` of that name reads it instead of
+  sending a second POST while it runs (its FAILED is then the typed error).
+  Idempotent by name (`errors.launch_or_recover`); `create` sends at most one POST.
 - Terminate: `DELETE .../instances/{id}` (asynchronous; the VM shows STATE_SHUTDOWN
   until it is gone), once per poll (`errors.TerminateLog`). Crusoe keeps nothing else
   per VM: `cleanup` makes no call.
@@ -85,7 +87,9 @@ CAPABILITIES = Capabilities(
     # Crusoe documents no size limit for startup_script: 32 KiB assumed, as for RunPod.
     max_join_data_bytes=32 * 1024,
 )
-DEFAULT_OPERATION_WAIT = 30.0
+# Seconds a create follows its operation: long enough for a quick FAILED (no capacity)
+# or SUCCEEDED, short enough not to hold a reconcile worker while a VM boots for minutes.
+DEFAULT_OPERATION_WAIT = 5.0
 POLL_FIRST, POLL_MAX = 0.5, 5.0  # seconds between operation polls, doubling
 PAGE = "100"
 
@@ -152,6 +156,9 @@ class CrusoeDriver:
         self._names = Translator(CLOUD, config.regions)
         self._terminations = errors.TerminateLog()
         self._wait = _seconds(config.options.get("operationWaitSeconds"), DEFAULT_OPERATION_WAIT)
+        # name -> (project, operation id) of a create whose operation was still running,
+        # with no VM listed yet, when `create` returned: it is followed before any new POST.
+        self._in_flight: dict[str, tuple[str, str]] = {}
 
     @property
     def name(self) -> str:
@@ -272,6 +279,8 @@ class CrusoeDriver:
 
     async def create(self, request: LaunchRequest) -> Instance:
         ssh_key = self._check(request)
+        if request.name in self._in_flight:
+            return await self._earlier_create(request.name)
         project = await self._project()
         body = models.InstancesPostRequestV1(
             name=request.name,
@@ -294,10 +303,17 @@ class CrusoeDriver:
         return await self._settle(request.name, project, operation_id, state, operation.result)
 
     async def _settle(
-        self, name: str, project: str, operation_id: str, state: str, result: object
+        self,
+        name: str,
+        project: str,
+        operation_id: str,
+        state: str,
+        result: object,
+        *,
+        wait: float | None = None,
     ) -> Instance:
         """Follow the create's operation to its end, or for `operationWaitSeconds`."""
-        deadline = time.monotonic() + self._wait
+        deadline = time.monotonic() + (self._wait if wait is None else wait)
         pause = POLL_FIRST
         while state == models.OperationState.IN_PROGRESS and time.monotonic() < deadline:
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
@@ -318,6 +334,8 @@ class CrusoeDriver:
         try:
             found = await self.find_all(name)
         except ProviderError as err:  # the create went out: what it made is not known
+            if state == models.OperationState.IN_PROGRESS:
+                self._in_flight[name] = (project, operation_id)
             raise LaunchOutcomeUnknownError(
                 f"crusoe {CREATE}: operation {operation_id} is {state}; looking up "
                 f"{name!r} failed: {err.message}",
@@ -327,10 +345,34 @@ class CrusoeDriver:
             return found[0]
         if state == models.OperationState.FAILED:
             raise errors.crusoe_failed_operation(result, self.name)
+        if state == models.OperationState.IN_PROGRESS:
+            self._in_flight[name] = (project, operation_id)
         raise LaunchOutcomeUnknownError(
             f"crusoe {CREATE}: operation {operation_id} is {state} and no VM named "
             f"{name!r} is listed yet",
             provider=self.name,
+        )
+
+    async def _earlier_create(self, name: str) -> Instance:
+        """The outcome of this process's earlier create of `name`, instead of a new POST:
+        while its operation runs, the outcome stays unknown (no second VM is asked for);
+        once it ended, it is settled as if it had just ended."""
+        project, operation_id = self._in_flight.pop(name)
+        try:
+            operation = await self._transport.call(
+                operations.get_compute_v_ms_instances_operation, project, operation_id
+            )
+        except NotFoundError:  # the cloud forgot it: what the listing shows decides
+            return await self._settle(name, project, operation_id, "UNKNOWN", None, wait=0)
+        except ProviderError as err:
+            self._in_flight[name] = (project, operation_id)
+            raise LaunchOutcomeUnknownError(
+                f"crusoe {CREATE}: the earlier create's operation {operation_id} could not be "
+                f"read: {err.message}",
+                provider=self.name,
+            ) from err
+        return await self._settle(
+            name, project, operation_id, operation.state, operation.result, wait=0
         )
 
     async def get(self, instance_id: str) -> Instance:
