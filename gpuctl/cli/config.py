@@ -13,7 +13,8 @@ Two sources, both handing out drivers through `names()` / `get(name)` (the
 
       providers:
       - name: lambda             # required, unique; what requests name in spec.providers
-        type: lambda             # required: lambda | runpod | paperspace | crusoe | ...
+        type: lambda             # required: lambda, runpod, paperspace, crusoe, hyperstack, ...
+                                 # digitalocean
         apiKeyEnv: LAMBDA_KEY    # the key from this environment variable, or
         apiKey: "..."            # the key itself (keep such a file private)
         endpoint: http://...     # optional: a simulator or proxy instead of the cloud
