@@ -123,11 +123,21 @@ async def delete_token(ctx: Ctx, attempt: int) -> None:
 async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
     """The attempt's bootstrap token: a new one, or the existing Secret's.
 
-    Create first (almost always the Secret does not exist yet) and read only when the
-    create says it exists: no GET that answers 404 on every launch."""
+    Create first (the Secret does not exist yet when the attempt is new) and read only
+    when the create says it exists, or when this process made it already (a retried
+    launch): no GET that answers 404 on every launch, no failed create on a retry."""
     client = ctx.services.client
     uid = ctx.request.metadata.uid or ""
     name = token_secret_name(uid, ctx.status.attempt)
+    if attempt_key(ctx) in ctx.services.launches.settled:
+        # A launch retried (rate limited, transient error): this process made the token.
+        try:
+            return bootstrap.Token.from_secret(
+                await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+            )
+        except Exception as err:
+            if not is_not_found(err):
+                raise  # deleted meanwhile: make it again
     token = bootstrap.Token(token_id(uid, ctx.status.attempt), bootstrap.Token.generate().secret)
     ttl = registration_timeout(ctx.request.spec, provider.spec) + ctx.settings.token_margin
     body = bootstrap.token_secret(
