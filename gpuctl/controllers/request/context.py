@@ -125,6 +125,8 @@ class Ctx:
     # `obj` is what our own last status write returned (nothing changed it since):
     # the launch step needs no quorum read to know the cache is not stale.
     fresh: bool = False
+    # What this reconcile's status write returned (None: nothing written).
+    written: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:

@@ -9,7 +9,10 @@ One reconcile:
 3. the steps run in order — `offer`, `launch`, `liveness`, `registration`,
    `initialization`, `nodehealth`, `lifetime` — each a small idempotent sub-reconciler that acts
    only when the status says it is its turn; a step that made a decision the next
-   must not act on before it is persisted calls `ctx.stop()`;
+   must not act on before it is persisted calls `ctx.stop()`: the status is written,
+   and the steps run again at once on the object the write returned (at most
+   `CHAINED_RUNS` runs per reconcile: offer chosen, launched, first poll), rather than
+   after a trip through the work queue;
 4. cost is accrued (at phase changes and every `cost_interval`), and the status is
    written once, only if it changed, with optimistic concurrency;
 5. Events queued by the steps are recorded only after that write: one per transition
@@ -43,7 +46,7 @@ from gpuctl.controllers.request import (
     registration,
     termination,
 )
-from gpuctl.controllers.request.context import Ctx, Services
+from gpuctl.controllers.request.context import NOW, Ctx, Services
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.providers.base import ProviderError, RateLimitedError
 from gpuctl.providers.ratelimit import nonblocking
@@ -64,6 +67,11 @@ STEPS = (
     nodehealth.reconcile,
     lifetime.reconcile,
 )
+
+
+# Runs of the steps one reconcile chains when a step stops to persist a decision and
+# asks to go on at once: offer chosen -> launched -> first poll of the machine.
+CHAINED_RUNS = 3
 
 
 class RequestReconciler:
@@ -91,16 +99,24 @@ class RequestReconciler:
             # steps need not wait for the watch to bring it back (one reconcile less).
             obj = await self._add_finalizer(obj, request.name)
             request = GPUNodeRequest.from_dict(obj)
-        ctx = Ctx(
-            obj=obj,
-            request=request,
-            status=copy.deepcopy(request.status),
-            now=self.services.clock(),
-            services=self.services,
-            # Our own last status write is what the cache holds: as fresh as a quorum read.
-            fresh=self.status_writer.written_last(GPUNODEREQUESTS, obj),
-        )
-        return await self._run(ctx)
+        for _ in range(CHAINED_RUNS):
+            ctx = Ctx(
+                obj=obj,
+                request=request,
+                status=copy.deepcopy(request.status),
+                now=self.services.clock(),
+                services=self.services,
+                # Our own last status write is what the cache holds: as fresh as a quorum read.
+                fresh=self.status_writer.written_last(GPUNODEREQUESTS, obj),
+            )
+            result = await self._run(ctx)
+            # A step stopped to have its decision written and asked to go on at once
+            # (`ctx.stop()`): go on with the object that write returned, which is what
+            # the watch would bring, without a trip through the work queue.
+            if not (ctx.stopped and result == NOW and ctx.written is not None):
+                break
+            obj, request = ctx.written, GPUNodeRequest.from_dict(ctx.written)
+        return result
 
     async def _run(self, ctx: Ctx) -> Result:
         before = ctx.request.status  # as read; ctx.status is the working copy
@@ -201,7 +217,7 @@ class RequestReconciler:
 
     async def _write(self, ctx: Ctx) -> None:
         status = attrs.evolve(ctx.request, status=ctx.status).status_to_dict()
-        await self.status_writer.update_status(GPUNODEREQUESTS, ctx.obj, status)
+        ctx.written = await self.status_writer.update_status(GPUNODEREQUESTS, ctx.obj, status)
 
     async def _record_events(self, ctx: Ctx) -> None:
         for type_, reason, message in ctx.pending_events:
