@@ -62,6 +62,7 @@ class Board:
     running: Running
     hostile_provider: str
     shots: Path
+    kubeconfig: Path
     made: list[str] = attrs.Factory(list)
 
     async def make_request(self, name: str, spec: dict[str, Any]) -> str:
@@ -159,6 +160,7 @@ async def board(
             running=running,
             hostile_provider=hostile,
             shots=shots,
+            kubeconfig=control_plane.kubeconfig,
         )
         yield made
         # All at once: each waits for its machine's teardown.
