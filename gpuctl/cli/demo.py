@@ -16,11 +16,16 @@ In order, each step undone in reverse order at the end:
 5. the objects of `manifests/samples` pointed at the simulator
    (demo_samples.py): Secrets, GPUProviders, then the GPUNodeRequests;
 6. a live table of the GPUNodeRequests (demo_board.py, demo_view.py) until all
-   of the samples' requests are Ready; then the kubeconfig and commands to try.
+   of the samples' requests are Ready;
+7. the pool act (demo_pool.py, unless `--exit-when-ready`): a GPU Deployment on the
+   samples' GPUNodePool scales up (the pool buys the cheapest machine for its pods) and
+   back to zero (the empty machine goes, `consolidateAfter` shortened to 10 s); then
+   the kubeconfig and commands to try.
 
 It then keeps running (spot interruptions and replacements show in the table)
 until SIGINT or SIGTERM, or exits at once with `--exit-when-ready`. Teardown
-deletes every GPUNodeRequest and waits until they are gone — the operator
+deletes the pool act's Deployment and the GPUNodePools, then every GPUNodeRequest,
+and waits until they are gone — the operator
 terminates their machines first — then stops the operator, the simulator and
 the control plane. A second Ctrl-C skips the wait for the requests (their
 simulated machines end with the simulator anyway); a signal within a second of
@@ -53,8 +58,9 @@ from gpuctl.api.install import install_crds
 from gpuctl.cli import demo_samples
 from gpuctl.cli.demo_board import Board
 from gpuctl.cli.demo_operator import OperatorArgs, OperatorError, OperatorProcess
+from gpuctl.cli.demo_pool import PoolAct, shorten_consolidation
 from gpuctl.cli.demo_view import View, view_for
-from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
+from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane, ControlPlaneError, free_port, repo_root
 from gpuctl.dev.manifests import apply_join_rbac
 from gpuctl.runtime.client import Client, is_already_exists
@@ -83,6 +89,7 @@ RESOURCES = {
     "Namespace": NAMESPACES,
     "Secret": SECRETS,
     "GPUProvider": GPUPROVIDERS,
+    "GPUNodePool": GPUNODEPOOLS,
     "GPUNodeRequest": GPUNODEREQUESTS,
 }
 
@@ -167,6 +174,7 @@ class Demo:
         self._stopped_at = 0.0  # when the first signal arrived
         self.clean = True  # teardown left nothing behind
         self.sim: Simulator | None = None
+        self.pools: list[str] = []  # the samples' GPUNodePools, once applied
 
     async def run(self) -> int:
         self._handle_signals()
@@ -216,8 +224,9 @@ class Demo:
         board_task = asyncio.create_task(board.run(), name="demo-board")
         stack.push_async_callback(_cancel, board_task)
         stack.push_async_callback(self._delete_requests, client, board, operator)
+        stack.push_async_callback(self._delete_pools, client)  # first: nothing buys again
         board.names = await self._apply_samples(client, sim, cp)
-        return await self._until_done(board, operator, cp)
+        return await self._until_done(board, operator, cp, client)
 
     async def _control_plane(self, stack: contextlib.AsyncExitStack, where: Path) -> ControlPlane:
         shutil.rmtree(where, ignore_errors=True)  # a fresh cluster each run
@@ -281,12 +290,16 @@ class Demo:
             requests_per_second=SIM_REQUESTS_PER_SECOND,
         )
         objects = demo_samples.ordered(demo_samples.point_at(demo_samples.load(directory), target))
+        shorten_consolidation(objects)
+        self.pools = [o["metadata"]["name"] for o in demo_samples.of_kind(objects, "GPUNodePool")]
         for obj in objects:
             await _create(client, obj)
         self.say(f"applied {_display_path(directory)}: {_summary(objects)}")
         return [o["metadata"]["name"] for o in demo_samples.of_kind(objects, "GPUNodeRequest")]
 
-    async def _until_done(self, board: Board, operator: OperatorProcess, cp: ControlPlane) -> int:
+    async def _until_done(
+        self, board: Board, operator: OperatorProcess, cp: ControlPlane, client: Client
+    ) -> int:
         started = time.monotonic()
         outcome = await _first(
             self.options.timeout,
@@ -306,6 +319,10 @@ class Demo:
         self.say(f"all {len(board.names)} requests Ready in {seconds:.1f}s")
         if self.options.exit_when_ready:
             return 0
+        if self.pools:
+            act = PoolAct(client, self.pools[0], self.say)
+            if await _first(None, stop=self.stop.wait(), act=act.run()) == "stop":
+                return 0
         self.say(_try_these(cp, operator))
         if await _first(None, stop=self.stop.wait(), operator=operator.wait()) == "operator":
             self.say(f"the operator exited:\n{operator.log_tail()}")
@@ -340,6 +357,14 @@ class Demo:
             f"{len(left)} requests not deleted ({', '.join(left)}): "
             "their simulated machines end with the simulator"
         )
+
+    async def _delete_pools(self, client: Client) -> None:
+        """The pool act's Deployment, then the pools (their requests go with them)."""
+        with contextlib.suppress(Exception):  # the API server is unreachable: nothing to do
+            await PoolAct(client, "", self.say).delete()
+        for name in self.pools:
+            with contextlib.suppress(Exception):  # NotFound: never created, or gone
+                await client.delete(GPUNODEPOOLS, name)
 
     def _machines(self) -> tuple[bool, str]:
         """Whether a simulated machine is still running, and a sentence saying so."""
@@ -483,6 +508,8 @@ def _try_these(cp: ControlPlane, operator: OperatorProcess) -> str:
             f"dashboard: {operator.dashboard_url} (open it in a browser)",
             "try, in another terminal:",
             f"    {kubectl} get gnr -w",
+            f"    {kubectl} get gnp      # the GPUNodePool: GPUs, machines, $/h",
+            f"    {gpuctl} plan -f <a Deployment of GPU pods> --kubeconfig {kubeconfig}",
             f"    {kubectl} get nodes -L gpuctl.io/request",
             f"    {gpuctl} offers --kubeconfig {kubeconfig}",
             f"    {gpuctl} cost --kubeconfig {kubeconfig}",

@@ -19,8 +19,8 @@ documents). `point_at(objects, target)` returns deep copies in which:
 
 Everything else — the requests, prices, regions, rate limits — is applied as
 written, so the demo shows what the samples do. `ordered(objects)` sorts them
-for creation: Secrets, then GPUProviders, then GPUNodeRequests, so no provider
-waits for its credentials and no request waits for its providers.
+for creation: Secrets, then GPUProviders, then GPUNodePools and GPUNodeRequests, so
+no provider waits for its credentials and no request waits for its providers.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import yaml
 Obj = dict[str, Any]
 
 DEFAULT_SECRET_KEY = "apiKey"  # GPUProvider spec.credentialsSecretRef.key's default
-_CREATE_ORDER = ("Namespace", "Secret", "GPUProvider", "GPUNodeRequest")
+_CREATE_ORDER = ("Namespace", "Secret", "GPUProvider", "GPUNodePool", "GPUNodeRequest")
 
 
 class SampleError(ValueError):
@@ -84,7 +84,7 @@ def of_kind(objects: Sequence[Obj], kind: str) -> list[Obj]:
 
 
 def ordered(objects: Sequence[Obj]) -> list[Obj]:
-    """Creation order: Namespaces, Secrets, GPUProviders, GPUNodeRequests, then the rest."""
+    """Creation order: Namespaces, Secrets, GPUProviders, GPUNodePools, GPUNodeRequests, rest."""
 
     def rank(obj: Obj) -> int:
         kind = obj.get("kind")
