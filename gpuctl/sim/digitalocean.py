@@ -414,6 +414,11 @@ def hash_int(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:32], 16)
 
 
+def key_fingerprint(name: str) -> str:
+    """The fingerprint of the account's SSH key `name` (tests pass it as `ssh_keys`)."""
+    return str(_key_json(name)["fingerprint"])
+
+
 def _key_json(name: str) -> dict[str, Any]:
     digest = hashlib.sha256(name.encode()).hexdigest()
     return {

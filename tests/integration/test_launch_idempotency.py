@@ -35,6 +35,7 @@ from gpuctl.providers.base import (
 )
 from gpuctl.sim import SimConfig, Simulator
 from gpuctl.sim import crusoe as crusoe_sim
+from gpuctl.sim import digitalocean as do_sim
 from tests.integration import test_provider_contract as contract
 from tests.integration.test_provider_contract import (
     CASES,
@@ -58,7 +59,12 @@ TERMINATE = {
     "runpod": "DeletePod",
     "paperspace": "machines-delete",
     "crusoe": "deleteInstance",
+    "hyperstack": "Delete_VM",
+    "digitalocean": "droplets_destroy",
 }
+
+# Ids these clouds could have (integers): the drivers send no request for another form.
+UNKNOWN_ID = {"hyperstack": "999999", "digitalocean": "999999999"}
 
 
 def creates(sim: Simulator, cloud: str) -> int:
@@ -147,8 +153,9 @@ async def test_terminate_goes_out_once_per_poll(sim: Simulator, driver: Driver, 
     for _ in range(3):
         await driver.terminate(launched.id)
     assert len(calls(sim, cloud, TERMINATE[cloud])) == 1
-    await driver.terminate("doesnotexist")
-    await driver.terminate("doesnotexist")  # remembered as gone: not asked again
+    unknown = UNKNOWN_ID.get(cloud, "doesnotexist")
+    await driver.terminate(unknown)
+    await driver.terminate(unknown)  # remembered as gone: not asked again
     assert len(calls(sim, cloud, TERMINATE[cloud])) == 2
 
 
@@ -273,6 +280,25 @@ PROVIDER_BLOCKS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"ssh_public_key": "ssh-ed25519 AAAAC3Nza gpuctl",
          "image": "ubuntu22.04-nvidia-sxm-docker:latest",
          "reservation_specification": {"selection_strategy": "on_demand"}},
+    ),
+    # sshKeyName is missing in the new environment: imported under that name from
+    # sshPublicKey. The firewall fields of DigitalOcean are checked in
+    # tests/unit/test_providers_digitalocean.py (the firewall is not in the create).
+    "hyperstack": (
+        {"sshKeyName": "ops", "sshPublicKey": "ssh-ed25519 AAAAC3Nza ops",
+         "image": "Ubuntu Server 24.04 LTS R570 CUDA 12.8", "environmentPrefix": "team-",
+         "assignFloatingIP": False, "kubeletSourceCIDR": "10.0.0.0/8"},
+        {"key_name": "ops", "image_name": "Ubuntu Server 24.04 LTS R570 CUDA 12.8",
+         "environment_name": "team-us-1", "assign_floating_ip": False,
+         "security_rules": [{"direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+                             "remote_ip_prefix": "10.0.0.0/8", "port_range_min": 10250,
+                             "port_range_max": 10250}]},
+    ),
+    "digitalocean": (
+        {"sshKeys": [do_sim.key_fingerprint("gpuctl")], "image": "ubuntu-22-04-x64",
+         "firewall": True, "kubeletSourceCIDR": "10.0.0.0/8", "sshSourceCIDR": "10.1.0.0/16"},
+        {"ssh_keys": [do_sim.key_fingerprint("gpuctl")], "image": "ubuntu-22-04-x64",
+         "tags": ["gpuctl-p-digitalocean", "gpuctl-io-t:c"]},
     ),
 }  # fmt: skip
 

@@ -1,21 +1,26 @@
 """DigitalOcean's driver pieces that need no cloud: error table, rate, tags, paging.
 
-The driver against a cloud that checks every request and answer against DigitalOcean's
-spec is in tests/integration/test_provider_contract.py (the simulated cloud).
+The driver's contract against the simulated cloud (every request and answer checked
+against DigitalOcean's spec) is tests/integration/test_provider_contract.py; here, the
+firewall it keeps per provider.
 """
 
 from __future__ import annotations
 
 import json
 
+import aiohttp
+import attrs
 import pytest
 
-from gpuctl.providers import errors
+from gpuctl.providers import errors, registry
 from gpuctl.providers.base import (
     AuthError,
     CapacityError,
     DriverConfig,
     InvalidRequestError,
+    JoinData,
+    LaunchRequest,
     NotFoundError,
     QuotaError,
     TransientError,
@@ -23,6 +28,9 @@ from gpuctl.providers.base import (
 from gpuctl.providers.digitalocean import driver
 from gpuctl.providers.digitalocean._generated import models
 from gpuctl.providers.ratelimit import limits_for
+from gpuctl.sim import SimConfig, Simulator
+
+FAST = {"rateLimit": "unlimited", "retryAttempts": "1"}
 
 
 def failure(status: int, ident: str, message: str) -> errors.HttpFailure:
@@ -81,3 +89,41 @@ def test_paging_follows_the_next_link() -> None:
     assert driver._has_next(links)
     assert not driver._has_next(models.PageLinks(pages={"last": "x"}))
     assert not driver._has_next(None)
+
+
+async def test_one_firewall_per_provider_on_its_tag() -> None:
+    async with (
+        Simulator(SimConfig(seed=3, boot_seconds=0.0)) as sim,
+        aiohttp.ClientSession() as session,
+    ):
+        options = {**FAST, "kubeletSourceCIDR": "10.0.0.0/8", "sshSourceCIDR": "10.1.0.0/16"}
+        config = DriverConfig(
+            name="p.1",
+            cloud="digitalocean",
+            api_key=sim.api_key("digitalocean"),
+            endpoint=sim.endpoint("digitalocean"),
+            options=options,
+        )
+        do = registry.build_driver(config, session)
+        sim.state.set_capacity("digitalocean", "tor1", "gpu-l40sx1-48gb", 3)
+        [offer] = [
+            o for o in await do.list_offers(gpu_type="L40S-48GB") if o.native_region == "tor1"
+        ]
+        for name in ("gpuctl-a", "gpuctl-b"):
+            await do.launch(
+                LaunchRequest(name=name, offer=offer, join=JoinData(script="#!/bin/sh\n"))
+            )
+        [firewall] = sim.state.cloud("digitalocean").objects["firewalls"].values()
+        assert firewall["name"] == "gpuctl-p.1" and firewall["tags"] == ["gpuctl-p-1"]
+        inbound = {
+            (r["ports"], tuple(r["sources"]["addresses"])) for r in firewall["inbound_rules"]
+        }
+        assert inbound == {("10250", ("10.0.0.0/8",)), ("22", ("10.1.0.0/16",))}
+        assert {r["protocol"] for r in firewall["outbound_rules"]} == {"tcp", "udp", "icmp"}
+        assert all("gpuctl-p-1" in i.request["tags"] for i in sim.instances("digitalocean"))
+        off = registry.build_driver(
+            attrs.evolve(config, name="q", options={**FAST, "firewall": "false"}), session
+        )
+        await off.launch(LaunchRequest(name="gpuctl-c", offer=offer, join=JoinData()))
+        assert len(sim.state.cloud("digitalocean").objects["firewalls"]) == 1
+        assert not sim.violations

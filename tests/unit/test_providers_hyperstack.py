@@ -1,7 +1,8 @@
 """Hyperstack's driver pieces that need no cloud: error table, rates, stock, labels.
 
-The driver against a cloud that checks every request and answer against Hyperstack's
-spec is in tests/integration/test_provider_contract.py (the simulated cloud).
+The driver's contract against the simulated cloud (every request and answer checked
+against Hyperstack's spec) is tests/integration/test_provider_contract.py; here, the
+environments and key pairs it keeps per region.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import aiohttp
 import pytest
 
-from gpuctl.providers import errors
+from gpuctl.providers import errors, registry
 from gpuctl.providers.base import (
     AuthError,
     CapacityError,
     DriverConfig,
     InvalidRequestError,
+    JoinData,
+    LaunchRequest,
     NotFoundError,
     QuotaError,
     TransientError,
@@ -24,6 +28,7 @@ from gpuctl.providers.base import (
 from gpuctl.providers.hyperstack import driver
 from gpuctl.providers.hyperstack._generated import models
 from gpuctl.providers.ratelimit import limits_for
+from gpuctl.sim import SimConfig, Simulator
 
 
 def failure(status: int, message: str, operation: str = "Create_VMs") -> errors.HttpFailure:
@@ -96,3 +101,38 @@ def test_labels_and_ids() -> None:
     assert driver._vm_id("123") == 123 and driver._vm_id("abc") is None
     with pytest.raises(InvalidRequestError):
         driver._flag("yes", "assignFloatingIp")
+
+
+async def test_one_environment_and_key_pair_per_region() -> None:
+    async with (
+        Simulator(SimConfig(seed=3, boot_seconds=0.0)) as sim,
+        aiohttp.ClientSession() as session,
+    ):
+        config = DriverConfig(
+            name="h",
+            cloud="hyperstack",
+            api_key=sim.api_key("hyperstack"),
+            endpoint=sim.endpoint("hyperstack"),
+            options={"rateLimit": "unlimited", "sshPublicKey": "ssh-ed25519 AAAA k"},
+        )
+        hs = registry.build_driver(config, session)
+        offers = await hs.list_offers(gpu_type="A100-80GB", gpu_count=1)
+        by_region = {o.native_region: o for o in offers}
+        for name, region in (
+            ("gpuctl-a", "CANADA-1"),
+            ("gpuctl-b", "CANADA-1"),
+            ("gpuctl-c", "US-1"),
+        ):
+            join = JoinData(script="#cloud-config\n")
+            await hs.launch(LaunchRequest(name=name, offer=by_region[region], join=join))
+        objects = sim.state.cloud("hyperstack").objects
+        assert sorted(objects["environments"]) == ["gpuctl-canada-1", "gpuctl-us-1"]
+        assert sorted(objects["keypairs"]) == ["gpuctl-canada-1/gpuctl", "gpuctl-us-1/gpuctl"]
+        assert [i.request["environment_name"] for i in sim.instances("hyperstack")] == [
+            "gpuctl-canada-1",
+            "gpuctl-canada-1",
+            "gpuctl-us-1",
+        ]
+        got = await hs.get(sim.instances("hyperstack")[0].id)
+        assert got.price_per_hour == Decimal("1.35")  # the flavor's list price, from the offers
+        assert not sim.violations

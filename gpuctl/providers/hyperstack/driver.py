@@ -17,8 +17,9 @@ header (Hyperstack's documented scheme), through the generated operations in `_g
   (`gpuctl-canada-1` by default), found with `GET /core/environments` or created with
   `POST /core/environments` before the first launch there.
 - SSH key: Hyperstack requires one per VM, from the VM's environment:
-  `options["sshKeyName"]`, else the environment's first key pair by name, else the
-  public key `options["sshPublicKey"]` imported as `gpuctl` (`POST /core/keypairs`).
+  `options["sshKeyName"]`, else the environment's first key pair by name; a key pair
+  missing there is imported from `options["sshPublicKey"]` (`POST /core/keypairs`) under
+  that name, or `gpuctl`.
 - Launch: `POST /core/virtual-machines` with `name` (<= 50 characters, checked),
   `environment_name`, `flavor_name`, `key_name`, `count: 1`, `image_name`
   (`options["imageName"]`, default an Ubuntu 22.04 image with NVIDIA drivers and CUDA),
@@ -147,6 +148,7 @@ class HyperstackDriver:
         self._names = Translator(CLOUD, config.regions)
         self._terminations = errors.TerminateLog()
         self._environments: dict[str, str] = {}  # region -> environment name
+        self._keys: dict[str, str] = {}  # environment -> key pair name
         self._environment_lock = asyncio.Lock()
 
     @property
@@ -307,32 +309,51 @@ class HyperstackDriver:
             page += 1
 
     async def _key_name(self, environment: str) -> str:
-        configured = self._config.options.get("sshKeyName")
-        if configured:
-            return configured
-        answer = await self._transport.call(
-            operations.list_key_pairs, page_size=str(PAGE), search=None
-        )
-        with errors.structure_guard(CLOUD, "List_key_pairs", self.name):
-            names = sorted(
-                _need(k.name)
-                for k in answer.keypairs or []
-                if k.environment is not None and k.environment.name == environment
+        """The key pair for VMs of `environment`: `sshKeyName` (imported from `sshPublicKey`
+        under that name when the environment lacks it), else the environment's first key
+        pair, else `sshPublicKey` imported as gpuctl."""
+        found = self._keys.get(environment)
+        if found is not None:
+            return found
+        wanted = self._config.options.get("sshKeyName")
+        names = await self._key_pairs(environment)
+        if wanted in names or (wanted is None and names):
+            chosen = wanted or names[0]
+        else:
+            chosen = wanted or DEFAULT_KEY_NAME
+            public_key = self._config.options.get("sshPublicKey")
+            if not public_key:
+                missing = f"key pair {wanted}" if wanted else "key pair"
+                raise InvalidRequestError(
+                    f"hyperstack: environment {environment} has no {missing}; "
+                    "set sshPublicKey to import one",
+                    provider=self.name,
+                )
+            body = models.ImportKeypairPayload(
+                name=chosen, environment_name=environment, public_key=public_key
             )
-        if names:
-            return names[0]
-        public_key = self._config.options.get("sshPublicKey")
-        if not public_key:
-            raise InvalidRequestError(
-                f"hyperstack: environment {environment} has no key pair; "
-                "set sshKeyName or sshPublicKey",
-                provider=self.name,
+            await self._transport.call(operations.import_key_pair, body)
+        self._keys[environment] = chosen
+        return chosen
+
+    async def _key_pairs(self, environment: str) -> list[str]:
+        """Names of the key pairs of `environment`, sorted."""
+        names: list[str] = []
+        page = 1
+        while True:
+            answer = await self._transport.call(
+                operations.list_key_pairs, page=str(page), page_size=str(PAGE)
             )
-        body = models.ImportKeypairPayload(
-            name=DEFAULT_KEY_NAME, environment_name=environment, public_key=public_key
-        )
-        await self._transport.call(operations.import_key_pair, body)
-        return DEFAULT_KEY_NAME
+            with errors.structure_guard(CLOUD, "List_key_pairs", self.name):
+                batch = answer.keypairs or []
+                names += [
+                    _need(k.name)
+                    for k in batch
+                    if k.environment is not None and k.environment.name == environment
+                ]
+            if len(batch) < PAGE:
+                return sorted(names)
+            page += 1
 
     async def get(self, instance_id: str) -> Instance:
         vm_id = _vm_id(instance_id)
