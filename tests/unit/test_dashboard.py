@@ -337,6 +337,9 @@ def test_the_deployment_carries_gpuctl_runs_ui_flag_off() -> None:
     assert "        # - --ui\n" in deployment.read_text()  # there, commented: off by default
     assert build_parser().parse_args(["run", "--ui"]).ui
     assert not build_parser().parse_args(["run"]).ui
+    # `gpuctl dashboard` listens on loopback unless told otherwise.
+    standalone = build_parser().parse_args(["dashboard"])
+    assert (standalone.host, standalone.port) == ("127.0.0.1", 8090)
 
 
 async def test_an_open_stream_does_not_hold_up_shutdown() -> None:
