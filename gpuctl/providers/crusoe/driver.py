@@ -46,6 +46,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from urllib.parse import unquote
 
 import aiohttp
 
@@ -183,7 +184,8 @@ class CrusoeDriver:
     def _sign(self, method: str, path: str, query: Sequence[tuple[str, str]]) -> Mapping[str, str]:
         if self._bad_credential:
             raise AuthError(self._bad_credential, code="credential", provider=self.name)
-        return signing.headers(self._key_id, self._secret, method, path, query)
+        # client-go signs Go's req.URL.Path, the decoded path: unquote what goes out.
+        return signing.headers(self._key_id, self._secret, method, unquote(path), query)
 
     def _instance(self, vm: models.InstanceV1) -> Instance:
         """The VM; its rate is the price table's (a Crusoe VM reports none)."""
