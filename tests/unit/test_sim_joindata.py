@@ -148,6 +148,22 @@ def test_paperspace_script_size_limit() -> None:
     assert isinstance(none, NotRun) and none.status is JoinStatus.NO_JOIN_DATA
 
 
+# -- Crusoe ---------------------------------------------------------------------------
+
+
+def test_crusoe_runs_its_startup_script_as_root_from_the_root_directory() -> None:
+    script = "#!/bin/bash\necho hi\n"
+    plan = boot_plan(joindata.plan(instance("crusoe", script), HARDWARE))
+    assert plan.command == ("/bin/sh", "-c", f"cd / && exec {joindata.CRUSOE_SCRIPT}")
+    assert plan.files[joindata.CRUSOE_SCRIPT] == (script.encode(), 0o755)
+    assert plan.env["HOME"] == "/root" and plan.hostname == "gpu-a-1"
+    assert not plan.container
+    again = boot_plan(joindata.plan(instance("crusoe", script), HARDWARE, boot=2))
+    assert again.command == plan.command  # a startup script runs at every boot
+    none = joindata.plan(instance("crusoe", ""), HARDWARE)
+    assert isinstance(none, NotRun) and none.status is JoinStatus.NO_JOIN_DATA
+
+
 # -- RunPod ---------------------------------------------------------------------------
 
 
