@@ -104,17 +104,67 @@ VALID["crusoe"] = [
     CRUSOE_VM,
     {"code": "400", "message": "out of stock"},
 ]  # fmt: skip
+HYPERSTACK_VM = {
+    "id": 1,
+    "name": "gpuctl-a",
+    "status": "ACTIVE",
+    "environment": {"name": "gpuctl-us-1", "region": "US-1"},
+    "flavor": {"name": "n3-H100x8", "gpu": "H100-80G-PCIe", "gpu_count": 8},
+    "floating_ip": "198.18.1.1",
+    "created_at": "2026-11-29T19:00:00",
+}
+VALID["hyperstack"] = [
+    {"status": True, "data": [{"gpu": "H100-80G-PCIe", "region_name": "US-1", "flavors": [
+        {"name": "n3-H100x8", "gpu": "H100-80G-PCIe", "gpu_count": 8, "region_name": "US-1",
+         "stock_available": True}]}]},
+    [{"name": "H100-80G-PCIe", "value": 1.9}],
+    {"stocks": [{"region": "US-1", "models": [{"model": "H100-80G-PCIe",
+                                                "configurations": {"8x": 1}}]}]},
+    {"environments": [{"id": 1, "name": "gpuctl-us-1", "region": "US-1"}]},
+    {"keypairs": [{"name": "k", "environment": {"name": "gpuctl-us-1"}}]},
+    {"instances": [HYPERSTACK_VM]},
+    {"instance": HYPERSTACK_VM},
+    {"status": False, "message": "Not enough stock available"},
+]  # fmt: skip
+DO_SIZE = {
+    "slug": "gpu-h100x8-640gb", "description": "8x", "memory": 1966080, "vcpus": 160,
+    "disk": 2046, "transfer": 15.0, "price_hourly": 23.92, "price_monthly": 16074.24,
+    "regions": ["nyc2"], "available": True, "gpu_info": {"count": 8, "model": "nvidia_h100"},
+}  # fmt: skip
+DO_DROPLET = {
+    "id": 1, "name": "gpuctl-a", "memory": 1966080, "vcpus": 160, "disk": 2046,
+    "locked": False, "status": "active", "created_at": "2026-11-29T19:00:00Z", "features": [],
+    "backup_ids": [], "next_backup_window": None, "snapshot_ids": [], "image": {},
+    "volume_ids": [], "size": DO_SIZE, "size_slug": "gpu-h100x8-640gb",
+    "networks": {"v4": [{"ip_address": "198.18.2.1", "type": "public"}]},
+    "region": {"name": "New York 2", "slug": "nyc2", "features": [], "available": True,
+               "sizes": []},
+    "tags": [],
+}  # fmt: skip
+VALID["digitalocean"] = [
+    {"sizes": [DO_SIZE], "links": {}, "meta": {"total": 1}},
+    {"droplets": [DO_DROPLET], "links": {"pages": {}}, "meta": {"total": 1}},
+    {"droplet": DO_DROPLET},
+    {"droplet": DO_DROPLET, "links": {"actions": []}},
+    {"ssh_keys": [{"id": 1, "name": "k", "public_key": "ssh-ed25519 A"}], "meta": {"total": 1}},
+    {"firewalls": [], "links": {}, "meta": {"total": 0}},
+    {"id": "unprocessable_entity", "message": "Size is not available in this region."},
+]
 OPTIONS = {
     "lambda": {"sshKeyName": "gpuctl"},
     "runpod": {"imageName": "img"},
     "paperspace": {"templateId": "t1"},
     "crusoe": {"sshPublicKey": "ssh-ed25519 AAAA", "operationWaitSeconds": "0"},
+    "hyperstack": {"sshPublicKey": "ssh-ed25519 AAAA", "rateLimitBlockSeconds": "0"},
+    "digitalocean": {},
 }
 OFFER = {
     "lambda": ("us-east-1", "gpu_8x_h100_sxm5", CapacityType.ON_DEMAND),
     "runpod": ("US-GA-1", "NVIDIA H100 80GB HBM3", CapacityType.SPOT),
     "paperspace": ("ny2", "H100x8", CapacityType.ON_DEMAND),
     "crusoe": ("us-east1-a", "h100-80gb-sxm-ib.8x", CapacityType.ON_DEMAND),
+    "hyperstack": ("US-1", "n3-H100x8", CapacityType.ON_DEMAND),
+    "digitalocean": ("nyc2", "gpu-h100x8-640gb", CapacityType.ON_DEMAND),
 }
 # A well-formed credential of each cloud (Crusoe: "<key ID>:<base64url secret>").
 API_KEYS = {"crusoe": "k:c2VjcmV0"}
@@ -207,7 +257,9 @@ async def run(driver: Any, cloud: str, operation: str) -> object:
     return await calls[operation]()
 
 
-@pytest.mark.parametrize("cloud", ["lambda", "runpod", "paperspace", "crusoe"])
+@pytest.mark.parametrize(
+    "cloud", ["lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean"]
+)
 @settings(
     max_examples=200,
     deadline=None,

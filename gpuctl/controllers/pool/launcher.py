@@ -24,13 +24,22 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from gpuctl.api import API_VERSION, GNP_KIND, GNR_KIND, LABEL_POOL, GPUNodePool, format_price
+from gpuctl.api import (
+    API_VERSION,
+    GNP_KIND,
+    GNR_KIND,
+    LABEL_POOL,
+    GPUNodePool,
+    Region,
+    format_price,
+)
 from gpuctl.controllers.pool.binpack import NewMachine
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.runtime.client import Client, is_already_exists
 
 Obj = dict[str, Any]
 MAX_NAME = 63  # the name is also the gpuctl.io/request label value of its Node
+REGIONS = frozenset(r.value for r in Region)
 
 
 def request_name(pool: str, machine: NewMachine) -> str:
@@ -73,9 +82,10 @@ def request_body(pool: GPUNodePool, machine: NewMachine) -> Obj:
         "capacityType": offer.capacity_type.value,
         "maxPricePerHour": format_price(offer.price_per_hour),
         "providers": [offer.provider],
-        "regions": [offer.region],
         "placement": "cheapest",
     }
+    if offer.region in REGIONS:  # a region the catalog maps but the CRD does not know: any
+        spec["regions"] = [offer.region]
     node: Obj = {}
     if template.labels:
         node["labels"] = dict(template.labels)

@@ -79,6 +79,7 @@ CAPABILITIES = Capabilities(
     max_join_data_bytes=64 * 1024,  # user_data "limited to 64 KiB"
 )
 MAX_NAME = 255
+MAX_PAGES = 100  # 100 pages of 100 or 200: far beyond any account
 PAGE = 200  # the API's maximum per_page
 DEFAULT_IMAGE = "gpu-h100x1-base"
 KUBELET_PORT = "10250"
@@ -164,7 +165,7 @@ class DigitalOceanDriver:
                 more = _has_next(answer.links)
             if not more:
                 return offers
-            page += 1
+            page = _next_page(page, self.name)
 
     def _offers_of(self, size: models.Size) -> list[Offer]:
         info = size.gpu_info
@@ -268,7 +269,7 @@ class DigitalOceanDriver:
                 more = _has_next(answer.links)
             if not more:
                 return False
-            page += 1
+            page = _next_page(page, self.name)
 
     def _firewall(self) -> models.FirewallsCreateRequest:
         inbound = [
@@ -331,7 +332,7 @@ class DigitalOceanDriver:
                 more = _has_next(answer.links)
             if not more:
                 return [i for i in found if i.state is not InstanceState.TERMINATED]
-            page += 1
+            page = _next_page(page, self.name)
 
     async def terminate(self, instance_id: str) -> None:
         if not instance_id.isdigit() or not self._terminations.due(instance_id):
@@ -398,3 +399,11 @@ def _timestamp(text: str) -> datetime.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def _next_page(page: int, provider: str) -> int:
+    """The page after `page`; a listing longer than `MAX_PAGES` is a cloud that keeps
+    saying "more": malformed, rather than a loop without end."""
+    if page >= MAX_PAGES:
+        raise errors.malformed(CLOUD, f"listing past page {MAX_PAGES}", provider)
+    return page + 1

@@ -90,6 +90,7 @@ CAPABILITIES = Capabilities(
     max_join_data_bytes=49_152,
 )
 MAX_NAME = 50  # Create_Instances_Payload.name maxLength
+MAX_PAGES = 100  # 100 pages of 100 or 200: far beyond any account
 PAGE = 100
 DEFAULT_IMAGE = "Ubuntu Server 22.04 LTS R535 CUDA 12.2"
 DEFAULT_KEY_NAME = "gpuctl"
@@ -306,7 +307,7 @@ class HyperstackDriver:
             found += batch
             if len(batch) < PAGE:
                 return found
-            page += 1
+            page = _next_page(page, self.name)
 
     async def _key_name(self, environment: str) -> str:
         """The key pair for VMs of `environment`: `sshKeyName` (imported from `sshPublicKey`
@@ -353,7 +354,7 @@ class HyperstackDriver:
                 ]
             if len(batch) < PAGE:
                 return sorted(names)
-            page += 1
+            page = _next_page(page, self.name)
 
     async def get(self, instance_id: str) -> Instance:
         vm_id = _vm_id(instance_id)
@@ -388,7 +389,7 @@ class HyperstackDriver:
                 return await self._priced(
                     [i for i in found if i.state is not InstanceState.TERMINATED]
                 )
-            page += 1
+            page = _next_page(page, self.name)
 
     async def _priced(self, instances: list[Instance]) -> list[Instance]:
         """`instances` with the list price of their flavor in their region: Hyperstack's VM
@@ -510,3 +511,11 @@ def _timestamp(text: str | None) -> datetime.datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def _next_page(page: int, provider: str) -> int:
+    """The page after `page`; a listing longer than `MAX_PAGES` is a cloud that keeps
+    saying "more": malformed, rather than a loop without end."""
+    if page >= MAX_PAGES:
+        raise errors.malformed(CLOUD, f"listing past page {MAX_PAGES}", provider)
+    return page + 1
