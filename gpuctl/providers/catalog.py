@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-CLOUDS = ("lambda", "runpod", "paperspace", "crusoe")
+CLOUDS = ("lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean")
 
 
 @functools.cache

@@ -1,4 +1,5 @@
-"""Simulated GPU clouds (Lambda, RunPod, Paperspace) speaking their published APIs.
+"""Simulated GPU clouds (Lambda, RunPod, Paperspace, Crusoe, Hyperstack, DigitalOcean)
+speaking their published APIs.
 
 See docs/sim.md. The public surface:
 
