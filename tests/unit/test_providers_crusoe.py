@@ -150,6 +150,9 @@ async def test_credentials_and_ssh_key(sim: Simulator, session: aiohttp.ClientSe
     with pytest.raises(AuthError):
         await wrong.validate_credentials()
     await driver(sim, session).validate_credentials()
+    other = driver(sim, session, projectId="00000000-0000-4000-8000-000000000000")
+    with pytest.raises(InvalidRequestError, match="not a project of this account"):
+        await other.validate_credentials()
     no_key = driver(sim, session, sshPublicKey="")
     with pytest.raises(InvalidRequestError, match="sshPublicKey"):
         await no_key.launch(LaunchRequest(name="c-key", offer=OFFER))

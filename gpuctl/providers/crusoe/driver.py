@@ -423,9 +423,22 @@ class CrusoeDriver:
         """Crusoe keeps nothing per VM besides the VM (the script is part of it)."""
 
     async def validate_credentials(self) -> None:
-        """A signed `GET /organizations/projects`: a bad key or signature is AuthError."""
-        await self._transport.call(operations.list_projects)
-        await self._project()
+        """A signed `GET /organizations/projects`: a bad key or signature is AuthError; a
+        `projectId` the account does not have, or several projects and none chosen, is
+        InvalidRequestError (the provider is not Ready, and says why)."""
+        answer = await self._transport.call(operations.list_projects)
+        ids = sorted(p.id for p in answer.items)
+        configured = self._config.options.get("projectId")
+        if configured and configured not in ids:
+            raise InvalidRequestError(
+                f"crusoe: projectId {configured!r} is not a project of this account",
+                provider=self.name,
+            )
+        if not configured and len(ids) != 1:
+            raise InvalidRequestError(
+                f"crusoe: the account has {len(ids)} projects; set projectId",
+                provider=self.name,
+            )
 
     async def close(self) -> None:
         """Nothing to release: the aiohttp session belongs to the caller."""
