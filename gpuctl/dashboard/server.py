@@ -55,6 +55,7 @@ STATIC_TYPES = {
 }
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 KEEPALIVE = 15.0
+MIN_INTERVAL = 0.5  # seconds between two snapshots, at least
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -110,13 +111,18 @@ class Dashboard:
         return at is None or (self.clock() - at).total_seconds() >= self.tick
 
     async def run(self) -> None:
-        """Publish on every change (and every tick: costs grow) while anyone watches."""
+        """Publish on every change (and every tick: costs grow) while anyone watches;
+        a burst of informer events makes one snapshot per `MIN_INTERVAL`, not one each."""
         seen = -1
+        loop = asyncio.get_running_loop()
+        last = loop.time() - MIN_INTERVAL
         while True:
             await self.sources.changes.wait(self.tick)
             if self.viewers and (self.sources.changes.version != seen or self._stale()):
+                await asyncio.sleep(max(0.0, last + MIN_INTERVAL - loop.time()))
                 seen = self.sources.changes.version
                 self.publish()
+                last = loop.time()
 
     # -- the application -----------------------------------------------------------
 

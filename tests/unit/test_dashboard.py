@@ -385,3 +385,18 @@ def test_pools_table_reads_the_pool_status() -> None:
         "created": "2025-06-01T11:00:00Z",
         "ageSeconds": 3600,
     }
+
+
+async def test_a_burst_of_changes_makes_few_snapshots() -> None:
+    found = sources(requests(), LEDGER)
+    board = server.Dashboard(found, clock=lambda: NOW)
+    board.viewers = 1  # as if a page were open
+    runner = asyncio.create_task(board.run())
+    try:
+        for _ in range(200):
+            found.changes.bump()
+            await asyncio.sleep(0.005)  # 1 s of informer events
+        await asyncio.sleep(0.6)
+    finally:
+        runner.cancel()
+    assert 1 <= board.version <= 4
