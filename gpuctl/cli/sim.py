@@ -27,8 +27,9 @@ PORT_NAMES = (*CLOUDS, "control")
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "sim",
-        help="run the simulated GPU clouds (Lambda, RunPod, Paperspace, Crusoe)",
-        description="Serve simulated Lambda, RunPod and Paperspace APIs on loopback ports, "
+        help="run the simulated GPU clouds (Lambda, RunPod, Paperspace, Crusoe, Hyperstack, "
+        "DigitalOcean)",
+        description="Serve the simulated clouds' APIs on loopback ports, "
         "print their endpoints, API keys and the control API URL, and stay in the "
         "foreground until Ctrl-C or SIGTERM. See docs/sim.md.",
     )
