@@ -63,6 +63,9 @@ class Writer:
     def written_last(self, resource: Any, obj: Any) -> bool:
         return False
 
+    def behind(self, resource: Any, obj: Any) -> bool:
+        return False
+
 
 class Events:
     def __init__(self) -> None:

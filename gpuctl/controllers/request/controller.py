@@ -16,7 +16,10 @@ One reconcile:
 4. cost is accrued (at phase changes and every `cost_interval`), and the status is
    written once, only if it changed, with optimistic concurrency;
 5. Events queued by the steps are recorded only after that write: one per transition
-   (a phase change no step explained gets a `PhaseChanged` Event).
+   that matters (a phase change no step explained gets a `PhaseChanged` Event, except
+   new -> Pending and Provisioning -> Joining, which the status tells).
+A reconcile whose cached request is older than our own last status write of it does
+nothing: the watch brings the newer one (and the next reconcile) shortly.
 Results are merged (the soonest requeue wins). Provider and API errors are turned
 into a status message and an Event, then re-raised so the work queue backs off.
 A provider's rate limit is not an error: the reconcile runs in `ratelimit.nonblocking`,
@@ -74,6 +77,16 @@ STEPS = (
 CHAINED_RUNS = 3
 
 
+# Phase changes the status alone tells well enough: a new request's first phase, and
+# the machine being up while its Node joins (the Registered condition dates it).
+_QUIET = {(None, Phase.PENDING), (Phase.PROVISIONING, Phase.JOINING)}
+
+
+def _unexplained(before: Phase | None, after: Phase | None) -> bool:
+    """A phase change that deserves its own `PhaseChanged` Event."""
+    return before != after and (before or None, after) not in _QUIET
+
+
 class RequestReconciler:
     def __init__(self, requests: Store, services: Services, status: StatusWriter) -> None:
         self.requests = requests
@@ -92,6 +105,11 @@ class RequestReconciler:
             return await self._reconcile(obj, request)
 
     async def _reconcile(self, obj: dict[str, Any], request: GPUNodeRequest) -> Result:
+        if self.status_writer.behind(GPUNODEREQUESTS, obj):
+            # The cache has not caught up with our own last status write: acting on it
+            # would redo what that write recorded and meet a 409. The write's watch
+            # event is on its way and brings the request back.
+            return Result()
         if request.metadata.deletion_timestamp is None and FINALIZER not in (
             request.metadata.finalizers
         ):
@@ -151,9 +169,10 @@ class RequestReconciler:
             error = err
             self._note(ctx, "ProviderError", f"{type(err).__name__}: {err.message}")
         self._accrue(ctx, before)
-        if before.phase != ctx.status.phase and not ctx.pending_events:
-            # One Event per transition: a step that moved the phase said why in its own
-            # Event (Launched, Ready, Terminating, Interrupted, ...); this is for the rest.
+        if _unexplained(before.phase, ctx.status.phase) and not ctx.pending_events:
+            # One Event per transition that matters: a step that moved the phase said why
+            # in its own Event (Launched, Ready, Terminating, Interrupted, ...); this is
+            # for the rest.
             ctx.event(
                 "Normal",
                 "PhaseChanged",
