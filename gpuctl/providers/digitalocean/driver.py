@@ -129,6 +129,7 @@ class DigitalOceanDriver:
         self._firewall_ready = False
         self._firewall_lock = asyncio.Lock()
         self._offers: PriceCache[list[Offer]] = PriceCache(config.name)
+        self._account_keys: PriceCache[int] = PriceCache(config.name, count_metrics=False)
         self._names = Translator(CLOUD, config.regions)
         self._terminations = errors.TerminateLog()
 
@@ -236,6 +237,10 @@ class DigitalOceanDriver:
     async def _keys(self) -> list[str | int]:
         if self._ssh_keys:
             return list(self._ssh_keys)
+        return [await self._account_keys.get("first", self._first_key)]
+
+    async def _first_key(self) -> int:
+        """The id of the account's first SSH key by name (cached with the offers, 5 min)."""
         answer = await self._transport.call(operations.ssh_keys_list, per_page=PAGE)
         with errors.structure_guard(CLOUD, "sshKeys_list", self.name):
             keys = sorted(answer.ssh_keys or [], key=lambda k: k.name)
@@ -246,7 +251,7 @@ class DigitalOceanDriver:
                 "a root password); add one or set sshKeys",
                 provider=self.name,
             )
-        return [first]
+        return first
 
     async def _ensure_firewall(self) -> None:
         """The provider's Cloud Firewall exists (applied to its ownership tag)."""

@@ -179,7 +179,7 @@ class HyperstackDriver:
         flavors, prices, stocks = await asyncio.gather(
             self._transport.call(operations.list_flavors),
             self._transport.call(operations.get_pricebook),
-            self._transport.call(operations.get_gpu_stock),
+            self._stock(),
         )
         with errors.structure_guard(CLOUD, "List_Flavors", self.name):
             rates = {p.name: p.value for p in prices if p.name is not None}
@@ -190,6 +190,14 @@ class HyperstackDriver:
                 for flavor in group.flavors or []
                 if (offer := self._offer_of(flavor, group, rates, stock)) is not None
             ]
+
+    async def _stock(self) -> models.NewStockRetriveResponse:
+        """`GET /core/stocks`; its documented 404 ("Stocks Not Found") is no stock
+        information at all: the flavors' `stock_available` decides alone."""
+        try:
+            return await self._transport.call(operations.get_gpu_stock)
+        except NotFoundError:
+            return models.NewStockRetriveResponse()
 
     def _offer_of(
         self,
@@ -272,7 +280,13 @@ class HyperstackDriver:
                 )
             ],
         )
-        answer = await errors.create_once(self._transport.call(operations.create_v_ms, body))
+        try:
+            answer = await errors.create_once(self._transport.call(operations.create_v_ms, body))
+        except (InvalidRequestError, NotFoundError):
+            # An environment or key pair deleted behind gpuctl's back: look again next time.
+            self._environments.pop(offer.native_region, None)
+            self._keys.pop(environment, None)
+            raise
         with errors.create_guard(CLOUD, CREATE, self.name):
             made = _need(answer.instances)[0]
             instance = _instance(made)
