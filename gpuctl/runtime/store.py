@@ -69,8 +69,10 @@ class Store:
         self.key_func = key_func
         self._items: dict[str, JSON] = {}
         self._indexers: dict[str, IndexFunc] = {}
-        # index name -> index value -> keys of the objects indexed under it
-        self._indices: dict[str, dict[str, set[str]]] = {}
+        # index name -> index value -> the key of the one object indexed under it, or
+        # the set of keys once there are several (most values -- a uid, an instance
+        # name -- index one object: a set each would be 216 bytes more per object)
+        self._indices: dict[str, dict[str, str | set[str]]] = {}
         self.add_indexer(NAMESPACE_INDEX, namespace_index)
 
     # -- reads -------------------------------------------------------------------
@@ -104,7 +106,8 @@ class Store:
         """Keys of the objects indexed under `value` (sorted, for stable output)."""
         if index_name not in self._indices:
             raise KeyError(f"no indexer named {index_name!r}")
-        return sorted(self._indices[index_name].get(value, ()))
+        keys = self._indices[index_name].get(value, ())
+        return [keys] if isinstance(keys, str) else sorted(keys)
 
     def index_values(self, index_name: str) -> Keys:
         """Every value some object is indexed under."""
@@ -164,7 +167,13 @@ class Store:
     def _index_one(self, name: str, key: str, obj: JSON) -> None:
         index = self._indices[name]
         for value in self._indexers[name](obj):
-            index.setdefault(value, set()).add(key)
+            keys = index.get(value)
+            if keys is None or keys == key:
+                index[value] = key
+            elif isinstance(keys, str):
+                index[value] = {keys, key}
+            else:
+                keys.add(key)
 
     def _unindex(self, key: str, obj: JSON) -> None:
         # Recompute the old object's values (client-go does the same) rather than keep
@@ -173,7 +182,14 @@ class Store:
             index = self._indices[name]
             for value in fn(obj):
                 keys = index.get(value)
-                if keys is not None:
-                    keys.discard(key)
-                    if not keys:
+                if keys is None:
+                    continue
+                if isinstance(keys, str):
+                    if keys == key:
                         del index[value]
+                    continue
+                keys.discard(key)
+                if len(keys) == 1:
+                    index[value] = keys.pop()  # back to the compact form
+                elif not keys:
+                    del index[value]
