@@ -50,7 +50,7 @@ OFFER = Offer(
     gpu_count=1,
     instance_type="a100-80gb.1x",
     capacity_type=CapacityType.ON_DEMAND,
-    price_per_hour=Decimal("1.65"),
+    price_per_hour=Decimal("2.00"),
 )
 SCRIPT = JoinData(script="#!/bin/bash\necho join\n")
 

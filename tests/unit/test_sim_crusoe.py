@@ -70,7 +70,7 @@ async def test_vm_lifecycle_through_operations(sim: Simulator, api: CloudClient)
     operation = created.body["operation"]
     assert (operation["state"], operation["completed_at"]) == ("IN_PROGRESS", "")
     (vm,) = sim.instances("crusoe")
-    assert (vm.name, vm.join_script, vm.price_per_hour) == ("c-1", script, 1.65)
+    assert (vm.name, vm.join_script, vm.price_per_hour) == ("c-1", script, 2.00)
 
     listed = (await api.call("GET", instances, params={"names": "c-1"})).body
     assert [v["state"] for v in listed["items"]] == ["STATE_DEFINING"]
