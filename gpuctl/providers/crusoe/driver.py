@@ -83,7 +83,8 @@ CAPABILITIES = Capabilities(
     # A startup script, run as root by a shell at boot (Crusoe's "lifecycle scripts");
     # carried inline in the create request, not as a separate object.
     join_method=JoinMethod.STARTUP_SCRIPT,
-    # Crusoe bills VMs by the minute (its pricing is per GPU-hour, charged per minute).
+    # Prices are per GPU-hour; no billing unit is documented for VMs: per-minute assumed,
+    # as most GPU clouds bill (docs/providers.md).
     billing_granularity_seconds=60,
     # Crusoe documents no size limit for startup_script: 32 KiB assumed, as for RunPod.
     max_join_data_bytes=32 * 1024,
