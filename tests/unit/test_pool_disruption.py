@@ -411,3 +411,21 @@ def test_pods_digest_changes_with_the_set_of_workload_pods_only() -> None:
     assert base == pods_digest([pod("a", "n"), pod("ds", "n", owners=[DAEMON])])
     assert base != pods_digest([pod("a", "n"), pod("b", "n")])
     assert pods_digest([]) == pods_digest([pod("ds", "n", owners=[DAEMON])])
+
+
+def test_a_machine_a_pending_pod_fits_is_not_a_candidate() -> None:
+    empty = machine("fresh")
+    waiting = pod("waiting", "", gpus=1)
+    waiting["spec"].pop("nodeName")
+    waiting["status"] = {"phase": "Pending"}
+    assert candidates.pending_pods([waiting, pod("bound", "n-x")]) == [waiting]
+    reason = candidates.why_not(empty, [], [waiting])
+    assert reason is not None and "pending pod default/waiting" in reason
+    too_big = {
+        **waiting,
+        "spec": {
+            **waiting["spec"],
+            "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "9"}}}],
+        },
+    }
+    assert candidates.why_not(empty, [], [too_big]) is None

@@ -303,3 +303,25 @@ async def test_a_lost_write_is_a_quick_requeue_not_an_error() -> None:
     w["client"].patch = conflict
     result = await w["r"].reconcile("p")
     assert result.requeue_after == 0.2
+
+
+async def test_pods_do_not_move_where_pending_pods_are_about_to_go() -> None:
+    rules = {"consolidateAfter": "0s", "expireAfter": "Never", "budgets": [{"nodes": "100%"}]}
+    w = world(2, rules, with_pods=True)
+    await w["r"].reconcile("p")  # without waiting pods, m0's pod fits on m1: m0 goes
+    assert any(reason == "Disrupting" and "Underutilized" in m for _, reason, m in w["events"].said)
+
+    w = world(2, rules, with_pods=True)
+    waiting = pod("waiting", "", gpus=7, nodeSelector={"gpuctl.io/request": "m1"})
+    waiting["spec"].pop("nodeName")
+    waiting["status"] = {"phase": "Pending"}
+    w["pods"].add(waiting)
+    await w["r"].reconcile("p")  # the waiting pod takes m1's room first: nothing moves
+    assert not [m for _, reason, m in w["events"].said if reason == "Disrupting"]
+
+
+async def test_a_machine_whose_gpus_are_not_advertised_yet_is_not_judged() -> None:
+    w = world(1, {"consolidateAfter": "0s", "expireAfter": "Never"})
+    w["nodes"].get("n-m0")["status"]["allocatable"]["nvidia.com/gpu"] = "0"
+    await w["r"].reconcile("p")
+    assert not [m for _, reason, m in w["events"].said if reason == "Disrupting"]

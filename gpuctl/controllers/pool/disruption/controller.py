@@ -126,7 +126,8 @@ class DisruptionReconciler:
                 waiting = await self._progress(pool, machine, now) or waiting
         machines = self._machines(key)
         limits = [pdbs.Limit.from_object(p) for p in self.pdbs.list()]
-        found, blocked = candidates.split(machines, limits)
+        pending = candidates.pending_pods(self.pods.list())
+        found, blocked = candidates.split(machines, limits, pending)
         found = [m for m in found if not self._resting(m, now)]
         allowed = self._allowed(key, rules, machines, now)
         find = await self._finder(pool, rules, found, now)
@@ -152,7 +153,9 @@ class DisruptionReconciler:
         return build(requests, nodes, pods_by_node)
 
     def _rooms(self, without: set[str]) -> list[fit.Room]:
-        """Nodes pods may move to: Ready, schedulable, not disrupted, not in `without`."""
+        """Nodes pods may move to: Ready, schedulable, not disrupted, not in `without`;
+        with the room pending pods would take first (Karpenter simulates them too: a
+        machine is not freed by moving its pods where waiting pods are about to go)."""
         rooms = []
         for node in self.nodes.list():
             name = node["metadata"]["name"]
@@ -167,6 +170,7 @@ class DisruptionReconciler:
             if any(t.get("key") == keys.DISRUPTED_TAINT for t in taints):
                 continue
             rooms.append(fit.Room.of(node, self.pods.by_index(NODE_NAME_INDEX, name)))
+        fit.place(candidates.pending_pods(self.pods.list()), rooms)
         return rooms
 
     # -- bookkeeping ---------------------------------------------------------------

@@ -85,8 +85,14 @@ class Machine:
 
     @property
     def initialized(self) -> bool:
-        """Its Node was Ready once (Karpenter counts only initialized nodes in budgets)."""
-        return bool(self.status.get("readyAt")) and self.node is not None
+        """Its Node was Ready once and advertises the GPUs bought (Karpenter's Initialized:
+        extended resources registered). Until the device plugin reports them no pod
+        can land, so an "empty" machine then is only a machine not ready for pods yet."""
+        if not self.status.get("readyAt") or self.node is None:
+            return False
+        want = int((self.status.get("offer") or {}).get("gpuCount") or 0)
+        allocatable = (self.node.get("status") or {}).get("allocatable") or {}
+        return int(str(allocatable.get(keys.GPU, "0")) or 0) >= want
 
     @property
     def ready(self) -> bool:
