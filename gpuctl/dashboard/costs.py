@@ -40,18 +40,21 @@ def burn_rate(requests: Iterable[JSON]) -> Decimal:
     return total
 
 
-def _share(spend: Spend, at: datetime.datetime, now: datetime.datetime) -> Decimal:
-    """The part of a request's spend accrued by `at` (even over its billed interval)."""
-    amount = spend.entry.accrued_usd
-    start = spend.entry.since
-    end = spend.until or now
-    if start is None or end <= start:
-        return amount if at >= end else Decimal(0)
-    if at <= start:
-        return Decimal(0)
-    if at >= end:
-        return amount
-    return amount * Decimal(str((at - start) / (end - start)))
+def _ramp(spend: Spend, now: datetime.datetime) -> tuple[float, float, float]:
+    """(start, end, amount) of a request's spend, spread evenly from start to end."""
+    end = (spend.until or now).timestamp()
+    start = spend.entry.since.timestamp() if spend.entry.since is not None else end
+    return min(start, end), end, float(spend.entry.accrued_usd)
+
+
+def _accrued_by(ramps: list[tuple[float, float, float]], at: float) -> float:
+    total = 0.0
+    for start, end, amount in ramps:
+        if at >= end:
+            total += amount
+        elif at > start:
+            total += amount * (at - start) / (end - start)
+    return total
 
 
 def _times(report: Report) -> list[datetime.datetime]:
@@ -78,16 +81,19 @@ def series(report: Report, key: str) -> list[JSON]:
     if key == "request" and len(ranked) > TOP_REQUESTS:
         rest = [s for _, spends in ranked[TOP_REQUESTS:] for s in spends]
         ranked = [*ranked[:TOP_REQUESTS], ("other", rest)]
-    return [
-        {
-            "name": name,
-            "points": [
-                [_ms(t), usd(sum((_share(s, t, report.now) for s in spends), Decimal(0)))]
-                for t in times
-            ],
-        }
-        for name, spends in ranked
-    ]
+    labels = [_ms(t) for t in times]
+    found = []
+    for name, spends in ranked:
+        # Points before now in floats (they are an even spread anyway); the last one is
+        # the report's exact sum, so the chart ends at `gpuctl cost`'s figure.
+        ramps = [_ramp(s, report.now) for s in spends]
+        exact = usd(sum((s.entry.accrued_usd for s in spends), Decimal(0)))
+        points = [
+            [label, f"{min(_accrued_by(ramps, t.timestamp()), float(exact)):.4f}"]
+            for label, t in zip(labels[:-1], times[:-1], strict=True)
+        ]
+        found.append({"name": name, "points": [*points, [labels[-1], exact]]})
+    return found
 
 
 def view(report: Report, requests: Iterable[JSON]) -> JSON:
