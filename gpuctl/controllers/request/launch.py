@@ -271,7 +271,7 @@ def recheck_interval(ctx: Ctx) -> float:
     return max(ctx.settings.joining_poll, ctx.settings.launch_settle.total_seconds() / 5)
 
 
-def _running_price(ctx: Ctx) -> Any:
+def running_price(ctx: Ctx) -> Any:
     before = ctx.request.status  # as read: what was billed up to now
     return before.offer.price_per_hour if before.offer and before.instance else None
 
@@ -286,7 +286,7 @@ def bill_found(ctx: Ctx, instance: Instance) -> None:
     offer = ctx.status.offer
     assert offer is not None
     price = instance.price_per_hour if instance.price_per_hour else offer.price_per_hour
-    settled = cost.accrue(ctx.status.cost, _running_price(ctx), ctx.now)
+    settled = cost.accrue(ctx.status.cost, running_price(ctx), ctx.now)
     ctx.status.cost = cost.add_interval(settled, price, attempt_started(ctx), ctx.now)
 
 

@@ -3,8 +3,10 @@
 Order matters for money safety: the finalizer goes only after the cloud reports the
 machine gone (terminated, or unknown to it); a pool machine's Node is drained before
 that (the `gpuctl.io/drain` finalizer goes first). The machine is the attempt's recorded
-instance; once that is gone (or when none was recorded: a crash or a lost status
-write between launch and record), the attempt's deterministic name is looked up, and
+instance. The moment it is seen gone its billing stops, written in a status update of
+its own, so a slow or failing rest of the teardown bills nothing more. Once it is gone
+(or when none was recorded: a crash or a lost status write between launch and
+record), the attempt's deterministic name is looked up, and
 anything found is first RECORDED — id, launch time, its time billed since the attempt
 started — in a status write, and terminated only on the next pass, so what it cost
 reaches the ledger whatever happens in between. A second machine under the name is a
@@ -21,7 +23,7 @@ machine may exist.
 from __future__ import annotations
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
-from gpuctl.controllers import ledger
+from gpuctl.controllers import cost, ledger
 from gpuctl.controllers.pool.disruption.keys import DRAIN_FINALIZER
 from gpuctl.controllers.request import launch
 from gpuctl.controllers.request.context import Ctx
@@ -77,7 +79,14 @@ async def machine_gone(ctx: Ctx) -> bool:
             crash_point("after-terminate")
             recorded.state = current.native_state
             return False
-        ctx.status.instance = None  # the recorded machine is gone
+        # The recorded machine is gone: its billing stops now. Bill up to this moment and
+        # write it before anything else of the teardown (look-ups, clean-up, the ledger)
+        # can fail or take long: each retry would otherwise bill the gone machine again,
+        # and the ledger would record minutes the cloud never charged.
+        ctx.status.cost = cost.accrue(ctx.status.cost, launch.running_price(ctx), ctx.now)
+        ctx.status.instance = None
+        ctx.status.message = f"{recorded.name} ({recorded.id}) is gone; finishing the teardown"
+        return False
     # Nothing (more) recorded: anything else under the attempt's name bills too.
     listed = await driver.find_all(ctx.instance_name)
     found = [i for i in listed if recorded is None or i.id != recorded.id]
@@ -146,7 +155,10 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
         # controller, controllers/pool/disruption/termination.py, removes it).
         ctx.status.message = "waiting for the Node to be drained"
         return Result(requeue_after=ctx.settings.termination_poll), False
+    had_machine = ctx.status.instance is not None
     if not await machine_gone(ctx):
+        if had_machine and ctx.status.instance is None:
+            return Result(requeue=True), False  # its bill is written: go on at once
         poll = ctx.settings.termination_poll
         if ctx.status.instance is None:  # only looking the name up: as the launch step does
             poll = max(poll, launch.recheck_interval(ctx))
