@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuctl.controllers.operator import Operator, OperatorConfig
+from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.request.context import Settings
 from gpuctl.dashboard import wiring
 from gpuctl.runtime.kubeclient import load_configuration
@@ -91,8 +92,45 @@ def register(commands: Any) -> None:
         default=30.0,
         help="GPUNodePools: seconds between re-plans while pods wait",
     )
+    add(
+        "--disruption-poll",
+        type=float,
+        default=5.0,
+        help="GPUNodePools: seconds between passes while a disruption or a drain is under way",
+    )
+    add(
+        "--disruption-replacement-timeout",
+        type=float,
+        default=600.0,
+        help="GPUNodePools: seconds a replacement may take to be Ready before its "
+        "disruption is abandoned (Karpenter's 10 minutes)",
+    )
+    add(
+        "--disruption-retry-after",
+        type=float,
+        default=300.0,
+        help="GPUNodePools: seconds before an abandoned disruption of a machine is tried again",
+    )
+    add(
+        "--drain-grace",
+        type=float,
+        default=None,
+        help="GPUNodePools: seconds after a machine's deletion after which pods that cannot "
+        "be evicted (PodDisruptionBudget, do-not-disrupt) are deleted (default: never, "
+        "as Karpenter without terminationGracePeriod)",
+    )
     add("--log-level", default="info", help="debug, info, warning or error")
     parser.set_defaults(handler=_run)
+
+
+def _disruption(args: argparse.Namespace) -> DisruptionSettings:
+    grace = args.drain_grace
+    return DisruptionSettings(
+        poll=args.disruption_poll,
+        replacement_timeout=datetime.timedelta(seconds=args.disruption_replacement_timeout),
+        retry_after=datetime.timedelta(seconds=args.disruption_retry_after),
+        drain_grace=None if grace is None else datetime.timedelta(seconds=grace),
+    )
 
 
 async def _settings(args: argparse.Namespace) -> Settings:
@@ -153,6 +191,7 @@ async def _main(args: argparse.Namespace) -> int:
         pool_batch_idle=args.pool_batch_idle,
         pool_batch_max=args.pool_batch_max,
         pool_resync=args.pool_resync,
+        disruption=_disruption(args),
         extensions=(dashboard_extension(args),) if args.ui else (),
     )
     try:

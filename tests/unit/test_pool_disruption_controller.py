@@ -325,3 +325,30 @@ async def test_a_machine_whose_gpus_are_not_advertised_yet_is_not_judged() -> No
     w["nodes"].get("n-m0")["status"]["allocatable"]["nvidia.com/gpu"] = "0"
     await w["r"].reconcile("p")
     assert not [m for _, reason, m in w["events"].said if reason == "Disrupting"]
+
+
+def test_gpuctl_run_flags_make_the_disruption_settings() -> None:
+    from gpuctl.cli import run  # noqa: PLC0415 - the CLI layer, only for this test
+    from gpuctl.cli.main import build_parser  # noqa: PLC0415
+
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--disruption-poll",
+            "0.5",
+            "--disruption-replacement-timeout",
+            "90",
+            "--disruption-retry-after",
+            "30",
+            "--drain-grace",
+            "600",
+        ]
+    )
+    settings = run._disruption(args)
+    assert settings == DisruptionSettings(
+        poll=0.5,
+        replacement_timeout=datetime.timedelta(seconds=90),
+        retry_after=datetime.timedelta(seconds=30),
+        drain_grace=datetime.timedelta(minutes=10),
+    )
+    assert run._disruption(build_parser().parse_args(["run"])) == DisruptionSettings()
