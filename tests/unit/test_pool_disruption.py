@@ -429,3 +429,22 @@ def test_a_machine_a_pending_pod_fits_is_not_a_candidate() -> None:
         },
     }
     assert candidates.why_not(empty, [], [too_big]) is None
+
+
+def test_a_machine_with_a_startup_taint_left_is_not_initialized() -> None:
+    rules = policy.read(
+        {
+            "spec": {
+                "template": {
+                    "startupTaints": [{"key": "example.com/not-ready", "effect": "NoSchedule"}]
+                }
+            }
+        }
+    )
+    assert rules.startup_taints == ("example.com/not-ready",)
+    tainted = node("n-s", taints=[{"key": "example.com/not-ready", "effect": "NoSchedule"}])
+    starting = Machine(obj=request("s"), node=tainted, pods=(), startup_taints=rules.startup_taints)
+    assert not starting.initialized
+    assert Machine(
+        obj=request("s"), node=node("n-s"), pods=(), startup_taints=rules.startup_taints
+    ).initialized

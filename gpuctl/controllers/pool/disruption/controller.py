@@ -119,12 +119,12 @@ class DisruptionReconciler:
         except ValueError as err:
             raise TerminalError(f"GPUNodePool {key}: {err}") from err
         now = self.clock()
-        machines = [await self._bookkeeping(m, now) for m in self._machines(key)]
+        machines = [await self._bookkeeping(m, now) for m in self._machines(key, rules)]
         waiting = False
         for machine in machines:
             if machine.disruption and not machine.deleting:
                 waiting = await self._progress(pool, machine, now) or waiting
-        machines = self._machines(key)
+        machines = self._machines(key, rules)
         limits = [pdbs.Limit.from_object(p) for p in self.pdbs.list()]
         pending = candidates.pending_pods(self.pods.list())
         found, blocked = candidates.split(machines, limits, pending)
@@ -140,7 +140,7 @@ class DisruptionReconciler:
 
     # -- reading the cluster -------------------------------------------------------
 
-    def _machines(self, pool: str) -> list[Machine]:
+    def _machines(self, pool: str, rules: policy.Policy) -> list[Machine]:
         requests = list(self.requests.by_index(POOL_INDEX, pool))
         nodes: dict[str, Obj] = {}
         pods_by_node: dict[str, list[Obj]] = {}
@@ -150,7 +150,7 @@ class DisruptionReconciler:
                 nodes[name] = node
                 node_name = node["metadata"]["name"]
                 pods_by_node[node_name] = list(self.pods.by_index(NODE_NAME_INDEX, node_name))
-        return build(requests, nodes, pods_by_node)
+        return build(requests, nodes, pods_by_node, rules.startup_taints)
 
     def _rooms(self, without: set[str]) -> list[fit.Room]:
         """Nodes pods may move to: Ready, schedulable, not disrupted, not in `without`;

@@ -45,6 +45,7 @@ class Machine:
     obj: Obj  # the GPUNodeRequest as cached
     node: Obj | None
     pods: tuple[Obj, ...]  # bound to its Node, every kind
+    startup_taints: tuple[str, ...] = ()  # the pool's: keys something removes at start
 
     @property
     def meta(self) -> Obj:
@@ -90,6 +91,9 @@ class Machine:
         can land, so an "empty" machine then is only a machine not ready for pods yet."""
         if not self.status.get("readyAt") or self.node is None:
             return False
+        taints = (self.node.get("spec") or {}).get("taints") or []
+        if any(t.get("key") in self.startup_taints for t in taints):
+            return False  # Karpenter's Initialized waits for startup taints to go too
         want = int((self.status.get("offer") or {}).get("gpuCount") or 0)
         allocatable = (self.node.get("status") or {}).get("allocatable") or {}
         return int(str(allocatable.get(keys.GPU, "0")) or 0) >= want
@@ -124,12 +128,15 @@ def pods_digest(bound: Sequence[Obj]) -> str:
 
 
 def build(
-    requests: Sequence[Obj], nodes: Mapping[str, Obj], pods_by_node: Mapping[str, Sequence[Obj]]
+    requests: Sequence[Obj],
+    nodes: Mapping[str, Obj],
+    pods_by_node: Mapping[str, Sequence[Obj]],
+    startup_taints: Sequence[str] = (),
 ) -> list[Machine]:
     """Machines of the given requests; `nodes` maps request name -> its Node."""
     found = []
     for obj in requests:
         node = nodes.get(obj["metadata"]["name"])
         bound = pods_by_node.get(node["metadata"]["name"], ()) if node is not None else ()
-        found.append(Machine(obj=obj, node=node, pods=tuple(bound)))
+        found.append(Machine(obj, node, tuple(bound), tuple(startup_taints)))
     return sorted(found, key=lambda m: m.name)

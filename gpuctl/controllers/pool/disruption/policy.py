@@ -21,6 +21,7 @@ class Policy:
     consolidate_after: datetime.timedelta | None = datetime.timedelta(0)  # None: Never
     expire_after: datetime.timedelta | None = datetime.timedelta(hours=720)
     budgets: tuple[Budget, ...] = (Budget(),)
+    startup_taints: tuple[str, ...] = ()  # template.startupTaints keys
 
 
 def _duration(text: str | None, default: datetime.timedelta | None) -> datetime.timedelta | None:
@@ -46,4 +47,8 @@ def read(pool: dict[str, Any]) -> Policy:
         consolidate_after=_duration(spec.get("consolidateAfter"), datetime.timedelta(0)),
         expire_after=_duration(spec.get("expireAfter"), datetime.timedelta(hours=720)),
         budgets=budgets or (Budget(),),
+        startup_taints=tuple(
+            str(t.get("key", ""))
+            for t in ((pool.get("spec") or {}).get("template") or {}).get("startupTaints") or []
+        ),
     )
