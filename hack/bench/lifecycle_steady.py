@@ -45,6 +45,7 @@ from bench.figures import Row, Summary, note, render_table
 from bench.host import Machine, cpu_seconds_of, load_average, machine_rows
 from bench.lifecycle import (
     LAUNCH_OPERATIONS,
+    PROGRESS_EVERY,
     Timeline,
     Tracker,
     operator_process,
@@ -284,6 +285,8 @@ class SteadyRun:
     late: list[float] = attrs.field(factory=list)
     answered: list[float] = attrs.field(factory=list)
     errors: list[str] = attrs.field(factory=list)
+    _t0: float = 0.0
+    _next_note: float = 0.0
 
     @property
     def total(self) -> int:
@@ -302,7 +305,7 @@ class SteadyRun:
         ledger_start = len(await self.sim.ledger())
         cpu_before = {k: cpu_seconds_of(p) for k, p in self.pids.items()}
         deleters = [asyncio.create_task(_deleter(self.api, self.churn)) for _ in range(16)]
-        t0 = time.monotonic()
+        t0 = self._t0 = time.monotonic()
         send_seconds = await self.create_all(t0)
         try:
             await wait_until(self.settled, SETTLE_TIMEOUT, f"{self.total} requests through", 0.2)
@@ -319,6 +322,10 @@ class SteadyRun:
         return attrs.evolve(report, live_instances=len(live))
 
     async def settled(self) -> bool:
+        now = time.monotonic()
+        if now >= self._next_note:
+            self._next_note = now + PROGRESS_EVERY
+            self.progress(self._t0, self.total)
         return self.churn.count("gone") >= self.total - len(self.errors)
 
     async def create_all(self, t0: float) -> float:
@@ -329,15 +336,26 @@ class SteadyRun:
         )
         in_flight = asyncio.Semaphore(IN_FLIGHT)
         creates = []
+        next_note = t0 + PROGRESS_EVERY
         for index in range(self.total):
             planned = t0 + index / rate
             await asyncio.sleep(max(0.0, planned - time.monotonic()))
+            if time.monotonic() >= next_note:
+                next_note += PROGRESS_EVERY
+                self.progress(t0, index)
             await in_flight.acquire()
             self.late.append(time.monotonic() - planned)
             creates.append(asyncio.create_task(self.create(index, in_flight)))
         sent_over = time.monotonic() - t0
         await asyncio.gather(*creates)
         return sent_over
+
+    def progress(self, t0: float, sent: int) -> None:
+        churn = self.churn
+        note(
+            f"{time.monotonic() - t0:6.1f} s: {sent} sent, {churn.count('launched')} launched, "
+            f"{churn.count('ready')} Ready, {churn.count('gone')} gone; load {load_average()[0]}"
+        )
 
     async def create(self, index: int, in_flight: asyncio.Semaphore) -> None:
         provider = self.providers[index % len(self.providers)]
@@ -404,6 +422,7 @@ class SteadyRun:
 
 
 async def _deleter(api: Client, churn: Churn) -> None:
+    """Delete what reached the milestone; a failed delete is retried later, never fatal."""
     while True:
         name = await churn.to_delete.get()
         churn.timelines[name].delete_sent = time.monotonic()
@@ -411,4 +430,5 @@ async def _deleter(api: Client, churn: Churn) -> None:
             await retrying(lambda n=name: api.delete(GPUNODEREQUESTS, n))  # type: ignore[misc]
         except Exception as err:
             if not is_not_found(err):
-                raise
+                note(f"delete {name} failed ({err}); again later")
+                churn.to_delete.put_nowait(name)
