@@ -245,6 +245,27 @@ def attempt_started(ctx: Ctx) -> datetime.datetime:
     return max(found) if found else ctx.now
 
 
+async def billing_start(ctx: Ctx) -> datetime.datetime:
+    """The earliest moment a create of the current attempt can have gone out, as tight as
+    known: the attempt's start, or later, when its bootstrap token was made (every create
+    is sent after its attempt's token exists, in the same reconcile unless it failed):
+    a machine found by name is billed from here, which never under-reports it and, when
+    creates wait (rate limits, retries, a restart's settle), does not over-report the wait."""
+    start = attempt_started(ctx)
+    name = token_secret_name(ctx.request.metadata.uid or "", ctx.status.attempt)
+    try:
+        secret = await ctx.services.client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+    except Exception as err:
+        if is_not_found(err):
+            return start  # deleted with the attempt's end: the attempt's start it is
+        raise
+    made = (secret.get("metadata") or {}).get("creationTimestamp")
+    if not made:
+        return start
+    created = datetime.datetime.fromisoformat(str(made).replace("Z", "+00:00"))
+    return max(start, created)
+
+
 def uncertain_since(ctx: Ctx) -> datetime.datetime | None:
     """Since when the current attempt may have a machine nobody recorded (see
     `LaunchMemory`); None when it certainly has none beyond what status says."""
@@ -276,9 +297,9 @@ def running_price(ctx: Ctx) -> Any:
     return before.offer.price_per_hour if before.offer and before.instance else None
 
 
-def bill_found(ctx: Ctx, instance: Instance) -> None:
-    """Bill the time of a machine found by name that no status recorded: since the
-    attempt started, at the machine's own price where the cloud reports one. The bill
+def bill_found(ctx: Ctx, instance: Instance, start: datetime.datetime) -> None:
+    """Bill the time of a machine found by name that no status recorded: since `start`
+    (`billing_start`), at the machine's own price where the cloud reports one. The bill
     lands with the status write of this reconcile (guarded by resourceVersion): a write
     that fails takes the bill with it, and the next reconcile finds and bills the machine
     again. A twin terminated at launch and still listed when the request is torn down is
@@ -287,7 +308,7 @@ def bill_found(ctx: Ctx, instance: Instance) -> None:
     assert offer is not None
     price = instance.price_per_hour if instance.price_per_hour else offer.price_per_hour
     settled = cost.accrue(ctx.status.cost, running_price(ctx), ctx.now)
-    ctx.status.cost = cost.add_interval(settled, price, attempt_started(ctx), ctx.now)
+    ctx.status.cost = cost.add_interval(settled, price, start, ctx.now)
 
 
 def record_instance(ctx: Ctx, instance: Instance) -> None:
@@ -309,13 +330,13 @@ def record_instance(ctx: Ctx, instance: Instance) -> None:
     ctx.status.phase = Phase.PROVISIONING if booting else Phase.JOINING
 
 
-def record_found(ctx: Ctx, instance: Instance) -> None:
+def record_found(ctx: Ctx, instance: Instance, start: datetime.datetime) -> None:
     """Record a machine found by name (not from a create's answer) and bill its time so
     far; its launch time is the cloud's where reported, else the attempt's start."""
-    bill_found(ctx, instance)
+    bill_found(ctx, instance, start)
     record_instance(ctx, instance)
     assert ctx.status.instance is not None
-    ctx.status.instance.launched_at = instance.launched_at or attempt_started(ctx)
+    ctx.status.instance.launched_at = instance.launched_at or start
     ctx.services.launches.settle(attempt_key(ctx))  # what the create made is found
 
 
@@ -325,8 +346,9 @@ async def terminate_twins(
     """Terminate second machines under the attempt's name at once, billed and reported."""
     offer = ctx.status.offer
     assert offer is not None
+    start = await billing_start(ctx) if twins else ctx.now
     for twin in twins:
-        bill_found(ctx, twin)
+        bill_found(ctx, twin, start)
         await driver.terminate(twin.id)
         report_twin(ctx, twin, keep.id if keep is not None else None, "terminated")
 
@@ -392,7 +414,7 @@ async def _adopt(ctx: Ctx, driver: Driver, found: Sequence[Instance], how: str) 
     assert offer is not None
     keep, twins = found[0], found[1:]
     await terminate_twins(ctx, driver, keep, twins)
-    record_found(ctx, keep)
+    record_found(ctx, keep, await billing_start(ctx))
     LAUNCHES.labels(offer.provider, offer.capacity_type.value, "adopted").inc()
     message = f"{keep.name} ({keep.id}, {keep.native_state}) {how}: adopted"
     ctx.status.message = message

@@ -93,7 +93,7 @@ async def machine_gone(ctx: Ctx) -> bool:
     if found:
         keep, twins = found[0], found[1:]
         await launch.terminate_twins(ctx, driver, keep, twins)
-        launch.record_found(ctx, keep)
+        launch.record_found(ctx, keep, await launch.billing_start(ctx))
         message = f"{keep.name} ({keep.id}, {keep.native_state}) found by name: recorded"
         if recorded is not None:  # the recorded machine existed: this one is a twin
             launch.report_twin(ctx, keep, recorded.id)
