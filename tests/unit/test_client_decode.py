@@ -24,7 +24,7 @@ def tagged(obj: JSON) -> JSON:
     return {"seen": True, **obj}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
     items=st.lists(st.dictionaries(st.text(max_size=5), VALUES, max_size=4), max_size=5),
     extra=st.dictionaries(st.sampled_from(["kind", "apiVersion", "metadata"]), VALUES),
