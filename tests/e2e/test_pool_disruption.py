@@ -19,19 +19,18 @@ import attrs
 import pytest
 
 from gpuctl.controllers.pool.disruption import keys
-from gpuctl.controllers.pool.disruption.drain import PDBS, PODS
+from gpuctl.controllers.pool.disruption.drain import PDBS
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
-from gpuctl.controllers.resources import GPUNODEREQUESTS
+from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.runtime.client import ApiError, Client, is_not_found
-from gpuctl.runtime.resources import EVENTS, NODES, Resource
+from gpuctl.runtime.resources import EVENTS, NODES, PODS
 from gpuctl.sim import Simulator
 from tests.e2e.conftest import Env, Running, operator_config, start_operator, wait_for, wait_phase
+from tests.e2e.test_pool_provisioning import DEPLOYMENTS
 
 pytestmark = pytest.mark.e2e
 
-POOLS = Resource("gpuctl.io", "v1alpha1", "gpunodepools", "GPUNodePool", namespaced=False)
-DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment", namespaced=True)
 NS = "default"
 A10 = {"gpu": {"type": "A10-24GB", "count": 1}, "capacityType": "on-demand"}  # $0.75/h
 
@@ -70,7 +69,7 @@ class Pools:
                 "disruption": disruption,
             },
         }
-        created = await self.api.create(POOLS, body)
+        created = await self.api.create(GPUNODEPOOLS, body)
         self.made.append(created["metadata"]["name"])
         return created
 
@@ -106,7 +105,7 @@ class Pools:
         return name
 
     async def disruption(self, pool: str, change: dict[str, Any]) -> None:
-        await self.api.patch(POOLS, pool, {"spec": {"disruption": change}})
+        await self.api.patch(GPUNODEPOOLS, pool, {"spec": {"disruption": change}})
 
     async def members(self, pool: str) -> list[dict[str, Any]]:
         found = await self.api.list(GPUNODEREQUESTS, label_selector=f"{keys.POOL}={pool}")
@@ -114,7 +113,7 @@ class Pools:
 
     async def delete(self, pool: str) -> None:
         try:
-            await self.api.delete(POOLS, pool)
+            await self.api.delete(GPUNODEPOOLS, pool)
         except Exception as err:
             if not is_not_found(err):
                 raise

@@ -17,7 +17,7 @@ import pytest
 
 from gpuctl.api import GPUNodePool
 from gpuctl.controllers.pool.disruption import keys, orchestration, planned
-from gpuctl.controllers.pool.disruption.controller import POOL_INDEX, DisruptionReconciler
+from gpuctl.controllers.pool.disruption.controller import DisruptionReconciler
 from gpuctl.controllers.pool.disruption.machines import Machine
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import (
@@ -25,6 +25,7 @@ from gpuctl.controllers.pool.disruption.termination import (
     DrainReconciler,
     node_name_index,
 )
+from gpuctl.controllers.pool.status import POOL_INDEX
 from gpuctl.controllers.request.nodes import REQUEST_INDEX
 from gpuctl.providers.base import CapacityType, Offer
 from gpuctl.runtime.client import ApiError

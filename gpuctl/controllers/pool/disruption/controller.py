@@ -55,6 +55,7 @@ from gpuctl.controllers.pool.disruption.metrics import SAVINGS as SAVINGS_METRIC
 from gpuctl.controllers.pool.disruption.replacement import Finder, same_shape
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import NODE_NAME_INDEX
+from gpuctl.controllers.pool.status import POOL_INDEX
 from gpuctl.controllers.request.nodes import REQUEST_INDEX
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.runtime.client import ApiError, Client, is_conflict
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 # The replacement finder for one pool, from the providers' catalogs (planned.finder).
 Catalog = Callable[[Obj], Awaitable[Finder]]
-POOL_INDEX = "pool"  # index of the requests store on label gpuctl.io/pool
 REASONS = (EXPIRED, EMPTY, UNDERUTILIZED)
 
 

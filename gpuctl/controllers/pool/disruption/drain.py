@@ -21,12 +21,11 @@ from typing import Any
 from gpuctl.controllers.pool.disruption import keys, pods
 from gpuctl.controllers.pool.disruption.metrics import EVICTIONS
 from gpuctl.runtime.client import ApiError, Client, is_not_found
-from gpuctl.runtime.resources import NODES, Resource
+from gpuctl.runtime.resources import NODES, PODS, Resource
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-PODS = Resource("", "v1", "pods", "Pod", namespaced=True)
 PDBS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", namespaced=True)
 TAINT = {"key": keys.DISRUPTED_TAINT, "effect": "NoSchedule"}
 

@@ -14,13 +14,13 @@ from typing import Any
 from gpuctl.api import GPUNodePool
 from gpuctl.controllers.pool import offers
 from gpuctl.controllers.pool.disruption import planned
-from gpuctl.controllers.pool.disruption.drain import PDBS, PODS
+from gpuctl.controllers.pool.disruption.drain import PDBS
 from gpuctl.controllers.pool.disruption.replacement import Finder
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.wiring import Sources, controllers
 from gpuctl.controllers.resources import GPUNODEPOOLS
 from gpuctl.runtime.informer import Informer, drop_managed_fields
-from gpuctl.runtime.resources import Resource
+from gpuctl.runtime.resources import PODS, Resource
 
 Obj = dict[str, Any]
 

@@ -18,6 +18,7 @@ from typing import Any
 from gpuctl.controllers.pool.disruption import drain, keys
 from gpuctl.controllers.pool.disruption.machines import parse_time
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
+from gpuctl.controllers.pool.provisioner import NODE_NAME_INDEX, node_name_index
 from gpuctl.controllers.request.nodes import REQUEST_INDEX
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.runtime.client import ApiError, Client, is_conflict, is_not_found
@@ -28,12 +29,7 @@ from gpuctl.runtime.store import Store
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
-NODE_NAME_INDEX = "spec.nodeName"  # index of the pods store (the provisioner's too)
-
-
-def node_name_index(pod: Obj) -> list[str]:
-    name = (pod.get("spec") or {}).get("nodeName")
-    return [name] if name else []
+__all__ = ["NODE_NAME_INDEX", "DrainReconciler", "node_name_index"]
 
 
 class DrainReconciler:

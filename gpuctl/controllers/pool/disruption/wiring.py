@@ -10,7 +10,6 @@ Watches and their keys:
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 from collections.abc import Callable
 from typing import Any
@@ -18,11 +17,7 @@ from typing import Any
 import attrs
 
 from gpuctl.controllers.pool.disruption import keys
-from gpuctl.controllers.pool.disruption.controller import (
-    POOL_INDEX,
-    Catalog,
-    DisruptionReconciler,
-)
+from gpuctl.controllers.pool.disruption.controller import Catalog, DisruptionReconciler
 from gpuctl.controllers.pool.disruption.replacement import Finder, same_shape
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import (
@@ -30,6 +25,8 @@ from gpuctl.controllers.pool.disruption.termination import (
     DrainReconciler,
     node_name_index,
 )
+from gpuctl.controllers.pool.status import POOL_INDEX
+from gpuctl.controllers.pool.wiring import ensure_index
 from gpuctl.runtime.client import Client
 from gpuctl.runtime.controller import Controller
 from gpuctl.runtime.events import EventRecorder
@@ -82,11 +79,9 @@ def controllers(
     catalog: Catalog | None = None,
 ) -> list[Controller]:
     requests, nodes, pods = sources.requests.store, sources.nodes.store, sources.pods.store
-    # The same indexes as the provisioner's (pool/wiring.py): added by whoever comes first.
-    with contextlib.suppress(ValueError):
-        requests.add_indexer(POOL_INDEX, label_index(keys.POOL))
-    with contextlib.suppress(ValueError):
-        pods.add_indexer(NODE_NAME_INDEX, node_name_index)
+    # The same indexes as the provisioner's: added by whoever comes first.
+    ensure_index(requests, POOL_INDEX, label_index(keys.POOL))
+    ensure_index(pods, NODE_NAME_INDEX, node_name_index)
     pool_of = _pool_of(requests)
     node_request_of = _node_request_of(nodes)
 
