@@ -22,7 +22,7 @@ import attrs
 from gpuctl.controllers.pool.disruption import pods
 from gpuctl.controllers.pool.disruption.keys import GPU
 from gpuctl.controllers.pool.disruption.quantity import parse_quantity
-from gpuctl.controllers.pool.disruption.selectors import node_term_matches
+from gpuctl.controllers.pool.requirements import rejects
 
 Obj = dict[str, Any]
 
@@ -58,42 +58,10 @@ class Room:
         self.free["pods"] = self.free.get("pods", Decimal(0)) - 1
 
 
-def tolerates(tolerations: Sequence[Obj], taint: Obj) -> bool:
-    for toleration in tolerations:
-        effect = toleration.get("effect") or ""
-        if effect and effect != taint.get("effect"):
-            continue
-        key = toleration.get("key") or ""
-        if toleration.get("operator") == "Exists":
-            if not key or key == taint.get("key"):
-                return True
-        elif key == taint.get("key") and (toleration.get("value") or "") == (
-            taint.get("value") or ""
-        ):
-            return True
-    return False
-
-
 def allowed_on(pod: Obj, room: Room) -> bool:
-    """Taints, nodeSelector and required node affinity (not resources)."""
-    spec = pod.get("spec") or {}
-    tolerations = spec.get("tolerations") or []
-    for taint in room.taints:
-        if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
-            return False
-    for key, value in (spec.get("nodeSelector") or {}).items():
-        if room.labels.get(key) != value:
-            return False
-    required = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-        or {}
-    ).get("nodeSelectorTerms")
-    if required:
-        fields = {"metadata.name": room.name}
-        return any(node_term_matches(term, room.labels, fields) for term in required)
-    return True
+    """Taints, nodeSelector and required node affinity (not resources): the
+    provisioner's scheduler predicates (`requirements.rejects`)."""
+    return rejects(pod, room.labels, room.taints) is None
 
 
 def fits_in(pod: Obj, room: Room) -> bool:
