@@ -7,7 +7,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from gpuctl.sim import ManualClock, SimConfig, Simulator
+from gpuctl.sim import JoinStatus, ManualClock, SimConfig, Simulator
+from gpuctl.sim.machines import joindata
+from gpuctl.sim.machines.joindata import NotRun
+from tests.unit.test_sim_joindata import HARDWARE, boot_plan, kubeadm_user_data
+from tests.unit.test_sim_joindata import instance as joindata_instance
 from tests.unit.test_sim_support import CloudClient, no_violations
 
 VM = {
@@ -117,3 +121,16 @@ async def test_failed_provisioning_is_error(sim: Simulator, api: CloudClient) ->
     got = await api.call("GET", f"/v1/core/virtual-machines/{vm['id']}")
     assert got.body["instance"]["status"] == "ERROR"
     no_violations(sim)
+
+
+@pytest.mark.parametrize("cloud", ["hyperstack", "digitalocean"])
+def test_their_vms_run_the_user_data_with_cloud_init(cloud: str) -> None:
+    """As Lambda's: the cloud-init stages of gpuctl's user data, the VM's name as hostname."""
+    vm = joindata_instance(cloud, kubeadm_user_data())
+    plan = boot_plan(joindata.plan(vm, HARDWARE))
+    assert plan.command == ("/bin/bash", joindata.CLOUD_INIT_PROGRAM)
+    assert plan.files["/etc/hostname"][0] == b"gpu-a-1\n"
+    assert "cloud-init runs the user data" in plan.banner
+    assert b"join.env" in plan.files[joindata.CLOUD_INIT_PROGRAM][0]
+    empty = joindata.plan(joindata_instance(cloud, ""), HARDWARE)
+    assert isinstance(empty, NotRun) and empty.status is JoinStatus.NO_JOIN_DATA
