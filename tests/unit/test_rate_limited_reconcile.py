@@ -12,9 +12,10 @@ import copy
 import datetime
 from typing import Any
 
-from gpuctl.api import FINALIZER
+from gpuctl.api import FINALIZER, GPUNodeRequest
 from gpuctl.controllers.provider import ProviderReconciler
-from gpuctl.controllers.request.context import Services, Settings
+from gpuctl.controllers.request import liveness
+from gpuctl.controllers.request.context import Ctx, Services, Settings
 from gpuctl.controllers.request.controller import RequestReconciler
 from gpuctl.providers.base import RateLimitedError
 from gpuctl.providers.capacity import CapacityCache
@@ -154,3 +155,24 @@ async def test_a_rate_limited_provider_check_leaves_its_status_alone() -> None:
     assert result.requeue_after == 2.5
     assert driver.holders == ["gpuprovider/p"]
     assert writer.written == [] and events.recorded == []
+
+
+async def test_a_rate_limited_poll_is_put_off_and_the_other_steps_go_on() -> None:
+    obj = deleted_request()
+    del obj["metadata"]["deletionTimestamp"]
+    obj["status"]["phase"] = "Joining"
+    request = GPUNodeRequest.from_dict(obj)
+    services = Services(
+        client=None,  # type: ignore[arg-type]
+        events=Events(),  # type: ignore[arg-type]
+        drivers=Drivers(LimitedDriver()),  # type: ignore[arg-type]
+        capacity=CapacityCache(60),
+        nodes=Store(),
+        settings=Settings("c1", "gpuctl-system", "https://k:6443", "sha256:x"),
+        clock=lambda: NOW,
+    )
+    ctx = Ctx(obj, request, copy.deepcopy(request.status), NOW, services)
+    result = await liveness.reconcile(ctx)
+    assert result is not None and result.requeue_after == 2.5
+    assert not ctx.stopped  # registration and the rest still run in this reconcile
+    assert services.last_poll == {}  # not polled: due again when the token is there

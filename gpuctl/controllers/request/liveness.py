@@ -5,7 +5,9 @@ A machine that is gone (preempted, terminated, unknown to the cloud) or broken
 one is terminated, its Node cordoned and deleted, the offer marked in the capacity
 cache when it was spot, and the request goes to Interrupted; the offer step then
 provisions a replacement as a new attempt. Polls are throttled per request
-(`joining_poll` before Ready, `ready_poll` after) because every poll is a cloud call.
+(`joining_poll` before Ready, `ready_poll` after) because every poll is a cloud call. A
+poll the provider's rate limit has no token for yet is put off to the token's time
+(`RateLimitedError`), and the later steps run without it.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ async def reconcile(ctx: Ctx) -> Result | None:
         current: Instance | None = await driver.get(instance.id)
     except NotFoundError:
         current = None
-    except RateLimitedError:
-        del ctx.services.last_poll[(ctx.name, instance.id)]  # not polled: due when requeued
-        raise
+    except RateLimitedError as err:
+        # No token for the poll yet (it is reserved): poll then, and let the steps that
+        # need no cloud call (the Node registered, Ready) go on meanwhile.
+        del ctx.services.last_poll[(ctx.name, instance.id)]
+        return Result(requeue_after=err.delay)
     if current is None or current.state.gone or current.state in _BROKEN:
         return await interrupted(ctx, current)
     instance.state = current.native_state
