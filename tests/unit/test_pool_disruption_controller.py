@@ -353,3 +353,11 @@ def test_gpuctl_run_flags_make_the_disruption_settings() -> None:
         drain_grace=datetime.timedelta(minutes=10),
     )
     assert run._disruption(build_parser().parse_args(["run"])) == DisruptionSettings()
+
+
+async def test_a_due_machine_held_back_by_a_budget_is_looked_at_again() -> None:
+    rules = {"consolidateAfter": "0s", "expireAfter": "Never", "budgets": [{"nodes": "0"}]}
+    w = world(1, rules)
+    result = await w["r"].reconcile("p")  # due, but the budget allows nothing now
+    assert not [m for _, reason, m in w["events"].said if reason == "Disrupting"]
+    assert result.requeue_after == 1.0  # the settings' poll: a budget window may open

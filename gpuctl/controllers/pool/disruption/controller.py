@@ -373,10 +373,16 @@ class DisruptionReconciler:
     def _next(
         self, rules: policy.Policy, found: list[Machine], now: datetime.datetime, *, busy: bool
     ) -> Result:
+        """At the next machine's due time; every `poll` while something is under way or
+        a candidate is due but waits (on a budget whose window may open, on room for
+        its pods): those change without an event on the pool's objects."""
+        underused = rules.consolidation == policy.WHEN_EMPTY_OR_UNDERUTILIZED
+        quiet = [m for m in found if m.empty or underused]
         times = [
-            emptiness.next_due(found, rules.consolidate_after),
+            emptiness.next_due(quiet, rules.consolidate_after),
             expiration.next_due(found, rules.expire_after),
         ]
         future = [(t - now).total_seconds() for t in times if t is not None and t > now]
-        delays = [*future, *([self.settings.poll] if busy else [])]
+        waiting = any(t is not None and t <= now for t in times)
+        delays = [*future, *([self.settings.poll] if busy or waiting else [])]
         return Result(requeue_after=min(delays)) if delays else Result()
