@@ -33,11 +33,12 @@ CLEAN = "all requests deleted; no simulated machine left running (3 launched in 
 # After the pool act (a Deployment on the samples' GPUNodePool) more machines were launched.
 CLEAN_AFTER_ACT = "all requests deleted; no simulated machine left running ("
 # The cheapest fitting offers in the simulator's catalogue (docs/sim.md): RunPod
-# spot H100 8 x 1.99 x 0.6, RTX 4090 2 x 0.34 x 0.6, secure A100 80GB 1.49.
+# spot H100 8 x 1.99 x 0.6, RTX 4090 2 x 0.34 x 0.6, Hyperstack's A100 80GB PCIe 1.35
+# (under RunPod's secure 1.49).
 EXPECTED = {
     "h100x8-spot": ("H100-80GB", "8", "spot", "Ready", "runpod", "9.552"),
     "rtx4090x2-spot": ("RTX-4090", "2", "spot", "Ready", "runpod", "0.408"),
-    "a100x1-on-demand": ("A100-80GB", "1", "on-demand", "Ready", "runpod", "1.49"),
+    "a100x1-on-demand": ("A100-80GB", "1", "on-demand", "Ready", "hyperstack", "1.35"),
 }
 
 
