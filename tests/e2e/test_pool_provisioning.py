@@ -20,6 +20,8 @@ from typing import Any
 import attrs
 import pytest
 
+from gpuctl.controllers import naming
+from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.runtime.client import Client, is_not_found
@@ -36,7 +38,9 @@ FAST = {"pool_batch_idle": 0.3, "pool_batch_max": 2.0, "pool_resync": 2.0}
 
 @pytest.fixture
 async def operator(env: Env, control_plane: ControlPlane) -> AsyncIterator[Running]:
-    running = await start_operator(operator_config(env, control_plane, **FAST))
+    # Drains (the pool's machines are drained before they go) poll quickly too.
+    quick = DisruptionSettings(poll=0.3)
+    running = await start_operator(operator_config(env, control_plane, disruption=quick, **FAST))
     yield running
     await running.halt()
 
@@ -148,89 +152,87 @@ def spend(requests: list[dict[str, Any]]) -> tuple[int, Decimal]:
     return gpus, price
 
 
-def live_instances(sim: Simulator, env: Env) -> list[Any]:
-    prefix = f"gpuctl-{env.cluster}-"
-    return [
+def machines_per_request(sim: Simulator, env: Env, requests: list[dict[str, Any]]) -> list[int]:
+    """For each request, its live machines at the clouds (exactly one: none bought twice).
+
+    Machines of requests already deleted (a pool's disruption, a request that could not
+    launch) may still be terminating: they are not counted against anyone."""
+    live = [
         i
         for cloud in ("lambda", "runpod", "paperspace")
         for i in sim.instances(cloud)
-        if i.name.startswith(prefix) and i.state not in ("terminated", "preempted")
+        if i.phase.live
     ]
+    prefixes = [
+        naming.prefix(env.cluster) + naming.uid_part(r["metadata"]["uid"]) + "-" for r in requests
+    ]
+    return [sum(1 for i in live if i.name.startswith(p)) for p in prefixes]
+
+
+def capacity_affinity(capacity: str) -> dict[str, Any]:
+    term = {"matchExpressions": [requirement("gpuctl.io/capacity-type", capacity)]}
+    required = {"nodeSelectorTerms": [term]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
 
 
 async def test_a_deployment_gets_the_cheapest_machines_and_runs_on_them(
     api: Client, env: Env, sim: Simulator, operator: Running, cluster: Cluster
 ) -> None:
-    # A100-80GB from Lambda (8 GPUs at $14.32/h) or RunPod (per GPU, $1.49/h on demand):
-    # three 2-GPU pods cost $8.94/h on RunPod however they are packed.
+    # A100-80GB from Lambda (8 GPUs at $14.32/h) or RunPod (per GPU: $1.49/h on demand,
+    # $0.714/h spot). The Deployment's three 2-GPU pods require on-demand: $8.94/h on
+    # RunPod however they are packed, though spot is cheaper; a 1-GPU pod asking for spot
+    # gets spot. (Without its affinity the scheduler could place it on the on-demand
+    # machine, and the third 2-GPU pod would rightly need another one.)
     pool = await cluster.pool(
         "a100",
         requirement("gpuctl.io/gpu-type", "A100-80GB"),
         requirement("gpuctl.io/provider", env.providers["lambda"], env.providers["runpod"]),
+        requirement("gpuctl.io/capacity-type", "spot", "on-demand"),
     )
-    deployment = await cluster.deployment("train", replicas=3, gpus=2)
+    deployment = await cluster.deployment(
+        "train", replicas=3, gpus=2, affinity=capacity_affinity("on-demand")
+    )
+    cheap = await cluster.deployment(
+        "cheap", replicas=1, gpus=1, affinity=capacity_affinity("spot")
+    )
 
     async def all_running() -> bool:
-        return len(await cluster.running(deployment)) == 3
+        return len(await cluster.running(deployment)) == 3 and bool(await cluster.running(cheap))
 
-    await wait_for(all_running, 120, "3 pods Running on the pool's machines")
+    await wait_for(all_running, 120, "4 pods Running on the pool's machines")
     requests = await cluster.requests(pool)
-    gpus, price = spend(requests)
-    assert price == Decimal("8.94"), [r["status"].get("offer") for r in requests]
-    assert gpus == 6
+    by_capacity: dict[str, list[dict[str, Any]]] = {}
+    for request in requests:
+        by_capacity.setdefault(request["status"]["offer"]["capacityType"], []).append(request)
+    gpus, price = spend(by_capacity["on-demand"])
+    assert (gpus, price) == (6, Decimal("8.94")), [r["status"]["offer"] for r in requests]
+    assert spend(by_capacity["spot"]) == (1, Decimal("0.714"))
     assert {r["status"]["offer"]["provider"] for r in requests} == {env.providers["runpod"]}
     for request in requests:
         owner = request["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"], owner["controller"]) == ("GPUNodePool", pool, True)
-    # Each pod runs on a Node of the pool; one machine per request, none launched twice.
-    for pod in await cluster.running(deployment):
-        node = await api.get(NODES, pod["spec"]["nodeName"])
-        assert node["metadata"]["labels"]["gpuctl.io/pool"] == pool
-        assert node["metadata"]["labels"]["gpuctl.io/gpu-type"] == "A100-80GB"
-    assert len(live_instances(sim, env)) == len(requests)
+    # Each pod runs on a Node of the pool; the affinity kept the Deployment off spot.
+    for name, capacity in ((deployment, "on-demand"), (cheap, "spot")):
+        for pod in await cluster.running(name):
+            labels = (await api.get(NODES, pod["spec"]["nodeName"]))["metadata"]["labels"]
+            assert labels["gpuctl.io/pool"] == pool
+            assert (labels["gpuctl.io/gpu-type"], labels["gpuctl.io/capacity-type"]) == (
+                "A100-80GB",
+                capacity,
+            )
+    # One machine per request: none launched twice for the same pods.
+    assert machines_per_request(sim, env, requests) == [1] * len(requests)
     events = await api.list(EVENTS, namespace=NS, field_selector="reason=Nominated")
-    assert any(pool in e["message"] or "gpunoderequest/" in e["message"] for e in events["items"])
+    assert any("gpunoderequest/" in e["message"] for e in events["items"])
 
     async def status_counts() -> bool:
         status = (await api.get(GPUNODEPOOLS, pool)).get("status") or {}
-        return status.get("gpusInUse") == 6 and status.get("machines") == len(requests)
+        return status.get("gpusInUse") == 7 and status.get("machines") == len(requests)
 
-    await wait_for(status_counts, 30, "the pool's status counting 6 GPUs in use")
+    await wait_for(status_counts, 30, "the pool's status counting 7 GPUs in use")
     status = (await api.get(GPUNODEPOOLS, pool))["status"]
-    assert status["pricePerHour"] == "8.94"
+    assert status["pricePerHour"] == "9.654"
     assert status["lastScaleDecision"]["action"] == "ScaleUp"
-
-
-async def test_affinity_to_on_demand_never_gets_a_spot_machine(
-    api: Client, env: Env, operator: Running, cluster: Cluster
-) -> None:
-    pool = await cluster.pool(
-        "mixed",
-        requirement("gpuctl.io/gpu-type", "A100-80GB"),
-        requirement("gpuctl.io/provider", env.providers["runpod"]),
-        requirement("gpuctl.io/capacity-type", "spot", "on-demand"),
-    )
-    on_demand = requirement("gpuctl.io/capacity-type", "on-demand")
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [on_demand]}]}}}  # fmt: skip
-    careful = await cluster.deployment("careful", replicas=1, gpus=1, affinity=affinity)
-    cheap = await cluster.deployment("cheap", replicas=1, gpus=1)
-
-    async def both_running() -> bool:
-        return len(await cluster.running(careful)) == 1 and len(await cluster.running(cheap)) == 1
-
-    await wait_for(both_running, 120, "both pods Running")
-    capacity = {}
-    for name in (careful, cheap):
-        (pod,) = await cluster.running(name)
-        node = await api.get(NODES, pod["spec"]["nodeName"])
-        capacity[name] = node["metadata"]["labels"]["gpuctl.io/capacity-type"]
-    # Spot is cheaper (RunPod interruptible), so only the affinity keeps `careful` off it.
-    assert capacity == {careful: "on-demand", cheap: "spot"}
-    assert {r["spec"]["capacityType"] for r in await cluster.requests(pool)} == {
-        "on-demand",
-        "spot",
-    }
 
 
 async def watch_spend(
@@ -275,7 +277,8 @@ async def test_a_burst_of_50_pods_stays_within_the_gpu_limit(
     assert max(g for g, _ in seen) == 4
     assert len(await cluster.running(deployment)) == 4
     assert spend(await cluster.requests(pool))[0] == 4
-    assert len(live_instances(sim, env)) == len(await cluster.requests(pool))
+    requests = await cluster.requests(pool)
+    assert machines_per_request(sim, env, requests) == [1] * len(requests)
     events = await api.list(EVENTS, namespace=NS, field_selector="reason=FailedScheduling")
     ours = [e for e in events["items"] if "gpuctl could not provision" in e["message"]]
     assert any(f"pool {pool}: limit reached (gpus 5 > 4)" in e["message"] for e in ours)
