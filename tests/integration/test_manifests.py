@@ -145,6 +145,7 @@ def test_default_renders_the_whole_install(default: list[Obj]) -> None:
     assert sorted(map(key, default), key=str) == sorted(
         [
             ("Namespace", None, ns),
+            ("CustomResourceDefinition", None, "gpunodepools.gpuctl.io"),
             ("CustomResourceDefinition", None, "gpunoderequests.gpuctl.io"),
             ("CustomResourceDefinition", None, "gpuproviders.gpuctl.io"),
             ("ServiceAccount", ns, "gpuctl"),
