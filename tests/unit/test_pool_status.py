@@ -110,8 +110,8 @@ async def test_a_request_that_cannot_launch_is_deleted_after_the_grace() -> None
         return request(name, 8, conditions=[condition])
 
     client, events = FakeClient(), FakeEvents()
-    old = stuck("old", NOW - datetime.timedelta(seconds=40))
-    new = stuck("new", NOW - datetime.timedelta(seconds=10))
+    old = stuck("old", NOW - datetime.timedelta(seconds=11))
+    new = stuck("new", NOW - datetime.timedelta(seconds=4))
     with_machine = stuck("machine", NOW - datetime.timedelta(minutes=5))
     with_machine["status"]["instance"] = {"id": "i-1"}
     removed, due = await liveness.remove_stuck(
@@ -120,6 +120,6 @@ async def test_a_request_that_cannot_launch_is_deleted_after_the_grace() -> None
         [old, new, with_machine],
         NOW,  # type: ignore[arg-type]
     )
-    assert (removed, due) == (1, 20.0)
+    assert (removed, due) == (1, 6.0)
     assert client.deleted == ["old"]
     assert events.recorded[0][:2] == ("old", "CannotLaunch")

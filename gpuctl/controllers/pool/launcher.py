@@ -1,13 +1,16 @@
 """Planned machine -> GPUNodeRequest owned by the pool; created once, whatever happens.
 
 The request asks for exactly the planned offer's shape: its GPU type and count,
-capacity type, provider and region, at most its price (`maxPricePerHour`), so the
-offer step picks that offer (or one as cheap) and the pool's USD/h limit counted
-before the launch holds after it. When that offer fails (no capacity), the request
-finds nothing else within those bounds and waits with `OfferAvailable=False`; the pool
-controller then deletes it and the next round re-plans the pods without the failed
-offer (the capacity cache blocks it), as Karpenter deletes a NodeClaim that cannot
-launch and schedules again.
+capacity type and provider, at most its price (`maxPricePerHour`), in the regions where
+that shape holds all its pods, so the offer step picks that offer (or one as cheap) and
+the pool's USD/h limit counted before the launch holds after it. When that offer fails
+(no capacity) the request fails over to the same shape in another of those regions at
+no higher price; when none is left it waits with `OfferAvailable=False` and the pool
+controller deletes it, and the next round re-plans the pods without the failed offers
+(the capacity cache blocks them), as Karpenter deletes a NodeClaim that cannot launch.
+(Two instance types of one shape differ only in their instance-type label: a pod that
+selects one by that label may see the other, the scheduler then keeps it pending and
+the next round plans it again.)
 
 Ownership: label `gpuctl.io/pool` and a controller ownerReference to the pool, so
 deleting the pool makes the garbage collector delete its requests, each of which
@@ -73,6 +76,26 @@ def _taints(pool: GPUNodePool) -> list[Obj]:
     return found
 
 
+def _regions(machine: NewMachine) -> list[str]:
+    """Every region where the planned shape, from the planned provider, holds all its pods.
+
+    The offer step takes the cheapest of them (the planned offer, or one as cheap) and,
+    when that one has no capacity, fails over to the next at no higher price without the
+    pool's help. Empty when one of them is a region the CRD does not know (any region).
+    """
+    chosen = machine.choice.offer
+    found = sorted(
+        {
+            c.offer.region
+            for c in machine.options
+            if (c.offer.provider, c.offer.gpu_type, c.offer.gpu_count, c.offer.capacity_type)
+            == (chosen.provider, chosen.gpu_type, chosen.gpu_count, chosen.capacity_type)
+            and c.price <= chosen.price_per_hour
+        }
+    )
+    return found if all(r in REGIONS for r in found) else []
+
+
 def request_body(pool: GPUNodePool, machine: NewMachine) -> Obj:
     """The GPUNodeRequest for one planned machine (disruption replacements use it too)."""
     offer = machine.choice.offer
@@ -84,8 +107,9 @@ def request_body(pool: GPUNodePool, machine: NewMachine) -> Obj:
         "providers": [offer.provider],
         "placement": "cheapest",
     }
-    if offer.region in REGIONS:  # a region the catalog maps but the CRD does not know: any
-        spec["regions"] = [offer.region]
+    regions = _regions(machine)
+    if regions:
+        spec["regions"] = regions
     node: Obj = {}
     if template.labels:
         node["labels"] = dict(template.labels)

@@ -3,7 +3,8 @@
 A pool's GPUNodeRequest asks for one offer's shape at that offer's price in its
 provider and region. If that offer fails (no capacity, a registration timeout) the
 request finds nothing else within those bounds: it waits with
-`OfferAvailable=False` (reason NoOffer) and no machine. After `grace` it is deleted
+`OfferAvailable=False` (reason NoOffer) and no machine. After `grace` (10 s: the
+offer step has tried every offer within its bounds by then) it is deleted
 (an Event on the request says why); the provisioner then plans its pods again with
 the failed offer blocked by the capacity-error cache, as Karpenter deletes a
 NodeClaim that cannot launch. A request with a machine (`status.instance`) is never
@@ -22,7 +23,7 @@ from gpuctl.runtime.client import Client, is_not_found
 from gpuctl.runtime.events import EventRecorder
 
 Obj = dict[str, Any]
-GRACE = datetime.timedelta(seconds=30)
+GRACE = datetime.timedelta(seconds=10)
 
 
 def stuck_since(request: Obj) -> datetime.datetime | None:
