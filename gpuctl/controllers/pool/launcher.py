@@ -37,6 +37,7 @@ from gpuctl.api import (
     format_price,
 )
 from gpuctl.controllers.pool.binpack import NewMachine
+from gpuctl.controllers.pool.disruption.keys import DRAIN_FINALIZER
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.runtime.client import Client, is_already_exists
 
@@ -125,6 +126,9 @@ def request_body(pool: GPUNodePool, machine: NewMachine) -> Obj:
         "metadata": {
             "name": request_name(pool.name, machine),
             "labels": {LABEL_POOL: pool.name},
+            # Set at creation: a pool deleted right after this launch must still
+            # drain the machine (the disruption controller would add it a pass later).
+            "finalizers": [DRAIN_FINALIZER],
             "ownerReferences": [owner_reference(pool)],
         },
         "spec": spec,
