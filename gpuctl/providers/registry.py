@@ -45,8 +45,8 @@ def account_limiter(config: DriverConfig) -> AccountLimiter:
     """The limiter shared by every driver of `config`'s cloud account."""
     limits = limits_for(config)
     digest = hashlib.sha256(config.api_key.encode()).hexdigest()
-    # aiolimiter's buckets belong to one event loop: a process running several loops
-    # (tests, the CLI) gets one limiter per loop and account.
+    # One limiter per event loop and account: separate loops in one process (tests,
+    # the CLI) never share reservations.
     key = (config.cloud, config.endpoint or "", digest, limits, _loop_id())
     limiter = _limiters.get(key)
     if limiter is None:
