@@ -326,23 +326,31 @@ async def test_protected_pods_are_never_evicted_and_deleting_the_pool_drains_eve
         # C's machine is recycled once expired: a replacement first, then drain, then gone.
         c_machine = c_before["spec"]["nodeName"]
 
+        # Replacements expire too (expireAfter applies to every machine of the pool), so
+        # pod C may move again while this waits: what it saw is kept across polls.
+        seen_replacement: list[str] = []
+        seen_new_c: list[str] = []
+
         async def recycled() -> bool:
             await untouched()
             members = {m["metadata"]["name"]: m for m in await pools.members(name)}
-            replacements = [
-                m
-                for m in members.values()
+            seen_replacement.extend(
+                n
+                for n, m in members.items()
                 if (m["metadata"].get("annotations") or {}).get(keys.REPLACES)
-            ]
-            c_now = await pods_of(api, app_c)
+            )
+            seen_new_c.extend(
+                p["metadata"]["uid"]
+                for p in await pods_of(api, app_c)
+                if p["metadata"]["uid"] != c_before["metadata"]["uid"]
+                and p["status"].get("phase") == "Running"
+            )
             return (
-                bool(replacements)
+                bool(seen_replacement)
+                and bool(seen_new_c)
                 and not any(
                     m.get("status", {}).get("nodeName") == c_machine for m in members.values()
                 )
-                and len(c_now) == 1
-                and c_now[0]["metadata"]["uid"] != c_before["metadata"]["uid"]
-                and c_now[0]["status"].get("phase") == "Running"
             )
 
         await wait_for(recycled, 120, "the expired machine of pod C replaced and gone")
