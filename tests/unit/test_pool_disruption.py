@@ -448,3 +448,12 @@ def test_a_machine_with_a_startup_taint_left_is_not_initialized() -> None:
     assert Machine(
         obj=request("s"), node=node("n-s"), pods=(), startup_taints=rules.startup_taints
     ).initialized
+
+
+def test_a_node_still_tainted_not_ready_is_not_initialized() -> None:
+    # The node lifecycle controller lifts node.kubernetes.io/not-ready a moment after
+    # Ready; until then the pods the machine was bought for cannot land on it.
+    taint = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+    fresh = Machine(obj=request("s"), node=node("n-s", taints=[taint]), pods=())
+    assert not fresh.initialized
+    assert candidates.why_not(fresh, []) == "it is not initialized and Ready"

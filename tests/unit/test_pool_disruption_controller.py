@@ -18,7 +18,7 @@ import pytest
 from gpuctl.api import GPUNodePool
 from gpuctl.controllers.pool.disruption import keys, orchestration, planned
 from gpuctl.controllers.pool.disruption.controller import DisruptionReconciler
-from gpuctl.controllers.pool.disruption.machines import Machine
+from gpuctl.controllers.pool.disruption.machines import Machine, parse_time
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.pool.disruption.termination import (
     NODE_NAME_INDEX,
@@ -168,7 +168,10 @@ async def test_pods_changing_restart_the_quiet_time() -> None:
     )
     await w["r"].reconcile("p")
     annotations = w["requests"].get("m0")["metadata"]["annotations"]
-    assert annotations[keys.LAST_POD_EVENT] == stamp(0) and keys.PODS_DIGEST in annotations
+    assert (
+        parse_time(annotations[keys.LAST_POD_EVENT]) == parse_time(stamp(0))
+        and keys.PODS_DIGEST in annotations
+    )
     w["pods"].delete(pod("w0", "n-m0"))  # the last pod leaves: empty, but not quiet yet
     result = await w["r"].reconcile("p")
     assert keys.DISRUPTION not in w["requests"].get("m0")["metadata"]["annotations"]

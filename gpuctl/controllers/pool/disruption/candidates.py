@@ -2,7 +2,8 @@
 
 A machine is a candidate when all of these hold; otherwise it is blocked, and why:
 - its request is not being deleted nor already being disrupted;
-- it is initialized and Ready (a launching or unhealthy machine is not judged);
+- it is initialized (GPUs advertised, startup and ephemeral taints gone) and Ready
+  (a launching or unhealthy machine is not judged);
 - its GPUNodeRequest has no `gpuctl.io/do-not-disrupt: "true"` annotation (as
   Karpenter's on a NodeClaim; Node annotations are not cached, transforms.py);
 - none of its pods has `gpuctl.io/do-not-disrupt: "true"`;

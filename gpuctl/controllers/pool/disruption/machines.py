@@ -21,6 +21,18 @@ from gpuctl.controllers.request.nodes import is_ready
 
 Obj = dict[str, Any]
 
+# Taints Kubernetes itself puts on a Node that is not serving yet (Karpenter's
+# KnownEphemeralTaints). The node lifecycle controller removes not-ready a moment
+# after the Node turns Ready: until then no pending pod can land there, and the
+# machine would look empty when it is only about to take the pods it was bought for.
+EPHEMERAL_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.cloudprovider.kubernetes.io/uninitialized",
+    }
+)
+
 
 def parse_time(text: str | None) -> datetime.datetime | None:
     if not text:
@@ -33,7 +45,9 @@ def parse_time(text: str | None) -> datetime.datetime | None:
 
 
 def format_time(when: datetime.datetime) -> str:
-    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Microseconds, as metav1.MicroTime: a clock written in whole seconds would let
+    `consolidateAfter` run out up to a second early."""
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def node_ready(node: Obj | None) -> bool:
@@ -94,6 +108,8 @@ class Machine:
         taints = (self.node.get("spec") or {}).get("taints") or []
         if any(t.get("key") in self.startup_taints for t in taints):
             return False  # Karpenter's Initialized waits for startup taints to go too
+        if any(t.get("key") in EPHEMERAL_TAINTS for t in taints):
+            return False  # ... and for the known ephemeral ones (a Node just Ready)
         want = int((self.status.get("offer") or {}).get("gpuCount") or 0)
         allocatable = (self.node.get("status") or {}).get("allocatable") or {}
         return int(str(allocatable.get(keys.GPU, "0")) or 0) >= want
