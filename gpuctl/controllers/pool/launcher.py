@@ -12,9 +12,9 @@ controller deletes it, and the next round re-plans the pods without the failed o
 selects one by that label may see the other, the scheduler then keeps it pending and
 the next round plans it again.)
 
-Ownership: label `gpuctl.io/pool` and a controller ownerReference to the pool, so
-deleting the pool makes the garbage collector delete its requests, each of which
-tears its machine down through the request lifecycle.
+Ownership (`members.py`): label `gpuctl.io/pool` and a controller ownerReference to
+the pool, so deleting the pool makes the garbage collector delete its requests, each
+of which tears its machine down through the request lifecycle.
 
 Name: `<pool>-<digest of the offer and the uids of the pods planned onto it>`. A
 round repeated for the same pods and offer (an operator killed after the create but
@@ -27,19 +27,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from gpuctl.api import (
-    API_VERSION,
-    GNP_KIND,
-    GNR_KIND,
-    LABEL_POOL,
-    GPUNodePool,
-    Region,
-    format_price,
-)
+from gpuctl.api import GPUNodePool, Region, format_price
+from gpuctl.controllers.pool import members
 from gpuctl.controllers.pool.binpack import NewMachine
-from gpuctl.controllers.pool.disruption.keys import DRAIN_FINALIZER
-from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.runtime.client import Client, is_already_exists
 
 Obj = dict[str, Any]
 MAX_NAME = 63  # the name is also the gpuctl.io/request label value of its Node
@@ -53,17 +43,6 @@ def request_name(pool: str, machine: NewMachine) -> str:
     digest = hashlib.sha256(seed.encode()).hexdigest()[:10]
     head = pool[: MAX_NAME - len(digest) - 1].rstrip("-.")
     return f"{head}-{digest}"
-
-
-def owner_reference(pool: GPUNodePool) -> Obj:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": GNP_KIND,
-        "name": pool.name,
-        "uid": pool.metadata.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
 
 
 def _taints(pool: GPUNodePool) -> list[Obj]:
@@ -120,27 +99,5 @@ def request_body(pool: GPUNodePool, machine: NewMachine) -> Obj:
         spec["node"] = node
     if template.registration_timeout:
         spec["registrationTimeout"] = template.registration_timeout
-    return {
-        "apiVersion": API_VERSION,
-        "kind": GNR_KIND,
-        "metadata": {
-            "name": request_name(pool.name, machine),
-            "labels": {LABEL_POOL: pool.name},
-            # Set at creation: a pool deleted right after this launch must still
-            # drain the machine (the disruption controller would add it a pass later).
-            "finalizers": [DRAIN_FINALIZER],
-            "ownerReferences": [owner_reference(pool)],
-        },
-        "spec": spec,
-    }
-
-
-async def launch(client: Client, body: Obj) -> bool:
-    """Create the request; False if it already exists (an earlier round made it)."""
-    try:
-        await client.create(GPUNODEREQUESTS, body)
-    except Exception as err:
-        if is_already_exists(err):
-            return False
-        raise
-    return True
+    uid = pool.metadata.uid or ""  # read from the API server: always set
+    return members.request(request_name(pool.name, machine), pool.name, uid, spec)

@@ -33,11 +33,11 @@ import attrs
 
 from gpuctl.api import LABEL_POOL, GPUNodePool, ObjectError, ScaleAction, ScaleDecision
 from gpuctl.api.convert import unstructure
-from gpuctl.controllers.pool import metrics
+from gpuctl.controllers.pool import members, metrics
 from gpuctl.controllers.pool import pods as podinfo
 from gpuctl.controllers.pool.batcher import Batcher
 from gpuctl.controllers.pool.binpack import NewMachine, Plan
-from gpuctl.controllers.pool.launcher import launch, request_body
+from gpuctl.controllers.pool.launcher import request_body
 from gpuctl.controllers.pool.offers import Drivers, gather
 from gpuctl.controllers.pool.planning import Snapshot, decide
 from gpuctl.controllers.resources import GPUNODEPOOLS, GPUNODEREQUESTS
@@ -168,7 +168,7 @@ class Provisioner:
         for machine in result.new:
             pool = by_name[machine.pool.name]
             body = request_body(pool, machine)
-            if await launch(self.client, body):
+            if await members.create(self.client, body):
                 metrics.CREATED.labels(pool.name).inc()
                 crash_point("pool-after-create")
             names[id(machine)] = body["metadata"]["name"]

@@ -27,12 +27,12 @@ from typing import Any
 
 import attrs
 
-from gpuctl.api import API_VERSION, GNR_KIND
+from gpuctl.controllers.pool import members
 from gpuctl.controllers.pool.disruption import drain, keys, pods
 from gpuctl.controllers.pool.disruption.command import Command
 from gpuctl.controllers.pool.disruption.machines import Machine, format_time, parse_time
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.runtime.client import Client, is_already_exists, is_not_found
+from gpuctl.runtime.client import Client, is_not_found
 
 Obj = dict[str, Any]
 PLAN = "gpuctl.io/disruption-plan"
@@ -102,35 +102,8 @@ async def start(client: Client, command: Command, pool: str, now: datetime.datet
 
 def replacement_body(pool_obj: Obj, machine: Machine, planned: Planned) -> Obj:
     meta = pool_obj["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": GNR_KIND,
-        "metadata": {
-            "name": planned.name,
-            "labels": {keys.POOL: meta["name"]},
-            "annotations": {keys.REPLACES: machine.name},
-            "finalizers": [keys.DRAIN_FINALIZER],
-            "ownerReferences": [
-                {
-                    "apiVersion": pool_obj.get("apiVersion", API_VERSION),
-                    "kind": pool_obj.get("kind", "GPUNodePool"),
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": planned.spec,
-    }
-
-
-async def _create(client: Client, body: Obj) -> None:
-    try:
-        await client.create(GPUNODEREQUESTS, body)
-    except Exception as err:
-        if not is_already_exists(err):
-            raise
+    annotations = {keys.REPLACES: machine.name}
+    return members.request(planned.name, meta["name"], meta["uid"], planned.spec, annotations)
 
 
 async def _delete(client: Client, name: str, uid: str | None = None) -> None:
@@ -186,7 +159,7 @@ async def progress(
         await drain.taint(client, machine.node, cordon=False)
     for item in planned:
         if item.name not in requests:
-            await _create(client, replacement_body(pool_obj, machine, item))
+            await members.create(client, replacement_body(pool_obj, machine, item))
     ready, failure = _replacement_state(planned, requests)
     if failure is None and not ready and now - started > give_up_after:
         failure = f"replacements not Ready after {give_up_after}"
