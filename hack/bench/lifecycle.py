@@ -101,6 +101,7 @@ from bench.lifecycle_report import (
 from bench.machines import MachineWatch, descendants, host_memory_used, meminfo, scan
 from bench.processes import OperatorProcess, SimProcess
 from bench.promtext import Metrics, grown, grown_by
+from bench.statusdiff import StatusChanges
 from gpuctl.controllers.concurrency import provider_limits, workers_for
 from gpuctl.controllers.resources import GPUNODEREQUESTS, GPUPROVIDERS
 from gpuctl.dev.controlplane import ControlPlane
@@ -284,11 +285,13 @@ class Tracker:
 
     def __init__(self) -> None:
         self.timelines: dict[str, Timeline] = defaultdict(Timeline)
+        self.status_changes = StatusChanges()  # what each status write changed
 
     def on_add(self, obj: JSON) -> None:
         self._see(obj)
 
     def on_update(self, old: JSON, new: JSON) -> None:
+        self.status_changes.see(old, new)
         self._see(new)
 
     def on_delete(self, obj: JSON) -> None:
@@ -428,6 +431,7 @@ class Mark:
     metrics: Metrics
     ledger_entries: int
     cpu: dict[str, float]
+    status_changes: Counter[str] = attrs.field(factory=Counter)
 
 
 @attrs.define
@@ -558,7 +562,12 @@ class Bench:
         return left, time.monotonic() - started
 
     async def mark(self) -> Mark:
-        return Mark(await self.operator.metrics(), len(await self.sim.ledger()), self.cpu())
+        return Mark(
+            await self.operator.metrics(),
+            len(await self.sim.ledger()),
+            self.cpu(),
+            self.tracker.status_changes.mark(),
+        )
 
     async def work(self, seconds: float, before: Mark) -> tuple[Work, Mark]:
         """What happened since `before` (and the mark to measure the next phase from)."""
@@ -601,8 +610,10 @@ class Bench:
             ),
             queue_wait_mean=per(waits, int(gets)),
             cpu_seconds={k: round(v - cpu_before.get(k, 0.0), 2) for k, v in cpu.items()},
+            status_changes=self.tracker.status_changes.since(before.status_changes),
         )
-        return work, Mark(metrics, before.ledger_entries + len(ledger), cpu)
+        changes = self.tracker.status_changes.mark()
+        return work, Mark(metrics, before.ledger_entries + len(ledger), cpu, changes)
 
     async def pacing(self, since: int) -> list[Pacing]:
         launches = [

@@ -105,6 +105,8 @@ class Work:
     reconcile_seconds: float  # summed time inside reconcile()
     queue_wait_mean: float  # mean add-to-get time of the request work queue
     cpu_seconds: dict[str, float]  # process -> CPU seconds used in the phase
+    # "phase: changed fields" -> status writes the watch saw (bench.statusdiff)
+    status_changes: dict[str, float] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -372,6 +374,7 @@ def _work_rows(work: Work, options: Options, workers: int) -> list[Row]:
     busy = work.reconcile_seconds / (work.seconds * workers) if work.seconds and workers else 0.0
     return [
         ("status writes / request", f"{per(work.status_writes, n):.2f}"),
+        ("  by what they changed (phase: fields)", _top(work.status_changes, n, most=12)),
         ("Kubernetes API calls / request", f"{per(work.kube_calls, n):.2f}"),
         ("  by verb and resource", _top(work.kube_calls_by, n)),
         ("provider calls / request (operator / sim ledger)",
