@@ -2,8 +2,9 @@
 
 While an instance is billed, each update adds `price * (now - updatedAt)`; a crash
 loses nothing, because the next update covers the gap from `updatedAt`. The
-controller updates at every phase change and at most every `COST_INTERVAL`
-otherwise (each update is a status write).
+controller updates it only with a status write it makes anyway (a phase change or any
+other change), never on a timer; a reader wanting the figure now adds
+`price * (now - updatedAt)` itself (`running_total`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from gpuctl.api import CostStatus
 
-COST_INTERVAL = datetime.timedelta(minutes=5)
 _PLACES = Decimal("0.0001")
 _HOUR = Decimal(3600)
 
@@ -35,11 +35,20 @@ def accrue(
     )
 
 
-def due(cost: CostStatus | None, now: datetime.datetime, every: datetime.timedelta) -> bool:
-    """Whether a periodic cost update is due (phase changes update regardless)."""
-    if cost is None or cost.updated_at is None:
-        return True
-    return now - cost.updated_at >= every
+def running_total(
+    accrued_usd: str | None,
+    updated_at: str | None,
+    price_per_hour: str | None,
+    now: datetime.datetime,
+) -> Decimal:
+    """`status.cost.accruedUSD` brought up to `now`, from the wire values: plus
+    `price_per_hour` (None: nothing billed now) times the time since `updatedAt`."""
+    total = Decimal(str(accrued_usd or "0"))
+    if price_per_hour is None or not updated_at:
+        return total
+    since = datetime.datetime.fromisoformat(str(updated_at).replace("Z", "+00:00"))
+    seconds = max(Decimal(0), Decimal(str((now - since).total_seconds())))
+    return (total + Decimal(str(price_per_hour)) * seconds / _HOUR).quantize(_PLACES, ROUND_HALF_UP)
 
 
 def add_interval(

@@ -11,7 +11,9 @@ computed when scraped, so they never drift from the objects.
 - `gpuctl_launch_to_ready_seconds{provider}`: launch until the Node is Ready.
 - `gpuctl_interruptions_total{provider,capacity_type}`: machines lost while in use.
 - `gpuctl_running_price_per_hour_usd{provider}`: summed $/h of machines now billed.
-- `gpuctl_accrued_cost_usd{provider}`: summed `status.cost.accruedUSD` of live requests.
+- `gpuctl_accrued_cost_usd{provider}`: summed cost of live requests up to the scrape:
+  `status.cost.accruedUSD` plus, while a machine is recorded, its price times the time
+  since `status.cost.updatedAt` (the status is not rewritten just for the cost).
 - `gpuctl_leaked_instances_collected_total{provider}`: orphans the collector terminated.
 - `gpuctl_unowned_instance_seconds_total{provider}`: machine-seconds of this cluster's
   instances that no request owned (orphans and twins), as the leak collector saw them;
@@ -26,6 +28,7 @@ computed when scraped, so they never drift from the objects.
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -35,6 +38,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gpuctl.controllers.cost import running_total
 from gpuctl.runtime.metrics import REGISTRY
 
 LAUNCHES = Counter(
@@ -106,6 +110,7 @@ class RequestCollector(Collector):
         phases: Tally[str] = Tally()
         price: dict[str, Decimal] = {}
         accrued: dict[str, Decimal] = {}
+        now = datetime.datetime.now(datetime.UTC)
         for obj in self.source():
             status = obj.get("status") or {}
             phases[status.get("phase") or "Pending"] += 1
@@ -115,9 +120,11 @@ class RequestCollector(Collector):
                 price[provider] = price.get(provider, Decimal(0)) + Decimal(
                     str(offer.get("pricePerHour", "0"))
                 )
-            cost = (status.get("cost") or {}).get("accruedUSD")
-            if cost is not None:
-                accrued[provider] = accrued.get(provider, Decimal(0)) + Decimal(str(cost))
+            cost = status.get("cost") or {}
+            if cost.get("accruedUSD") is not None:
+                running = offer.get("pricePerHour") if offer and status.get("instance") else None
+                total = running_total(cost["accruedUSD"], cost.get("updatedAt"), running, now)
+                accrued[provider] = accrued.get(provider, Decimal(0)) + total
         yield _family("gpuctl_requests", "GPUNodeRequests by phase.", "phase", phases)
         yield _family(
             "gpuctl_running_price_per_hour_usd",

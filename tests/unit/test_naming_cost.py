@@ -33,5 +33,11 @@ def test_cost_accrues_price_times_time_and_survives_gaps() -> None:
     later = t0 + datetime.timedelta(hours=5)
     c = cost.accrue(c, None, later)  # not billed meanwhile
     assert str(c.accrued_usd) == "11.9600" and c.since == t0 and c.updated_at == later
-    assert not cost.due(c, later + datetime.timedelta(minutes=1), datetime.timedelta(minutes=5))
-    assert cost.due(c, later + datetime.timedelta(minutes=5), datetime.timedelta(minutes=5))
+
+
+def test_running_total_adds_the_time_since_the_last_update() -> None:
+    now = datetime.datetime(2026, 1, 1, 1, 30, tzinfo=datetime.UTC)
+    stamp = "2026-01-01T01:00:00Z"
+    assert cost.running_total("1.5000", stamp, "2.00", now) == Decimal("2.5000")
+    assert cost.running_total("1.5000", stamp, None, now) == Decimal("1.5000")  # not billed
+    assert cost.running_total("1.5000", None, "2.00", now) == Decimal("1.5000")

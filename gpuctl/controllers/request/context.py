@@ -49,7 +49,6 @@ class Settings:
     ready_poll: float = 30.0  # seconds between instance checks once Ready
     joining_poll: float = 5.0  # seconds between checks while waiting for the Node
     termination_poll: float = 5.0  # seconds between checks while waiting for the cloud
-    cost_interval: datetime.timedelta = datetime.timedelta(minutes=5)
     token_margin: datetime.timedelta = datetime.timedelta(minutes=15)
     # A Ready machine whose Node stays not Ready (or gone) this long is replaced.
     node_unhealthy_after: datetime.timedelta = datetime.timedelta(minutes=5)

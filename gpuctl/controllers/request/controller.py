@@ -13,8 +13,12 @@ One reconcile:
    and the steps run again at once on the object the write returned (at most
    `CHAINED_RUNS` runs per reconcile: offer chosen, launched, first poll), rather than
    after a trip through the work queue;
-4. cost is accrued (at phase changes and every `cost_interval`), and the status is
-   written once, only if it changed, with optimistic concurrency;
+4. cost is brought up to date when the status is written anyway (a phase change, or
+   any other change), never on a timer: a write that would change nothing but the
+   cost figure does not happen. Whoever shows cost (`gpuctl cost`, the dashboard, the
+   ledger, `gpuctl_accrued_cost_usd`) adds price x (now - `cost.updatedAt`) while a
+   machine is recorded, so the figure is current without it. The status is written
+   once, only if it changed, with optimistic concurrency;
 5. Events queued by the steps are recorded only after that write: one per transition
    that matters (a phase change no step explained gets a `PhaseChanged` Event, except
    new -> Pending and Provisioning -> Joining, which the status tells).
@@ -168,6 +172,7 @@ class RequestReconciler:
         except ProviderError as err:
             error = err
             self._note(ctx, "ProviderError", f"{type(err).__name__}: {err.message}")
+        ctx.status.observed_generation = ctx.request.metadata.generation
         self._accrue(ctx, before)
         if _unexplained(before.phase, ctx.status.phase) and not ctx.pending_events:
             # One Event per transition that matters: a step that moved the phase said why
@@ -178,7 +183,6 @@ class RequestReconciler:
                 "PhaseChanged",
                 f"{before.phase or 'new'} -> {ctx.status.phase}: {ctx.status.message or ''}",
             )
-        ctx.status.observed_generation = ctx.request.metadata.generation
         crash_point("before-status-write")
         try:
             await self._write(ctx)
@@ -225,13 +229,17 @@ class RequestReconciler:
         log.warning("%s", message, extra={"request": ctx.name, "reason": reason})
 
     def _accrue(self, ctx: Ctx, before: GPUNodeRequestStatus) -> None:
-        """Bill the time since the last update at the price in force before this reconcile."""
+        """Bill the time since the last update at the price in force before this reconcile,
+        when the status is written anyway: first, at a phase change, or with any other
+        change (the figure rides along for free). Nothing else changed: no write just for
+        the cost (its readers add the running part themselves)."""
         price = None
         if before.offer is not None and before.instance is not None:
             price = before.offer.price_per_hour
-        every = self.services.settings.cost_interval
-        periodic = price is not None and cost.due(ctx.status.cost, ctx.now, every)
-        if ctx.status.cost is None or before.phase != ctx.status.phase or periodic:
+        written_anyway = before.phase != ctx.status.phase or (
+            price is not None and ctx.status != before
+        )
+        if ctx.status.cost is None or written_anyway:
             ctx.status.cost = cost.accrue(ctx.status.cost, price, ctx.now)
 
     async def _write(self, ctx: Ctx) -> None:
