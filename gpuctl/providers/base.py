@@ -12,7 +12,7 @@ import datetime
 import enum
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import attrs
 
@@ -221,6 +221,35 @@ class LaunchOutcomeUnknownError(TransientError):
     eventually consistently): gpuctl records the uncertain attempt in the request's
     status and lists again for a bounded time before any relaunch.
     """
+
+
+# -- what every driver says of itself ----------------------------------------------
+
+
+class DriverIdentity:
+    """The part of `Driver` that is the same for every cloud: its GPUProvider's name,
+    the cloud's name and capabilities (class constants), and a repr naming the endpoint.
+    Drivers subclass it and set `CLOUD`, `CAPABILITIES`, `_config` and `_endpoint`."""
+
+    CLOUD: ClassVar[str]
+    CAPABILITIES: ClassVar[Capabilities]
+    _config: DriverConfig
+    _endpoint: str
+
+    @property
+    def name(self) -> str:
+        return self._config.name
+
+    @property
+    def cloud(self) -> str:
+        return self.CLOUD
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.CAPABILITIES
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, endpoint={self._endpoint!r})"
 
 
 # -- the protocol ----------------------------------------------------------------

@@ -56,6 +56,7 @@ from gpuctl.providers.base import (
     Capabilities,
     CapacityType,
     DriverConfig,
+    DriverIdentity,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -119,7 +120,10 @@ def shipped_prices() -> PriceTable:
     return PriceTable.load("gpuctl.providers.crusoe", "prices.yaml")
 
 
-class CrusoeDriver:
+class CrusoeDriver(DriverIdentity):
+    CLOUD = CLOUD
+    CAPABILITIES = CAPABILITIES
+
     def __init__(
         self,
         config: DriverConfig,
@@ -148,6 +152,7 @@ class CrusoeDriver:
             launch_operations={CREATE},
             signer=self._sign,
         )
+        self._endpoint = self._transport.base_url
         self._key_id, self._secret = key_id, secret
         self._table = shipped_prices().with_overrides(config.prices)
         self._offers: PriceCache[list[Offer]] = PriceCache(config.name)
@@ -163,24 +168,9 @@ class CrusoeDriver:
         self._in_flight: dict[str, tuple[str, str]] = {}
 
     @property
-    def name(self) -> str:
-        return self._config.name
-
-    @property
-    def cloud(self) -> str:
-        return CLOUD
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    @property
     def price_table(self) -> PriceTable:
         """The prices in use: the shipped table with the GPUProvider's overrides."""
         return self._table
-
-    def __repr__(self) -> str:
-        return f"CrusoeDriver(name={self.name!r}, endpoint={self._transport.base_url!r})"
 
     def _sign(self, method: str, path: str, query: Sequence[tuple[str, str]]) -> Mapping[str, str]:
         if self._bad_credential:

@@ -52,6 +52,7 @@ from gpuctl.providers.base import (
     Capabilities,
     CapacityType,
     DriverConfig,
+    DriverIdentity,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -98,7 +99,10 @@ _FIREWALL_BAD = re.compile(r"[^a-zA-Z0-9.\-]")
 T = TypeVar("T")
 
 
-class DigitalOceanDriver:
+class DigitalOceanDriver(DriverIdentity):
+    CLOUD = CLOUD
+    CAPABILITIES = CAPABILITIES
+
     def __init__(
         self,
         config: DriverConfig,
@@ -117,6 +121,7 @@ class DigitalOceanDriver:
             retry=retry_policy_for(config),
             launch_operations={CREATE},
         )
+        self._endpoint = self._transport.base_url
         options = config.options
         self._image = options.get("image", DEFAULT_IMAGE)
         self._ssh_keys = [k.strip() for k in options.get("sshKeys", "").split(",") if k.strip()]
@@ -132,21 +137,6 @@ class DigitalOceanDriver:
         self._account_keys: PriceCache[int] = PriceCache(config.name, count_metrics=False)
         self._names = Translator(CLOUD, config.regions)
         self._terminations = errors.TerminateLog()
-
-    @property
-    def name(self) -> str:
-        return self._config.name
-
-    @property
-    def cloud(self) -> str:
-        return CLOUD
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    def __repr__(self) -> str:
-        return f"DigitalOceanDriver(name={self.name!r}, endpoint={self._transport.base_url!r})"
 
     # -- offers --------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from gpuctl.providers.base import (
     Capabilities,
     CapacityType,
     DriverConfig,
+    DriverIdentity,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -117,7 +118,10 @@ _LABEL_BAD = re.compile(r"[^A-Za-z0-9_.:=/-]")
 T = TypeVar("T")
 
 
-class HyperstackDriver:
+class HyperstackDriver(DriverIdentity):
+    CLOUD = CLOUD
+    CAPABILITIES = CAPABILITIES
+
     def __init__(
         self,
         config: DriverConfig,
@@ -140,6 +144,7 @@ class HyperstackDriver:
             launch_operations={CREATE},
             signer=lambda method, path, query: {"api_key": key},
         )
+        self._endpoint = self._transport.base_url
         options = config.options
         self._prefix = options.get("environmentPrefix", "gpuctl-")
         self._image = options.get("imageName", DEFAULT_IMAGE)
@@ -151,21 +156,6 @@ class HyperstackDriver:
         self._environments: dict[str, str] = {}  # region -> environment name
         self._keys: dict[str, str] = {}  # environment -> key pair name
         self._environment_lock = asyncio.Lock()
-
-    @property
-    def name(self) -> str:
-        return self._config.name
-
-    @property
-    def cloud(self) -> str:
-        return CLOUD
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    def __repr__(self) -> str:
-        return f"HyperstackDriver(name={self.name!r}, endpoint={self._transport.base_url!r})"
 
     # -- offers --------------------------------------------------------------------
 

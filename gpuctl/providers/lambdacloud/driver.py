@@ -35,6 +35,7 @@ from gpuctl.providers.base import (
     Capabilities,
     CapacityType,
     DriverConfig,
+    DriverIdentity,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -73,7 +74,10 @@ STATES: dict[str, InstanceState] = {
 _TAG_KEY_BAD = re.compile(r"[^a-z0-9:-]")
 
 
-class LambdaDriver:
+class LambdaDriver(DriverIdentity):
+    CLOUD = CLOUD
+    CAPABILITIES = CAPABILITIES
+
     def __init__(
         self,
         config: DriverConfig,
@@ -93,27 +97,13 @@ class LambdaDriver:
             idempotent_operations={"terminateInstance"},
             launch_operations={LAUNCH},
         )
+        self._endpoint = self._transport.base_url
         self._prices: PriceCache[list[Offer]] = PriceCache(config.name)
         self._names = Translator(CLOUD, config.regions)
         self._terminations = errors.TerminateLog()
         self._file_systems = [
             n.strip() for n in config.options.get("fileSystemNames", "").split(",") if n.strip()
         ]
-
-    @property
-    def name(self) -> str:
-        return self._config.name
-
-    @property
-    def cloud(self) -> str:
-        return CLOUD
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    def __repr__(self) -> str:
-        return f"LambdaDriver(name={self.name!r}, endpoint={self._transport.base_url!r})"
 
     # -- offers --------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from gpuctl.providers.base import (
     Capabilities,
     CapacityType,
     DriverConfig,
+    DriverIdentity,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -100,7 +101,10 @@ def shipped_prices() -> PriceTable:
     return PriceTable.load("gpuctl.providers.paperspace", "prices.yaml")
 
 
-class PaperspaceDriver:
+class PaperspaceDriver(DriverIdentity):
+    CLOUD = CLOUD
+    CAPABILITIES = CAPABILITIES
+
     def __init__(
         self,
         config: DriverConfig,
@@ -120,6 +124,7 @@ class PaperspaceDriver:
             retry=retry_policy_for(config),
             launch_operations={CREATE},
         )
+        self._endpoint = self._transport.base_url
         self._table = shipped_prices().with_overrides(config.prices)
         self._disk = _disk_size(config.options.get("diskSize"))
         self._offers: PriceCache[list[Offer]] = PriceCache(config.name)
@@ -134,24 +139,9 @@ class PaperspaceDriver:
         self._create_events: dict[str, str] = {}
 
     @property
-    def name(self) -> str:
-        return self._config.name
-
-    @property
-    def cloud(self) -> str:
-        return CLOUD
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    @property
     def price_table(self) -> PriceTable:
         """The prices in use: the shipped table with the GPUProvider's overrides."""
         return self._table
-
-    def __repr__(self) -> str:
-        return f"PaperspaceDriver(name={self.name!r}, endpoint={self._transport.base_url!r})"
 
     # -- offers --------------------------------------------------------------------
 

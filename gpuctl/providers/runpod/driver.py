@@ -47,6 +47,7 @@ from gpuctl.providers.base import (
     Capabilities,
     CapacityType,
     DriverConfig,
+    DriverIdentity,
     Instance,
     InstanceState,
     InvalidRequestError,
@@ -83,7 +84,10 @@ STATES: dict[str, InstanceState] = {
 }
 
 
-class RunPodDriver:
+class RunPodDriver(DriverIdentity):
+    CLOUD = CLOUD
+    CAPABILITIES = CAPABILITIES
+
     def __init__(
         self,
         config: DriverConfig,
@@ -109,6 +113,7 @@ class RunPodDriver:
 
         self._v1 = transport(f"{endpoint}/v1" if endpoint else DEFAULT_V1, frozenset({CREATE}))
         self._v2 = transport(endpoint or DEFAULT_V2)
+        self._endpoint = self._v2.base_url
         self._cloud_type = config.options.get("cloudType", "SECURE").upper()
         if self._cloud_type not in ("SECURE", "COMMUNITY"):
             raise InvalidRequestError(
@@ -123,21 +128,6 @@ class RunPodDriver:
         self._terminations = errors.TerminateLog()
         self._container_disk = _gigabytes(config.options, "containerDiskInGb", minimum=1)
         self._volume = _gigabytes(config.options, "volumeInGb", minimum=0)
-
-    @property
-    def name(self) -> str:
-        return self._config.name
-
-    @property
-    def cloud(self) -> str:
-        return CLOUD
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    def __repr__(self) -> str:
-        return f"RunPodDriver(name={self.name!r}, endpoint={self._v2.base_url!r})"
 
     # -- offers --------------------------------------------------------------------
 
