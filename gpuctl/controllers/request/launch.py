@@ -12,7 +12,8 @@ Idempotence, in order:
    follows its token, and every create this process sent got an answer or made the
    attempt uncertain), so nothing can exist under the name; whatever exists under it,
    in any state but terminated, is adopted — recorded with its time billed since the
-   attempt started — and a second machine under the same name (a twin) is terminated
+   earliest moment the create that made it can have gone out (`billing_start`) — and a
+   second machine under the same name (a twin) is terminated
    at once, with a `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
 4. a create whose outcome is unknown (timeout, dropped connection, 5xx after sending,
    unreadable answer) is looked up once more, then recorded in status as
@@ -49,6 +50,7 @@ from gpuctl.api import (
     registration_timeout,
     set_condition,
 )
+from gpuctl.api.convert import format_time
 from gpuctl.controllers import bootstrap, cost, naming
 from gpuctl.controllers.drivers import ProviderUnavailableError
 from gpuctl.controllers.metrics import DUPLICATES, LAUNCHES
@@ -70,7 +72,7 @@ from gpuctl.providers.base import (
     QuotaError,
     RateLimitedError,
 )
-from gpuctl.runtime.client import is_already_exists, is_not_found
+from gpuctl.runtime.client import is_already_exists, is_conflict, is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import SECRETS
 from gpuctl.util.crashpoints import crash_point
@@ -78,6 +80,11 @@ from gpuctl.util.crashpoints import crash_point
 log = logging.getLogger(__name__)
 
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# On the request, "<attempt> <time>": no create of that attempt that may have made a
+# machine went out before the time (`persist_bound`, `persisted_bound`).
+CREATES_FROM = "gpuctl.io/creates-from"
+# A create this much later than the bound the API server holds writes a new one first.
+BOUND_SLACK = datetime.timedelta(seconds=2)
 # Errors that end an attempt (fail over to another offer): metric result, condition reason.
 _FAILOVER: tuple[tuple[type[ProviderError], str, str], ...] = (
     (CapacityError, "capacity", "CapacityError"),
@@ -120,8 +127,11 @@ async def delete_token(ctx: Ctx, attempt: int) -> None:
             raise
 
 
-async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
-    """The attempt's bootstrap token: a new one, or the existing Secret's.
+async def ensure_token(
+    ctx: Ctx, provider: GPUProvider
+) -> tuple[bootstrap.Token, Mapping[str, Any]]:
+    """The attempt's bootstrap token, a new one or the existing Secret's, and its Secret
+    as the API server holds it (its metadata carries the attempt's billing bound).
 
     Create first (the Secret does not exist yet when the attempt is new) and read only
     when the create says it exists, or when this process made it already (a retried
@@ -132,9 +142,8 @@ async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
     if attempt_key(ctx) in ctx.services.launches.settled:
         # A launch retried (rate limited, transient error): this process made the token.
         try:
-            return bootstrap.Token.from_secret(
-                await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-            )
+            secret = await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+            return bootstrap.Token.from_secret(secret), secret
         except Exception as err:
             if not is_not_found(err):
                 raise  # deleted meanwhile: make it again
@@ -144,17 +153,16 @@ async def ensure_token(ctx: Ctx, provider: GPUProvider) -> bootstrap.Token:
         token, request=ctx.name, attempt=ctx.status.attempt, expires=ctx.now + ttl
     )
     try:
-        await client.create(SECRETS, body, namespace=bootstrap.TOKEN_NAMESPACE)
+        made = await client.create(SECRETS, body, namespace=bootstrap.TOKEN_NAMESPACE)
     except Exception as err:
         if not is_already_exists(err):
             raise
         # Made by an earlier reconcile or process: its secret is the one to use.
-        return bootstrap.Token.from_secret(
-            await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-        )
+        secret = await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+        return bootstrap.Token.from_secret(secret), secret
     # Every create of an attempt comes after its token: none was sent before this one.
     ctx.services.launches.settle(attempt_key(ctx))
-    return token
+    return token, made
 
 
 async def token_exists(ctx: Ctx, attempt: int) -> bool:
@@ -245,25 +253,92 @@ def attempt_started(ctx: Ctx) -> datetime.datetime:
     return max(found) if found else ctx.now
 
 
-async def billing_start(ctx: Ctx) -> datetime.datetime:
-    """The earliest moment a create of the current attempt can have gone out, as tight as
-    known: the attempt's start, or later, when its bootstrap token was made (every create
-    is sent after its attempt's token exists, in the same reconcile unless it failed):
-    a machine found by name is billed from here, which never under-reports it and, when
-    creates wait (rate limits, retries, a restart's settle), does not over-report the wait."""
-    start = attempt_started(ctx)
+def _time(raw: object) -> datetime.datetime | None:
+    if not raw:
+        return None
+    return datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+
+
+def persisted_bound(ctx: Ctx, secret: Mapping[str, Any] | None) -> datetime.datetime:
+    """The earliest moment a create of the current attempt that may have made a machine
+    can have been sent, as the API server holds it (any process may read it):
+
+    - the attempt's start (`attempt_started`); with the token Secret gone (deleted with
+      the attempt's end) and nothing written, nothing tighter is known;
+    - when the attempt's bootstrap token was made: every create comes after it;
+    - the request's `gpuctl.io/creates-from` annotation for this attempt, when later:
+      written by `persist_bound` just before a create sent once every earlier create of
+      the attempt was known to have made nothing (refused by the cloud, or looked up by
+      name for `launch_settle` without a find: the rule that lets a create go out)."""
+    times = [attempt_started(ctx)]
+    made = _time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
+    if made is not None:
+        times.append(made)
+    annotations: Mapping[str, Any] = ctx.obj.get("metadata", {}).get("annotations") or {}
+    attempt, _, moment = str(annotations.get(CREATES_FROM) or "").partition(" ")
+    if attempt == str(ctx.status.attempt) and (written := _time(moment)) is not None:
+        times.append(written)
+    return max(times)
+
+
+async def token_secret(ctx: Ctx) -> Mapping[str, Any] | None:
+    """The current attempt's token Secret; None once it is gone."""
     name = token_secret_name(ctx.request.metadata.uid or "", ctx.status.attempt)
     try:
-        secret = await ctx.services.client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
+        secret: Mapping[str, Any] = await ctx.services.client.get(
+            SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE
+        )
     except Exception as err:
         if is_not_found(err):
-            return start  # deleted with the attempt's end: the attempt's start it is
+            return None
         raise
-    made = (secret.get("metadata") or {}).get("creationTimestamp")
-    if not made:
-        return start
-    created = datetime.datetime.fromisoformat(str(made).replace("Z", "+00:00"))
-    return max(start, created)
+    return secret
+
+
+async def billing_start(ctx: Ctx, *, twins: bool = False) -> datetime.datetime:
+    """From when a machine found by name under the current attempt's name is billed: the
+    earliest moment the create that made it can have gone out (`persisted_bound`). This
+    never under-reports it, and a create that waited (rate limits, refused creates
+    retried, a lost answer looked up for `launch_settle`, a restart's settle) does not
+    bill the wait. With twins (two machines under one name) a create was taken to have
+    made nothing and did: the tighter bounds rest on that rule, so both are billed from
+    the attempt's start or its token's creation."""
+    secret = await token_secret(ctx)
+    if not twins:
+        return persisted_bound(ctx, secret)
+    made = _time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
+    start = attempt_started(ctx)
+    return max(start, made) if made is not None else start
+
+
+async def persist_bound(ctx: Ctx, secret: Mapping[str, Any]) -> None:
+    """Just before a create (every earlier create of the attempt is known to have made
+    nothing): write on the request that no create of this attempt that may make a
+    machine went out before now, so whichever process later finds the machine by name
+    bills it from here (`persisted_bound`), even if this one is killed before it records
+    the machine. Only when the bound the API server holds is more than `BOUND_SLACK`
+    older (creates refused and retried, an attempt settled after a lost answer or a
+    restart): the first create of an attempt, sent right after its token was made,
+    writes nothing. An annotation, guarded by resourceVersion, on an object gpuctl may
+    patch already (no permission to patch kube-system's Secrets); the status write at
+    the end of this reconcile goes on from the object the patch returned."""
+    now = ctx.services.clock()
+    if now - persisted_bound(ctx, secret) <= BOUND_SLACK:
+        return
+    metadata = ctx.obj["metadata"]
+    value = f"{ctx.status.attempt} {format_time(now)}"
+    patch = {
+        "metadata": {
+            "annotations": {CREATES_FROM: value},
+            "resourceVersion": metadata["resourceVersion"],
+        }
+    }
+    try:
+        ctx.obj = await ctx.services.client.patch(GPUNODEREQUESTS, ctx.name, patch)
+    except Exception as err:
+        if is_conflict(err):
+            raise StaleCacheError(ctx.name) from err
+        raise
 
 
 def uncertain_since(ctx: Ctx) -> datetime.datetime | None:
@@ -341,12 +416,16 @@ def record_found(ctx: Ctx, instance: Instance, start: datetime.datetime) -> None
 
 
 async def terminate_twins(
-    ctx: Ctx, driver: Driver, keep: Instance | None, twins: Sequence[Instance]
+    ctx: Ctx,
+    driver: Driver,
+    keep: Instance | None,
+    twins: Sequence[Instance],
+    start: datetime.datetime,
 ) -> None:
-    """Terminate second machines under the attempt's name at once, billed and reported."""
+    """Terminate second machines under the attempt's name at once, billed from `start`
+    (`billing_start(ctx, twins=True)`) and reported."""
     offer = ctx.status.offer
     assert offer is not None
-    start = await billing_start(ctx) if twins else ctx.now
     for twin in twins:
         bill_found(ctx, twin, start)
         await driver.terminate(twin.id)
@@ -413,8 +492,9 @@ async def _adopt(ctx: Ctx, driver: Driver, found: Sequence[Instance], how: str) 
     offer = ctx.status.offer
     assert offer is not None
     keep, twins = found[0], found[1:]
-    await terminate_twins(ctx, driver, keep, twins)
-    record_found(ctx, keep, await billing_start(ctx))
+    start = await billing_start(ctx, twins=bool(twins))
+    await terminate_twins(ctx, driver, keep, twins, start)
+    record_found(ctx, keep, start)
     LAUNCHES.labels(offer.provider, offer.capacity_type.value, "adopted").inc()
     message = f"{keep.name} ({keep.id}, {keep.native_state}) {how}: adopted"
     ctx.status.message = message
@@ -470,7 +550,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
         return None
     provider = ctx.services.drivers.provider(offer.provider)
     driver = ctx.services.drivers.get(offer.provider)
-    token = await ensure_token(ctx, provider)
+    token, secret = await ensure_token(ctx, provider)
     join = _render(ctx, provider, driver.capabilities.join_method, token)
     await _check_fresh(ctx)
     request = LaunchRequest(
@@ -498,6 +578,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     ctx.services.launches.settle(attempt_key(ctx))  # listed long enough: nothing exists
     if ctx.status.attempt > 1:  # the last attempt's machine is gone, or going: its leftovers
         await cleanup_attempts(ctx, [ctx.status.attempt - 1])
+    await persist_bound(ctx, secret)
     crash_point("before-launch")
     try:
         instance = await driver.create(request)

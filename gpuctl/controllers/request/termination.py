@@ -3,13 +3,15 @@
 Order matters for money safety: the finalizer goes only after the cloud reports the
 machine gone (terminated, or unknown to it); a pool machine's Node is drained before
 that (the `gpuctl.io/drain` finalizer goes first). The machine is the attempt's recorded
-instance. The moment it is seen gone its billing stops, written in a status update of
+instance. The moment it is seen gone its billing stops (at the answer that said so,
+rounded up: never before the cloud stopped billing it), written in a status update of
 its own, so a slow or failing rest of the teardown bills nothing more. Once it is gone
 (or when none was recorded: a crash or a lost status write between launch and
-record), the attempt's deterministic name is looked up, and
-anything found is first RECORDED — id, launch time, its time billed since the attempt
-started — in a status write, and terminated only on the next pass, so what it cost
-reaches the ledger whatever happens in between. A second machine under the name is a
+record), the attempt's deterministic name is looked up, and anything found is first
+RECORDED — id, launch time, its time billed since the create that made it can have
+gone out (`launch.billing_start`) — in a status write, and terminated only on the next
+pass, so what it cost reaches the ledger whatever happens in between. A second
+machine under the name is a
 twin: billed, terminated at once and reported. When a create of the attempt may have
 happened unseen (`launch.uncertain_since`), look-ups continue for
 `Settings.launch_settle` before the machine is taken not to exist. Terminate is sent
@@ -21,6 +23,8 @@ machine may exist.
 """
 
 from __future__ import annotations
+
+import datetime
 
 from gpuctl.api import FINALIZER, ConditionType, Phase
 from gpuctl.controllers import cost, ledger
@@ -45,6 +49,17 @@ async def _recorded(ctx: Ctx, driver: Driver) -> Instance | None:
         return None
     # Only TERMINATED is gone for good: a preempted machine can still bill until terminated.
     return None if current.state is InstanceState.TERMINATED else current
+
+
+def _seen_gone(ctx: Ctx) -> datetime.datetime:
+    """Until when a machine just seen gone is billed: the moment the answer saying so
+    came, rounded up. The cloud stopped billing it at some point before that answer
+    (and after the last one that showed it), so this never bills less than the cloud;
+    `ctx.now` would (the reconcile began before the call, and the machine may have
+    terminated in between). The clock reads whole seconds, floored: hence the second
+    added. Billing until the terminate the cloud accepted plus a terminating time would
+    be tighter, but no cloud documents how long terminating takes."""
+    return max(ctx.now, ctx.services.clock()) + datetime.timedelta(seconds=1)
 
 
 async def _may_have_unrecorded(ctx: Ctx) -> bool:
@@ -83,7 +98,7 @@ async def machine_gone(ctx: Ctx) -> bool:
         # write it before anything else of the teardown (look-ups, clean-up, the ledger)
         # can fail or take long: each retry would otherwise bill the gone machine again,
         # and the ledger would record minutes the cloud never charged.
-        ctx.status.cost = cost.accrue(ctx.status.cost, launch.running_price(ctx), ctx.now)
+        ctx.status.cost = cost.accrue(ctx.status.cost, launch.running_price(ctx), _seen_gone(ctx))
         ctx.status.instance = None
         ctx.status.message = f"{recorded.name} ({recorded.id}) is gone; finishing the teardown"
         return False
@@ -92,8 +107,10 @@ async def machine_gone(ctx: Ctx) -> bool:
     found = [i for i in listed if recorded is None or i.id != recorded.id]
     if found:
         keep, twins = found[0], found[1:]
-        await launch.terminate_twins(ctx, driver, keep, twins)
-        launch.record_found(ctx, keep, await launch.billing_start(ctx))
+        # Beside a recorded machine, anything under its name is a twin.
+        start = await launch.billing_start(ctx, twins=bool(twins) or recorded is not None)
+        await launch.terminate_twins(ctx, driver, keep, twins, start)
+        launch.record_found(ctx, keep, start)
         message = f"{keep.name} ({keep.id}, {keep.native_state}) found by name: recorded"
         if recorded is not None:  # the recorded machine existed: this one is a twin
             launch.report_twin(ctx, keep, recorded.id)
