@@ -18,7 +18,15 @@ Definitions:
   cloud accepted, i.e. its terminating phase began); "beyond one collection period"
   is what exceeds `--gc-interval` + `--gc-grace` per machine;
 - cost difference, per request: gpuctl's ledger entry minus what the clouds billed
-  for every machine of the request (price x seconds from creation to terminated).
+  for every machine of the request (price x seconds from creation to terminated);
+- seeing a machine gone: gpuctl bills a recorded machine until it sees it gone (it
+  cannot know when the cloud stopped billing, and never bills less), so the ledger is
+  above the clouds by price x (the moment its status stopped naming the machine - the
+  machine's termination) for every machine of the request, when that is positive: the
+  time gpuctl took to see it gone (termination polls, rate-limit turns, operator
+  restarts). The cost difference beyond that is what the billing rules themselves
+  leave (found machines billed from the create that can have made them, clocks read in
+  whole seconds, accruals rounded to $0.0001, a preempted machine's terminating time).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ class Machine:
     created_at: float
     end: float | None  # terminate accepted (terminating began); None: still live
     billed_usd: float
+    price_per_hour: float = 0.0
+    terminated_at: float | None = None  # the cloud's billing ended
 
     @classmethod
     def from_billing(cls, row: Mapping[str, Any], terminate_seconds: float) -> Machine:
@@ -54,6 +64,8 @@ class Machine:
             created_at=float(row["created_at"]),
             end=end,
             billed_usd=float(row["billed_usd"]),
+            price_per_hour=float(row.get("price_per_hour") or 0.0),
+            terminated_at=None if terminated is None else float(terminated),
         )
 
 
@@ -87,6 +99,10 @@ class Figures:
     cost_abs_difference_usd: Decimal
     cost_max_difference_usd: Decimal
     requests_off_by_more_than_a_cent: tuple[str, ...]
+    # ledger - cloud - price x (time to see its machines gone): off by more than a cent
+    requests_off_beyond_seeing_gone: tuple[str, ...]
+    seeing_gone_usd: Decimal  # sum over requests of price x time to see machines gone
+    seeing_gone_seconds: tuple[float, ...]  # per machine, sorted
     unrecorded_requests: tuple[str, ...]  # billed by a cloud, absent from the ledger
     ready_latencies: tuple[float, ...]
     ready_before_delete: int
@@ -131,6 +147,20 @@ def unowned_seconds(
     return total
 
 
+def seeing_gone_seconds(machine: Machine, history: Sequence[Observation]) -> float:
+    """From the machine's termination to the moment its request's status stopped naming
+    it (0 if that came first, as for a preempted machine replaced at once, or if no
+    status ever named it)."""
+    if machine.terminated_at is None:
+        return 0.0
+    named = [i for i, o in enumerate(history) if o.exists and o.instance_id == machine.id]
+    if not named:
+        return 0.0
+    after = history[named[-1] + 1 :]
+    stopped = after[0].at if after else machine.terminated_at
+    return max(0.0, stopped - machine.terminated_at)
+
+
 def figures(  # noqa: PLR0917 - one call site, all inputs named there
     machines: Sequence[Machine],
     histories: Mapping[str, Sequence[Observation]],  # request uid -> observations
@@ -144,12 +174,17 @@ def figures(  # noqa: PLR0917 - one call site, all inputs named there
     uids = {naming.uid_part(uid): uid for uid in histories}
     unowned: list[Unowned] = []
     billed: dict[str, float] = defaultdict(float)
+    lag_usd: dict[str, float] = defaultdict(float)
+    lags: list[float] = []
     for machine in machines:
         parsed = naming.parse(cluster, machine.name)
         if parsed is None:
             continue
         uid = uids.get(parsed.uid_part, "")
         billed[uid] += machine.billed_usd
+        lag = seeing_gone_seconds(machine, histories.get(uid, ()))
+        lags.append(lag)
+        lag_usd[uid] += machine.price_per_hour * lag / 3600
         seconds = unowned_seconds(
             machine, histories.get(uid, ()), providers[machine.cloud], parsed.attempt, now
         )
@@ -181,6 +216,15 @@ def figures(  # noqa: PLR0917 - one call site, all inputs named there
         requests_off_by_more_than_a_cent=tuple(
             sorted(uid for uid, d in differences.items() if abs(d) > cent)
         ),
+        requests_off_beyond_seeing_gone=tuple(
+            sorted(
+                uid
+                for uid, d in differences.items()
+                if abs(d - Decimal(str(round(lag_usd.get(uid, 0.0), 6)))) > cent
+            )
+        ),
+        seeing_gone_usd=Decimal(str(round(sum(lag_usd.values()), 6))),
+        seeing_gone_seconds=tuple(sorted(lags)),
         unrecorded_requests=tuple(
             sorted(uid for uid in billed if uid not in ledger and billed[uid] > 0.005)
         ),

@@ -64,6 +64,15 @@ def render(result: Result) -> str:
             f"{len(f.unrecorded_requests)} billed but not in the ledger",
         ),
         (
+            "time to see machines gone p50 / p90 / max; its cost",
+            " / ".join(_seconds(percentile(f.seeing_gone_seconds, q)) for q in (50, 90, 100))
+            + f"; ${f.seeing_gone_usd:.4f}",
+        ),
+        (
+            "requests off by > 1 cent beyond that (billing rules' own error)",
+            str(len(f.requests_off_beyond_seeing_gone)),
+        ),
+        (
             "leftovers: machines, Nodes, tokens, requests (finalizers)",
             f"{left.machines}, {left.nodes}, {left.tokens}, {left.requests}"
             + ("" if result.torn_down else " (teardown timed out)"),

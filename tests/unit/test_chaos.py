@@ -90,3 +90,27 @@ def test_percentile_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert [measure.percentile(values, q) for q in (50, 90, 99, 100)] == [50, 90, 99, 100]
     assert measure.percentile([], 50) is None
+
+
+def test_the_ledger_is_read_beside_the_time_gpuctl_took_to_see_machines_gone() -> None:
+    # $3.60/h: a cent is 10 s. The cloud stopped billing at 100 s; the status named the
+    # machine until 130 s (a termination poll, a rate-limit turn, a restart): 30 s that
+    # gpuctl bills (it cannot know the cloud's moment) and the cloud does not.
+    m = Machine("runpod", "pod1", NAME1, 10.0, 98.0, 0.09, 3.60, 100.0)
+    history = [seen(5, 1, None), seen(11, 1, "pod1"), seen(130, 1, None), seen(131, 1, None, False)]
+    assert measure.seeing_gone_seconds(m, history) == 30.0
+
+    def run(ledger: str) -> measure.Figures:
+        return measure.figures(
+            [m], {UID: history}, {UID: 0.0}, {UID: Decimal(ledger)}, PROVIDERS, "chaos", 40.0, 200
+        )
+
+    on_time = run("0.1200")  # 120 s: billed until seen gone, from the creation
+    assert on_time.requests_off_by_more_than_a_cent == (UID,)
+    assert on_time.requests_off_beyond_seeing_gone == ()
+    assert on_time.seeing_gone_usd == Decimal("0.03")
+    assert run("0.1400").requests_off_beyond_seeing_gone == (UID,)  # 20 s more: not explained
+    assert run("0.0700").requests_off_beyond_seeing_gone == (UID,)  # under: never explained
+    # A preempted machine replaced before it terminated: nothing to see afterwards.
+    early = [seen(11, 1, "pod1"), seen(60, 2, None)]
+    assert measure.seeing_gone_seconds(m, early) == 0.0
