@@ -49,6 +49,12 @@ LABEL_POOL = "gpuctl.io/pool"  # the GPUNodePool a request (and its Node) belong
 # Well-known labels (kubelets may set them themselves under NodeRestriction).
 LABEL_INSTANCE_TYPE = "node.kubernetes.io/instance-type"  # the cloud's machine type
 LABEL_TOPOLOGY_REGION = "topology.kubernetes.io/region"  # the cloud's own region
+# The extended resource a machine's GPUs are advertised as, by the GPU's vendor: the
+# names NVIDIA's k8s-device-plugin and ROCm's k8s-device-plugin register. The catalog
+# (gpuctl/providers/tables/gpus.yaml) says each GPU type's vendor.
+GPU_RESOURCE_NVIDIA = "nvidia.com/gpu"
+GPU_RESOURCE_AMD = "amd.com/gpu"
+GPU_RESOURCES = {"nvidia": GPU_RESOURCE_NVIDIA, "amd": GPU_RESOURCE_AMD}
 # On a pod: never evict it to disrupt its machine (Karpenter's karpenter.sh/do-not-disrupt).
 ANNOTATION_DO_NOT_DISRUPT = "gpuctl.io/do-not-disrupt"
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from gpuctl.api.constants import GPU_RESOURCE_NVIDIA, GPU_RESOURCES
+
 CLOUDS = ("lambda", "runpod", "paperspace", "crusoe", "hyperstack", "digitalocean")
 
 
@@ -35,6 +37,18 @@ def gpu_memory_gib(gpu_type: str) -> int | None:
     """Memory of one GPU of that type in GiB, or None if the catalog does not say."""
     memory = _table("gpus.yaml").get(gpu_type, {}).get("memoryGiB")
     return int(memory) if memory is not None else None
+
+
+def gpu_vendor(gpu_type: str) -> str:
+    """Who makes GPUs of that type: "nvidia" (the table's default) or "amd"."""
+    return str(_table("gpus.yaml").get(gpu_type, {}).get("vendor", "nvidia"))
+
+
+def gpu_resource(gpu_type: str) -> str:
+    """The extended resource a machine with GPUs of that type advertises them as
+    (amd.com/gpu for AMD parts; nvidia.com/gpu for NVIDIA's and for unknown types,
+    which is what every machine advertised before the table named vendors)."""
+    return GPU_RESOURCES.get(gpu_vendor(gpu_type), GPU_RESOURCE_NVIDIA)
 
 
 def native_gpu_names(cloud: str, gpu_type: str) -> list[str]:

@@ -180,6 +180,12 @@ async def test_offers_from_the_dated_table_and_capacities(
     # as unavailable.
     eight = await crusoe.list_offers(gpu_type="A100-80GB", gpu_count=8)
     assert not {(o.instance_type, o.available) for o in eight} & {("a100-80gb-sxm-ib.8x", True)}
+    # AMD MI300X: eight a VM at the table's price, sold by the simulated Crusoe too.
+    amd = await crusoe.list_offers(gpu_type="MI300X-192GB")
+    assert {(o.instance_type, o.gpu_count, o.price_per_hour) for o in amd} == {
+        ("mi300x-192gb-ib.8x", 8, table.prices["mi300x-192gb-ib.8x"])
+    }
+    assert any(o.available for o in amd)
 
 
 async def test_gpuctl_offers_shows_crusoe(sim: Simulator, tmp_path: Path) -> None:

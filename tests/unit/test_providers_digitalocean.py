@@ -91,19 +91,23 @@ def test_paging_follows_the_next_link() -> None:
     assert not driver._has_next(None)
 
 
+def sim_config(sim: Simulator, name: str, options: dict[str, str]) -> DriverConfig:
+    return DriverConfig(
+        name=name,
+        cloud="digitalocean",
+        api_key=sim.api_key("digitalocean"),
+        endpoint=sim.endpoint("digitalocean"),
+        options=options,
+    )
+
+
 async def test_one_firewall_per_provider_on_its_tag() -> None:
     async with (
         Simulator(SimConfig(seed=3, boot_seconds=0.0)) as sim,
         aiohttp.ClientSession() as session,
     ):
         options = {**FAST, "kubeletSourceCIDR": "10.0.0.0/8", "sshSourceCIDR": "10.1.0.0/16"}
-        config = DriverConfig(
-            name="p.1",
-            cloud="digitalocean",
-            api_key=sim.api_key("digitalocean"),
-            endpoint=sim.endpoint("digitalocean"),
-            options=options,
-        )
+        config = sim_config(sim, "p.1", options)
         do = registry.build_driver(config, session)
         sim.state.set_capacity("digitalocean", "tor1", "gpu-l40sx1-48gb", 3)
         [offer] = [
@@ -126,4 +130,17 @@ async def test_one_firewall_per_provider_on_its_tag() -> None:
         )
         await off.launch(LaunchRequest(name="gpuctl-c", offer=offer, join=JoinData()))
         assert len(sim.state.cloud("digitalocean").objects["firewalls"]) == 1
+        assert not sim.violations
+
+
+async def test_amd_mi300x_sizes_are_offered() -> None:
+    """`gpu_info.model` amd_mi300x is MI300X-192GB (no longer skipped as unknown)."""
+    async with (
+        Simulator(SimConfig(seed=3, boot_seconds=0.0)) as sim,
+        aiohttp.ClientSession() as session,
+    ):
+        do = registry.build_driver(sim_config(sim, "p", FAST), session)
+        offers = await do.list_offers(gpu_type="MI300X-192GB")
+        assert {(o.instance_type, o.gpu_count) for o in offers} == {("gpu-mi300x1-192gb", 1)}
+        assert {str(o.price_per_hour) for o in offers} == {"1.99"}  # price_hourly
         assert not sim.violations

@@ -67,8 +67,8 @@ def test_native_names_match_gpuctl_tables(cloud: str) -> None:
     for region in cat.regions:
         assert catalog.region_of(cloud, region), f"{cloud} region {region} not in regions.yaml"
     for name, machine in cat.types.items():
-        if cloud == "digitalocean" and (machine.gpu_count == 0 or "amd" in machine.gpu_name):
-            continue  # a CPU size and an AMD size: gpuctl skips them on purpose
+        if cloud == "digitalocean" and machine.gpu_count == 0:
+            continue  # a CPU size: gpuctl skips it on purpose
         native = name if cloud == "runpod" else machine.gpu_name
         if cloud == "crusoe":  # "<family>.<N>x"; gpu_name is the GPU the VM reports
             native = name.rsplit(".", 1)[0]
