@@ -23,7 +23,7 @@ import pytest
 from gpuctl.api import FINALIZER, GPUNodeRequest
 from gpuctl.controllers.request import launch, termination
 from gpuctl.controllers.request.context import Ctx, Services, Settings
-from gpuctl.providers.base import NotFoundError
+from gpuctl.providers.base import Instance, InstanceState, NotFoundError, RateLimitedError
 from gpuctl.providers.capacity import CapacityCache
 from gpuctl.runtime.client import ApiError
 from gpuctl.runtime.store import Store
@@ -186,6 +186,9 @@ class GoneDriver:
     def __init__(self, clock: list[datetime.datetime]) -> None:
         self.clock = clock
 
+    async def terminate(self, instance_id: str) -> None:
+        """The driver finds out itself that the machine is gone."""
+
     async def get(self, instance_id: str) -> Any:
         self.clock[0] += datetime.timedelta(seconds=3)  # the clock reads whole seconds
         raise NotFoundError("no such machine")
@@ -213,3 +216,42 @@ async def test_billing_ends_when_the_answer_saying_gone_came_rounded_up() -> Non
     # have been terminating.
     assert ctx.status.cost.updated_at == now + 4 * SECOND
     assert ctx.status.cost.accrued_usd == Decimal("0.1040")
+
+
+class QueuedDriver:
+    """The machine is live; every other call waits for a rate-limit slot."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.turn = 0
+
+    def _limited(self, call: str) -> None:
+        self.turn += 1
+        if self.turn % 2 == 0:
+            raise RateLimitedError(f"{call}: rate limit", retry_after=30.0, provider="p")
+        self.calls.append(call)
+
+    async def terminate(self, instance_id: str) -> None:
+        if "terminate" not in self.calls:  # once per poll, as the drivers' TerminateLog
+            self._limited("terminate")
+
+    async def get(self, instance_id: str) -> Any:
+        self._limited("get")
+        return Instance(instance_id, "n", InstanceState.TERMINATING, "terminating")
+
+    async def find_all(self, name: str) -> list[Instance]:
+        self._limited("find_all")
+        return []
+
+
+async def test_a_teardown_waiting_for_rate_limit_slots_makes_progress_on_every_turn() -> None:
+    # A look before the terminate was repeated by every requeue while the terminate
+    # waited behind it: under RunPod's 60 calls a minute a mass teardown sent GETs and
+    # no DELETE for minutes. Terminate first; every turn then moves the teardown on.
+    obj = request_obj(deleted=True, instance=True)
+    driver = QueuedDriver()
+    ctx = make_ctx(Client(None), T0, obj, Drivers(driver))
+    with pytest.raises(RateLimitedError):  # terminated; the look waits for its slot
+        await termination.machine_gone(ctx)
+    assert not await termination.machine_gone(ctx)  # looked: still terminating
+    assert driver.calls == ["terminate", "get"]

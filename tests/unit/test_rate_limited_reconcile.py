@@ -41,6 +41,9 @@ class LimitedDriver:
     async def get(self, instance_id: str) -> Any:
         raise self._limited()
 
+    async def terminate(self, instance_id: str) -> None:
+        raise self._limited()
+
     async def validate_credentials(self) -> None:
         raise self._limited()
 

@@ -84,14 +84,20 @@ async def machine_gone(ctx: Ctx) -> bool:
     if recorded is not None:
         # The attempt's create has a known outcome: the machine status recorded.
         ctx.services.launches.settle(launch.attempt_key(ctx))
+        # Terminate first, then look: each call may wait for a rate-limit slot (the
+        # reconcile is requeued for it), and a look first would be made again by every
+        # requeue while the terminate waited its turn behind it: under RunPod's 60
+        # calls a minute, a mass teardown sent a GET and no DELETE for minutes. The
+        # driver sends it once per poll at most, and finds out itself whether a machine
+        # it cannot find is gone.
+        await driver.terminate(recorded.id)
+        crash_point("after-terminate")
         current = await _recorded(ctx, driver)
         if current is not None:
             if recorded.state != current.native_state:
                 ctx.event(
                     "Normal", "TerminatingInstance", f"terminating {current.name} ({current.id})"
                 )
-            await driver.terminate(current.id)  # sent once per poll at most
-            crash_point("after-terminate")
             recorded.state = current.native_state
             return False
         # The recorded machine is gone: its billing stops now. Bill up to this moment and
@@ -102,8 +108,13 @@ async def machine_gone(ctx: Ctx) -> bool:
         ctx.status.instance = None
         ctx.status.message = f"{recorded.name} ({recorded.id}) is gone; finishing the teardown"
         return False
-    # Nothing (more) recorded: anything else under the attempt's name bills too.
-    listed = await driver.find_all(ctx.instance_name)
+    # Nothing (more) recorded: anything else under the attempt's name bills too. Once a
+    # look-up found nothing and no create can be unlisted, this process knows the
+    # attempt has no machine: a requeue (a later teardown call waiting for its
+    # rate-limit slot) does not list the provider's machines again.
+    key = launch.attempt_key(ctx)
+    nothing = ctx.services.launches.nothing_there(key)
+    listed = [] if nothing else await driver.find_all(ctx.instance_name)
     found = [i for i in listed if recorded is None or i.id != recorded.id]
     if found:
         keep, twins = found[0], found[1:]
@@ -120,6 +131,7 @@ async def machine_gone(ctx: Ctx) -> bool:
     if await _may_have_unrecorded(ctx):
         ctx.status.message = f"a create of {ctx.instance_name} may have happened; looking it up"
         return False
+    ctx.services.launches.machines.discard(key)  # its machine is gone, no other exists
     return True
 
 
