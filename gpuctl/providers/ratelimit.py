@@ -44,6 +44,14 @@ stampede. Two modes:
   claimed within `RESERVATION_TTL` is dropped. A 429 answer in this mode becomes
   `RateLimitedError` too (its Retry-After, else 1 s), see `gpuctl.providers.http`.
 
+A third mode, for calls that may be skipped (`spare_only()`, inside `nonblocking()`): the
+call goes only if a token is there now that no reservation is waiting for; otherwise it
+raises `RateLimitedError` and takes and reserves nothing. The request controller polls
+a Ready machine whose Node is Ready this way: those polls use what launches, teardowns
+and other polls leave, instead of queueing ahead of them (under RunPod's 60 calls a
+minute, 60 machines polled every 30 s took the whole budget and launches waited a
+minute for their slot).
+
 Accounts are shared: drivers built for the same cloud, endpoint, API key and limits get
 the same `AccountLimiter` (see `gpuctl.providers.registry`).
 """
@@ -84,6 +92,21 @@ def nonblocking(holder: str) -> Iterator[None]:
         yield
     finally:
         _HOLDER.reset(token)
+
+
+_SPARE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gpuctl_rate_limit_spare_only", default=False
+)
+
+
+@contextlib.contextmanager
+def spare_only() -> Iterator[None]:
+    """Inside `nonblocking()`: calls made here go only with a token nobody waits for."""
+    token = _SPARE.set(True)
+    try:
+        yield
+    finally:
+        _SPARE.reset(token)
 
 
 def current_holder() -> str | None:
@@ -216,6 +239,15 @@ class AccountLimiter:
         holder = _HOLDER.get()
         if holder is None:
             wait = self._take(op_class, self._clock())
+        elif _SPARE.get():
+            now = self._clock()
+            spare = self._spare(op_class, now)
+            if spare > 0:
+                raise RateLimitedError(
+                    f"rate limit: no spare {op_class.value} token for {spare:.2f}s",
+                    retry_after=spare,
+                )
+            wait = self._take(op_class, now)
         else:
             wait = self.reserve(op_class, holder)
             if wait > INLINE_WAIT:
@@ -256,6 +288,17 @@ class AccountLimiter:
                    *self._overall]  # fmt: skip
         waits = [b.reserve(now) for b in buckets]
         return max([0.0, self._paused_until - now, *waits])
+
+    def _spare(self, op_class: OpClass, now: float) -> float:
+        """Seconds until every bucket `op_class` needs holds a whole token beyond what the
+        reservations took (0: one is spare now); nothing is taken."""
+        buckets = [*([self._classes[op_class]] if op_class in self._classes else []),
+                   *self._overall]  # fmt: skip
+        waits = [self._paused_until - now]
+        for b in buckets:
+            tokens = min(b.burst, b.tokens + max(0.0, now - b.last) * b.rate)
+            waits.append((1.0 - tokens) / b.rate)
+        return max(0.0, *waits)
 
     def _prune(self, now: float) -> None:
         if now - self._pruned < 1.0:

@@ -7,10 +7,17 @@ cache when it was spot, and the request goes to Interrupted; the offer step then
 provisions a replacement as a new attempt. Polls are throttled per request
 (`joining_poll` before Ready, `ready_poll` after) because every poll is a cloud call. A
 poll the provider's rate limit has no token for yet is put off to the token's time
-(`RateLimitedError`), and the later steps run without it.
+(`RateLimitedError`), and the later steps run without it. A Ready machine whose Node is
+Ready is polled only with a token nobody else waits for (`ratelimit.spare_only`): its
+Node already says it runs (a machine preempted or terminated takes its Node's heartbeat
+with it, and from then on its polls take their turn), and those polls, one per machine
+per `ready_poll`, would otherwise queue ahead of launches and teardowns. Without a spare
+token the poll is skipped until the next `ready_poll`.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from gpuctl.api import CapacityType, ConditionType, Phase
 from gpuctl.controllers.metrics import INTERRUPTIONS
@@ -18,6 +25,7 @@ from gpuctl.controllers.request.context import Ctx, to_offer
 from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
 from gpuctl.providers.base import Instance, InstanceState, NotFoundError, RateLimitedError
+from gpuctl.providers.ratelimit import spare_only
 from gpuctl.runtime.reconcile import Result
 
 _BROKEN = (InstanceState.FAILED, InstanceState.STOPPED)
@@ -53,11 +61,15 @@ async def reconcile(ctx: Ctx) -> Result | None:
     if instance is None or offer is None or not _due(ctx):
         return None
     driver = ctx.services.drivers.get(offer.provider)
+    spare = ctx.status.phase == Phase.READY and _node_healthy(ctx)
     try:
-        current: Instance | None = await driver.get(instance.id)
+        with spare_only() if spare else contextlib.nullcontext():
+            current: Instance | None = await driver.get(instance.id)
     except NotFoundError:
         current = None
     except RateLimitedError as err:
+        if spare:
+            return None  # no spare token: the next poll is in `ready_poll`
         # No token for the poll yet (it is reserved): poll then, and let the steps that
         # need no cloud call (the Node registered, Ready) go on meanwhile.
         del ctx.services.last_poll[(ctx.name, instance.id)]
