@@ -245,13 +245,17 @@ class QueuedDriver:
 
 
 async def test_a_teardown_waiting_for_rate_limit_slots_makes_progress_on_every_turn() -> None:
-    # A look before the terminate was repeated by every requeue while the terminate
-    # waited behind it: under RunPod's 60 calls a minute a mass teardown sent GETs and
-    # no DELETE for minutes. Terminate first; every turn then moves the teardown on.
+    # A look that showed the machine live was made again by every requeue while the
+    # terminate it led to waited for its slot: under RunPod's 60 calls a minute a mass
+    # teardown sent GETs and no DELETE for minutes. The owed terminate goes first.
     obj = request_obj(deleted=True, instance=True)
     driver = QueuedDriver()
     ctx = make_ctx(Client(None), T0, obj, Drivers(driver))
-    with pytest.raises(RateLimitedError):  # terminated; the look waits for its slot
+    with pytest.raises(RateLimitedError):  # looked: live; the terminate waits
         await termination.machine_gone(ctx)
-    assert not await termination.machine_gone(ctx)  # looked: still terminating
-    assert driver.calls == ["terminate", "get"]
+    assert driver.calls == ["get"]
+    with pytest.raises(RateLimitedError):  # the terminate went; the next look waits
+        await termination.machine_gone(ctx)
+    assert driver.calls == ["get", "terminate"]
+    assert not await termination.machine_gone(ctx)  # looked: terminating
+    assert driver.calls == ["get", "terminate", "get"]

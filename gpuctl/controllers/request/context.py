@@ -107,6 +107,9 @@ class Services:
     # (request, instance id) -> last cloud poll; in memory: a restart polls at once.
     last_poll: dict[tuple[str, str], datetime.datetime] = attrs.field(factory=dict)
     launches: LaunchMemory = attrs.field(factory=LaunchMemory)
+    # (request, instance id) a look showed live in teardown whose terminate then waited
+    # for a rate-limit slot: the next pass sends it before looking again.
+    terminate_owed: set[tuple[str, str]] = attrs.field(factory=set)
     clock: Callable[[], datetime.datetime] = attrs.field(
         factory=lambda: lambda: datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     )

@@ -84,14 +84,18 @@ async def machine_gone(ctx: Ctx) -> bool:
     if recorded is not None:
         # The attempt's create has a known outcome: the machine status recorded.
         ctx.services.launches.settle(launch.attempt_key(ctx))
-        # Terminate first, then look: each call may wait for a rate-limit slot (the
-        # reconcile is requeued for it), and a look first would be made again by every
-        # requeue while the terminate waited its turn behind it: under RunPod's 60
-        # calls a minute, a mass teardown sent a GET and no DELETE for minutes. The
-        # driver sends it once per poll at most, and finds out itself whether a machine
-        # it cannot find is gone.
-        await driver.terminate(recorded.id)
-        crash_point("after-terminate")
+        # Each cloud call may wait for a rate-limit slot (the reconcile is requeued for
+        # it). A look that showed the machine live is not made again before the
+        # terminate it led to: that terminate goes first on the next pass (under
+        # RunPod's 60 calls a minute, a mass teardown that looked again on every
+        # requeue sent GETs and no DELETE for minutes). Otherwise look first: a
+        # machine an earlier process terminated is seen gone with one call.
+        owed = ctx.services.terminate_owed
+        machine = (ctx.name, recorded.id)
+        if machine in owed:
+            await driver.terminate(recorded.id)  # sent once per poll at most
+            owed.discard(machine)
+            crash_point("after-terminate")
         current = await _recorded(ctx, driver)
         if current is not None:
             if recorded.state != current.native_state:
@@ -99,7 +103,12 @@ async def machine_gone(ctx: Ctx) -> bool:
                     "Normal", "TerminatingInstance", f"terminating {current.name} ({current.id})"
                 )
             recorded.state = current.native_state
+            owed.add(machine)
+            await driver.terminate(current.id)  # sent once per poll at most
+            owed.discard(machine)
+            crash_point("after-terminate")
             return False
+        owed.discard(machine)
         # The recorded machine is gone: its billing stops now. Bill up to this moment and
         # write it before anything else of the teardown (look-ups, clean-up, the ledger)
         # can fail or take long: each retry would otherwise bill the gone machine again,
