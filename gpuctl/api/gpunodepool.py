@@ -480,10 +480,11 @@ class GPUNodePoolStatus:
 class GPUNodePool(Resource):
     """GPUNodePool rents GPU machines for pending GPU pods, within limits, and removes idle ones.
 
-    Pods the kube-scheduler cannot place that request nvidia.com/gpu make the pool
-    create GPUNodeRequests (owned by the pool) for the cheapest machines that fit
-    them, bin-packed, within the pool's requirements and limits; disruption removes
-    empty or underutilized machines and recycles expired ones.
+    Pods the kube-scheduler cannot place that request nvidia.com/gpu (or amd.com/gpu,
+    served only by machines of that vendor) make the pool create GPUNodeRequests
+    (owned by the pool) for the cheapest machines that fit them, bin-packed, within
+    the pool's requirements and limits; disruption removes empty or underutilized
+    machines and recycles expired ones.
     """
 
     KIND = GNP_KIND

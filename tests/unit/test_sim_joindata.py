@@ -51,6 +51,7 @@ def test_hardware_file_and_hostname_on_every_machine() -> None:
         "memoryGiB": 1800,
         "gpus": 8,
         "gpuProduct": "NVIDIA-H100-80GB-HBM3",
+        "gpuResource": "nvidia.com/gpu",
     }
     assert mode == 0o644
     assert plan.files["/etc/hostname"][0] == b"203-0-113-7\n"
@@ -62,10 +63,26 @@ def test_hardware_file_and_hostname_on_every_machine() -> None:
         ("NVIDIA H100 80GB HBM3", "NVIDIA-H100-80GB-HBM3"),
         ("H100 (80 GB SXM5)", "NVIDIA-H100-80-GB-SXM5"),
         ("A100-80G", "NVIDIA-A100-80G"),
+        ("amd_mi300x", "AMD-MI300X"),
+        ("AMD Instinct MI300X", "AMD-Instinct-MI300X"),
     ],
 )
 def test_gpu_product(name: str, product: str) -> None:
     assert joindata.gpu_product(name) == product
+
+
+@pytest.mark.parametrize(
+    ("name", "resource"),
+    [
+        ("NVIDIA H100 80GB HBM3", "nvidia.com/gpu"),
+        ("nvidia_l40s", "nvidia.com/gpu"),
+        ("amd_mi300x", "amd.com/gpu"),  # DigitalOcean's gpu_info.model
+        ("AMD Instinct MI300X OAM", "amd.com/gpu"),  # RunPod's gpuTypeId
+        ("AMD Instinct MI300X", "amd.com/gpu"),  # the simulated Crusoe's
+    ],
+)
+def test_gpu_resource_follows_the_vendor(name: str, resource: str) -> None:
+    assert joindata.gpu_resource(name) == resource
 
 
 # -- Lambda -------------------------------------------------------------------------

@@ -121,6 +121,8 @@ def existing(
         gpus = int((spec.get("gpu") or {}).get("count") or 0)
         if node is not None:
             labels = dict(node["metadata"].get("labels") or {})
+            # Until the request labels its Node, the GPU type (the vendor) is the request's.
+            labels.setdefault(LABEL_GPU_TYPE, str((spec.get("gpu") or {}).get("type", "")))
             taints = list((node.get("spec") or {}).get("taints") or [])
             gpus -= requested_gpus(pods_on(node["metadata"]["name"]))
         else:

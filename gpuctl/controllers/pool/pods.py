@@ -4,7 +4,8 @@ A pod is provisionable when the kube-scheduler tried and failed to place it
 (`PodScheduled=False`, reason `Unschedulable`), it is not bound, not nominated to a
 Node by preemption (it will run there once victims leave), not terminating, not a
 DaemonSet's pod (those follow Nodes, they never justify one) and it requests GPUs
-(`nvidia.com/gpu`, or `amd.com/gpu` where the catalog has AMD parts; none does today).
+(`nvidia.com/gpu`, or `amd.com/gpu` for AMD parts: `gpu_resources` says which, and
+`requirements.wrong_gpu` keeps it to machines of that vendor).
 
 GPUs requested: extended resources have no overcommit, so a container's request is
 its limit when only the limit is set; the pod needs the sum over its containers, or
@@ -15,19 +16,33 @@ from __future__ import annotations
 
 from typing import Any
 
-GPU_RESOURCES = ("nvidia.com/gpu",)
+from gpuctl.api.constants import GPU_RESOURCES as BY_VENDOR
+
+GPU_RESOURCES = tuple(BY_VENDOR.values())
 
 Obj = dict[str, Any]
 
 
-def _count(container: Obj) -> int:
+def _requested(container: Obj) -> dict[str, int]:
+    """GPU resource -> count the container asks for (its request, else its limit)."""
     resources = container.get("resources") or {}
-    found = 0
+    found: dict[str, int] = {}
     for source in (resources.get("limits") or {}, resources.get("requests") or {}):
         for name in GPU_RESOURCES:
             if name in source:
-                found = int(str(source[name]))  # integers only, as the API server enforces
+                found[name] = int(str(source[name]))  # integers only, as the API server enforces
     return found
+
+
+def _count(container: Obj) -> int:
+    return sum(_requested(container).values())
+
+
+def gpu_resources(pod: Obj) -> set[str]:
+    """The GPU resources the pod asks for (one, unless it mixes vendors)."""
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]
+    return {name for c in containers for name, n in _requested(c).items() if n > 0}
 
 
 def gpus(pod: Obj) -> int:

@@ -11,6 +11,11 @@ on what runs there:
   node affinity terms holds (all its expressions; a term with `matchFields` can only
   name an existing Node, so it never holds for a new machine).
 
+- NodeResourcesFit, for the one thing a machine's labels decide: its GPUs are the
+  extended resource the pod requests (`nvidia.com/gpu` or `amd.com/gpu`, by the GPU
+  type's vendor in the catalog): a pod asking for one vendor's GPUs never gets the
+  other's machine.
+
 Operators as `NodeSelectorRequirement`: In, NotIn, Exists, DoesNotExist, and Gt/Lt
 comparing integers. Each check returns why it fails (None when it holds), so the
 Event on a pod no pool can serve says which constraint ruled a machine out.
@@ -20,6 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from gpuctl.api.constants import LABEL_GPU_TYPE
+from gpuctl.controllers.pool import pods as podinfo
+from gpuctl.providers import catalog
 
 Obj = dict[str, Any]
 Labels = Mapping[str, str]
@@ -110,6 +119,19 @@ def unselected(pod: Obj, labels: Labels) -> str | None:
     return "node affinity " + " or ".join(why)
 
 
+def wrong_gpu(pod: Obj, labels: Labels) -> str | None:
+    """Why the machine's GPUs (its `gpuctl.io/gpu-type`'s vendor) are not the resource
+    the pod requests, or None."""
+    wanted = podinfo.gpu_resources(pod)
+    gpu_type = labels.get(LABEL_GPU_TYPE, "")
+    have = catalog.gpu_resource(gpu_type)
+    if not wanted or wanted == {have}:
+        return None
+    if len(wanted) > 1:
+        return f"requests {' and '.join(sorted(wanted))}; a machine has one vendor's GPUs"
+    return f"requests {min(wanted)}; {gpu_type or 'its'} machines advertise {have}"
+
+
 def rejects(pod: Obj, labels: Labels, taints: Sequence[Obj]) -> str | None:
     """Why the pod would not go to a machine with these labels and taints, or None."""
-    return untolerated(pod, taints) or unselected(pod, labels)
+    return untolerated(pod, taints) or unselected(pod, labels) or wrong_gpu(pod, labels)

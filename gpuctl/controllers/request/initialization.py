@@ -1,9 +1,10 @@
 """Joining -> Ready: the Node is Ready and advertises its GPUs; label and taint it.
 
 Like Karpenter's initialization, a Ready kubelet is not enough: the machine is Ready
-only once the Node's allocatable `nvidia.com/gpu` (registered by the device plugin,
-which starts after the kubelet) covers the offer's GPU count — before that no GPU pod
-can be scheduled on it.
+only once the Node's allocatable GPU resource (registered by the device plugin, which
+starts after the kubelet) covers the offer's GPU count — before that no GPU pod can be
+scheduled on it. The resource is the GPU type's vendor's (`catalog.gpu_resource`):
+`nvidia.com/gpu`, or `amd.com/gpu` for AMD parts such as MI300X-192GB.
 
 Labels: `spec.node.labels` plus gpuctl's own (request, instance name, provider,
 capacity type, GPU type). Taints: `spec.node.taints` added to whatever the Node has.
@@ -18,10 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from gpuctl.api import ConditionType, Phase
+from gpuctl.api.constants import GPU_RESOURCE_NVIDIA
 from gpuctl.controllers.metrics import LAUNCH_TO_READY
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import find_node, is_ready, node_labels
+from gpuctl.providers import catalog
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import NODES
 
@@ -60,13 +63,10 @@ def _patch(ctx: Ctx, node: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-GPU_RESOURCE = "nvidia.com/gpu"
-
-
-def gpus_advertised(node: dict[str, Any]) -> int:
+def gpus_advertised(node: dict[str, Any], resource: str = GPU_RESOURCE_NVIDIA) -> int:
     allocatable = node.get("status", {}).get("allocatable") or {}
     try:
-        return int(allocatable.get(GPU_RESOURCE, "0"))
+        return int(allocatable.get(resource, "0"))
     except ValueError:
         return 0
 
@@ -80,10 +80,11 @@ async def reconcile(ctx: Ctx) -> Result | None:
         if ctx.status.phase == Phase.READY:
             ctx.condition(ConditionType.READY, False, "NodeNotReady", "the Node is not Ready")
         return None
-    if ctx.status.phase != Phase.READY and gpus_advertised(node) < offer.gpu_count:
+    resource = catalog.gpu_resource(offer.gpu_type)
+    if ctx.status.phase != Phase.READY and gpus_advertised(node, resource) < offer.gpu_count:
         ctx.status.message = (
             f"Node {node['metadata']['name']} Ready; waiting for it to advertise "
-            f"{offer.gpu_count} {GPU_RESOURCE} (device plugin)"
+            f"{offer.gpu_count} {resource} (device plugin)"
         )
         return Result(requeue_after=ctx.settings.joining_poll)
     patch = _patch(ctx, node)

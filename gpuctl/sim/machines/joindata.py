@@ -35,6 +35,7 @@ from typing import Any
 
 import attrs
 
+from gpuctl.api.constants import GPU_RESOURCE_NVIDIA, GPU_RESOURCES
 from gpuctl.sim.machines import cloudinit
 from gpuctl.sim.machines.rootfs import HARDWARE_PATH, MACHINE_PATH
 from gpuctl.sim.model import JoinStatus, SimInstance
@@ -45,6 +46,7 @@ CLOUD_INIT_PROGRAM = "/var/lib/gpuctl-sim/cloud-init.sh"
 PAPERSPACE_SCRIPT = "/var/lib/gpuctl-sim/paperspace-startup-script"
 CRUSOE_SCRIPT = "/usr/local/bin/crusoe/startup.sh"
 _PRODUCT = re.compile(r"[^A-Za-z0-9._-]+")
+_AMD = re.compile(r"amd[ _-]", re.IGNORECASE)
 
 
 @attrs.frozen
@@ -69,6 +71,7 @@ class Hardware:
     memory_gib: int
     gpus: int
     gpu_product: str
+    gpu_resource: str = GPU_RESOURCE_NVIDIA  # what its GPUs' device plugin registers
 
     def as_json(self) -> bytes:
         data = {
@@ -76,13 +79,33 @@ class Hardware:
             "memoryGiB": self.memory_gib,
             "gpus": self.gpus,
             "gpuProduct": self.gpu_product,
+            "gpuResource": self.gpu_resource,
         }
         return (json.dumps(data, indent=2) + "\n").encode()
 
 
+def gpu_vendor(gpu_name: str) -> str:
+    """ "amd" or "nvidia": the clouds name their AMD parts so (DigitalOcean's
+    `amd_mi300x`, "AMD Instinct MI300X ..." on RunPod and Crusoe); every other GPU the
+    simulated clouds sell is NVIDIA's."""
+    return "amd" if _AMD.match(gpu_name) else "nvidia"
+
+
+def gpu_resource(gpu_name: str) -> str:
+    """The extended resource the GPU's vendor's device plugin registers."""
+    return GPU_RESOURCES[gpu_vendor(gpu_name)]
+
+
 def gpu_product(gpu_name: str) -> str:
-    """GPU feature discovery's `nvidia.com/gpu.product` form: NVIDIA-H100-80GB-HBM3."""
-    name = gpu_name if gpu_name.upper().startswith("NVIDIA") else f"NVIDIA {gpu_name}"
+    """The product label form: GPU feature discovery's `nvidia.com/gpu.product`
+    (NVIDIA-H100-80GB-HBM3), or AMD-<model> for AMD parts (AMD-Instinct-MI300X)."""
+    if gpu_vendor(gpu_name) == "amd":
+        model = gpu_name[4:]
+        name = "AMD " + (model.upper() if model.islower() else model)  # amd_mi300x: MI300X
+    elif gpu_name.upper().startswith("NVIDIA"):
+        name = gpu_name
+    else:
+        name = f"NVIDIA {gpu_name}"
     return _PRODUCT.sub("-", name.replace("(", " ").replace(")", " ")).strip("-")[:63]
 
 

@@ -348,6 +348,7 @@ class Machines:
             memory_gib=instance.memory_gib,
             gpus=instance.gpu_count,
             gpu_product=joindata.gpu_product(name),
+            gpu_resource=joindata.gpu_resource(name),
         )
 
     def _spawn(self, machine: Machine) -> None:

@@ -54,9 +54,21 @@ func TestLoadHardware(t *testing.T) {
 	path := filepath.Join(dir, "hw.json")
 	_ = os.WriteFile(path, []byte(`{"cpus": 26, "memoryGiB": 200, "gpus": 8, "gpuProduct": "NVIDIA-H100-80GB-HBM3"}`), 0o600)
 	hw, err = loadHardware(path)
-	want := hardware{CPUs: 26, MemoryGiB: 200, GPUs: 8, GPUProduct: "NVIDIA-H100-80GB-HBM3", DiskGiB: 100}
+	want := hardware{CPUs: 26, MemoryGiB: 200, GPUs: 8, GPUProduct: "NVIDIA-H100-80GB-HBM3", DiskGiB: 100, GPUResource: "nvidia.com/gpu"}
 	if err != nil || hw != want {
 		t.Fatalf("got %+v, %v", hw, err)
+	}
+	_ = os.WriteFile(path, []byte(`{"cpus": 20, "memoryGiB": 240, "gpus": 1, "gpuProduct": "AMD-MI300X", "gpuResource": "amd.com/gpu"}`), 0o600)
+	hw, err = loadHardware(path)
+	if err != nil || hw.GPUResource != "amd.com/gpu" {
+		t.Fatalf("amd: got %+v, %v", hw, err)
+	}
+	if p := newGPUDevicePlugin("n", hw); p.resource != "amd.com/gpu" || p.socket() != "gpuctl-amd-gpu.sock" {
+		t.Fatalf("amd plugin: %q %q", p.resource, p.socket())
+	}
+	_ = os.WriteFile(path, []byte(`{"cpus": 1, "memoryGiB": 1, "gpuResource": "example.com/gpu"}`), 0o600)
+	if _, err := loadHardware(path); err == nil {
+		t.Fatal("unknown gpuResource accepted")
 	}
 	_ = os.WriteFile(path, []byte(`{"cpus": 0, "memoryGiB": 200}`), 0o600)
 	if _, err := loadHardware(path); err == nil {

@@ -18,28 +18,27 @@ import (
 	pluginapi "k8s.io/kubelet/pkg/apis/deviceplugin/v1beta1"
 )
 
-const (
-	gpuResourceName = "nvidia.com/gpu"
-	gpuPluginSocket = "gpuctl-nvidia-gpu.sock"
-)
-
 // gpuDevicePlugin is an in-process device plugin speaking the kubelet's
-// device-plugin API v1beta1 the way NVIDIA's k8s-device-plugin does: it
+// device-plugin API v1beta1 the way the vendor's k8s-device-plugin does: it
 // serves DevicePlugin on a socket in /var/lib/kubelet/device-plugins/,
-// registers nvidia.com/gpu on kubelet.sock, streams its devices with
-// ListAndWatch, and answers Allocate with NVIDIA_VISIBLE_DEVICES. It
+// registers the machine's GPU resource (nvidia.com/gpu as NVIDIA's plugin,
+// amd.com/gpu as ROCm's) on kubelet.sock, streams its devices with
+// ListAndWatch, and answers Allocate (NVIDIA_VISIBLE_DEVICES for NVIDIA
+// GPUs; ROCm's plugin hands over /dev/kfd and /dev/dri nodes instead, which a
+// machine without GPUs does not have, so AMD allocations carry none). It
 // registers again whenever the kubelet's registration socket is re-created
 // or its own socket is removed (the device manager empties the directory
 // when it starts).
 type gpuDevicePlugin struct {
 	pluginapi.UnimplementedDevicePluginServer
-	dir     string
-	product string
-	devices []*pluginapi.Device
+	dir      string
+	resource string
+	product  string
+	devices  []*pluginapi.Device
 }
 
 func newGPUDevicePlugin(nodeName string, hw hardware) *gpuDevicePlugin {
-	p := &gpuDevicePlugin{dir: pluginapi.DevicePluginPath, product: hw.GPUProduct}
+	p := &gpuDevicePlugin{dir: pluginapi.DevicePluginPath, resource: hw.GPUResource, product: hw.GPUProduct}
 	for i := 0; i < hw.GPUs; i++ {
 		sum := sha256.Sum256([]byte(fmt.Sprintf("gpuctl-sim/%s/gpu/%d", nodeName, i)))
 		id := fmt.Sprintf("GPU-%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
@@ -72,7 +71,10 @@ func (p *gpuDevicePlugin) Allocate(_ context.Context, req *pluginapi.AllocateReq
 				return nil, fmt.Errorf("unknown device %q", id)
 			}
 		}
-		envs := map[string]string{"NVIDIA_VISIBLE_DEVICES": strings.Join(creq.DevicesIds, ",")}
+		envs := map[string]string{}
+		if p.resource == nvidiaGPU {
+			envs["NVIDIA_VISIBLE_DEVICES"] = strings.Join(creq.DevicesIds, ",")
+		}
 		if p.product != "" {
 			envs["GPUCTL_SIM_GPU_PRODUCT"] = p.product
 		}
@@ -85,11 +87,17 @@ func (p *gpuDevicePlugin) PreStartContainer(context.Context, *pluginapi.PreStart
 	return &pluginapi.PreStartContainerResponse{}, nil
 }
 
+// socket is the plugin's socket name: gpuctl-nvidia-gpu.sock, gpuctl-amd-gpu.sock.
+func (p *gpuDevicePlugin) socket() string {
+	vendor, _, _ := strings.Cut(p.resource, ".")
+	return "gpuctl-" + vendor + "-gpu.sock"
+}
+
 // run serves and registers until ctx ends.
 func (p *gpuDevicePlugin) run(ctx context.Context) {
 	logger := klog.FromContext(ctx).WithName("gpu-device-plugin")
 	kubeletSock := filepath.Join(p.dir, filepath.Base(pluginapi.KubeletSocket))
-	ownSock := filepath.Join(p.dir, gpuPluginSocket)
+	ownSock := filepath.Join(p.dir, p.socket())
 	var (
 		server       *grpc.Server
 		registeredTo uint64 // inode of the kubelet.sock registered with
@@ -120,7 +128,7 @@ func (p *gpuDevicePlugin) run(ctx context.Context) {
 				stop()
 			} else {
 				registeredTo = kubeletIno
-				logger.Info("Registered with the kubelet", "resource", gpuResourceName, "devices", len(p.devices), "socket", ownSock)
+				logger.Info("Registered with the kubelet", "resource", p.resource, "devices", len(p.devices), "socket", ownSock)
 			}
 		}
 		select {
@@ -158,8 +166,8 @@ func (p *gpuDevicePlugin) register(ctx context.Context, kubeletSock string) erro
 	defer cancel()
 	_, err = pluginapi.NewRegistrationClient(conn).Register(ctx, &pluginapi.RegisterRequest{
 		Version:      pluginapi.Version,
-		Endpoint:     gpuPluginSocket,
-		ResourceName: gpuResourceName,
+		Endpoint:     p.socket(),
+		ResourceName: p.resource,
 		Options:      &pluginapi.DevicePluginOptions{},
 	})
 	return err

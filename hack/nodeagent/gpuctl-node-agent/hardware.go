@@ -29,11 +29,21 @@ type hardware struct {
 	MemoryGiB  float64 `json:"memoryGiB"`
 	GPUs       int     `json:"gpus"`
 	GPUProduct string  `json:"gpuProduct"`
+	// GPUResource is the extended resource the GPUs' device plugin registers:
+	// nvidia.com/gpu (NVIDIA's k8s-device-plugin, the default) or amd.com/gpu
+	// (ROCm's k8s-device-plugin).
+	GPUResource string `json:"gpuResource"`
 	// DiskGiB sizes the node's ephemeral-storage (default 100 GiB).
 	DiskGiB float64 `json:"diskGiB"`
 }
 
-var defaultHardware = hardware{CPUs: 4, MemoryGiB: 16, GPUs: 0, DiskGiB: 100}
+var defaultHardware = hardware{CPUs: 4, MemoryGiB: 16, GPUs: 0, DiskGiB: 100, GPUResource: nvidiaGPU}
+
+// The GPU resources a device plugin of a real machine registers, by vendor.
+const (
+	nvidiaGPU = "nvidia.com/gpu"
+	amdGPU    = "amd.com/gpu"
+)
 
 func hardwareFile() string {
 	if p := os.Getenv("GPUCTL_SIM_HARDWARE"); p != "" {
@@ -59,6 +69,12 @@ func loadHardware(path string) (hardware, error) {
 	}
 	if hw.DiskGiB == 0 {
 		hw.DiskGiB = defaultHardware.DiskGiB
+	}
+	if hw.GPUResource == "" {
+		hw.GPUResource = defaultHardware.GPUResource
+	}
+	if hw.GPUResource != nvidiaGPU && hw.GPUResource != amdGPU {
+		return hardware{}, fmt.Errorf("%s: gpuResource must be %s or %s, not %q", path, nvidiaGPU, amdGPU, hw.GPUResource)
 	}
 	return hw, nil
 }

@@ -96,7 +96,8 @@ func newKubeletCommand() *cobra.Command {
 		Use: componentKubelet,
 		Long: `The kubelet of a simulated gpuctl machine: the real kubelet with kubemark's
 hollow runtime (fake CRI, fake cAdvisor sized from /etc/gpuctl-sim/hardware.json)
-and an in-process nvidia.com/gpu device plugin. It serves no TCP port.`,
+and an in-process GPU device plugin (nvidia.com/gpu, or amd.com/gpu when the hardware
+file's gpuResource says so). It serves no TCP port.`,
 		DisableFlagParsing: true,
 		SilenceUsage:       true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -184,7 +185,7 @@ func runHollowKubelet(ctx context.Context, s *options.KubeletServer) error {
 		return err
 	}
 	logger.Info("Hollow kubelet (gpuctl-node-agent)", "node", nodeName, "cpus", hw.CPUs, "memoryGiB", hw.MemoryGiB,
-		"gpus", hw.GPUs, "gpuProduct", hw.GPUProduct, "hardwareFile", hardwareFile())
+		"gpus", hw.GPUs, "gpuResource", hw.GPUResource, "gpuProduct", hw.GPUProduct, "hardwareFile", hardwareFile())
 
 	// The machine's container runtime: kubemark's fake CRI server, on a unix
 	// socket of its own, spoken to over the real CRI client.

@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from gpuctl.controllers.pool.disruption import pods
-from gpuctl.controllers.pool.disruption.keys import GPU
+from gpuctl.controllers.pool.disruption.keys import GPU_RESOURCES
 from gpuctl.controllers.pool.disruption.quantity import parse_quantity
 from gpuctl.controllers.pool.requirements import rejects
 
@@ -73,10 +73,15 @@ def fits_in(pod: Obj, room: Room) -> bool:
     return allowed_on(pod, room)
 
 
+def _gpus(amounts: dict[str, Decimal]) -> Decimal:
+    """GPUs of any vendor (a pod or a Node has one vendor's)."""
+    return sum((amounts.get(name, Decimal(0)) for name in GPU_RESOURCES), Decimal(0))
+
+
 def _size(pod: Obj) -> tuple[Decimal, Decimal, Decimal]:
     req = pods.requests(pod)
     zero = Decimal(0)
-    return (req.get(GPU, zero), req.get("cpu", zero), req.get("memory", zero))
+    return (_gpus(req), req.get("cpu", zero), req.get("memory", zero))
 
 
 def place(moving: Sequence[Obj], rooms: list[Room]) -> list[Obj]:
@@ -87,7 +92,7 @@ def place(moving: Sequence[Obj], rooms: list[Room]) -> list[Obj]:
         if not fitting:
             left.append(pod)
             continue
-        fullest = min(fitting, key=lambda r: (r.free.get(GPU, Decimal(0)), r.name))
+        fullest = min(fitting, key=lambda r: (_gpus(r.free), r.name))
         fullest.take(pod)
     return left
 

@@ -8,6 +8,7 @@ picks up from what the API server holds.
 from __future__ import annotations
 
 from gpuctl.api import ANNOTATION_DO_NOT_DISRUPT, LABEL_POOL
+from gpuctl.api.constants import GPU_RESOURCES as BY_VENDOR
 
 # Pod (or Node) annotation: never evicted by a voluntary disruption (Karpenter's
 # karpenter.sh/do-not-disrupt); "true" is the only value that counts.
@@ -34,4 +35,5 @@ DISRUPTED_TAINT = "gpuctl.io/disrupted"
 # On every pool GPUNodeRequest: its deletion waits until the Node is drained.
 DRAIN_FINALIZER = "gpuctl.io/drain"
 
-GPU = "nvidia.com/gpu"
+# The extended resources GPUs are advertised as (nvidia.com/gpu, amd.com/gpu).
+GPU_RESOURCES = tuple(BY_VENDOR.values())

@@ -18,6 +18,7 @@ import attrs
 
 from gpuctl.controllers.pool.disruption import keys, pods
 from gpuctl.controllers.request.nodes import is_ready
+from gpuctl.providers import catalog
 
 Obj = dict[str, Any]
 
@@ -110,9 +111,11 @@ class Machine:
             return False  # Karpenter's Initialized waits for startup taints to go too
         if any(t.get("key") in EPHEMERAL_TAINTS for t in taints):
             return False  # ... and for the known ephemeral ones (a Node just Ready)
-        want = int((self.status.get("offer") or {}).get("gpuCount") or 0)
+        offer = self.status.get("offer") or {}
+        want = int(offer.get("gpuCount") or 0)
+        resource = catalog.gpu_resource(str(offer.get("gpuType", "")))  # the vendor's
         allocatable = (self.node.get("status") or {}).get("allocatable") or {}
-        return int(str(allocatable.get(keys.GPU, "0")) or 0) >= want
+        return int(str(allocatable.get(resource, "0")) or 0) >= want
 
     @property
     def ready(self) -> bool:
