@@ -14,9 +14,9 @@ from gpuctl.controllers.operator import Operator, OperatorConfig
 from gpuctl.controllers.pool.disruption.settings import DisruptionSettings
 from gpuctl.controllers.request.context import Settings
 from gpuctl.dashboard import wiring
-from gpuctl.runtime.kubeclient import load_configuration
 from gpuctl.runtime.leaderelection import LeaderElectionLost
 from gpuctl.runtime.manager import LeaderElectionConfig
+from gpuctl.runtime.transport import load
 from gpuctl.util import logging as gpuctl_logging
 from gpuctl.util.cacerthash import ca_cert_hash
 
@@ -134,11 +134,10 @@ def _disruption(args: argparse.Namespace) -> DisruptionSettings:
 
 
 async def _settings(args: argparse.Namespace) -> Settings:
-    configuration = await load_configuration(args.kubeconfig)
+    configuration = await asyncio.to_thread(load, args.kubeconfig)
     ca_hash = args.ca_cert_hash
-    if not ca_hash and configuration.ssl_ca_cert:
-        ca_pem = await asyncio.to_thread(Path(configuration.ssl_ca_cert).read_bytes)
-        ca_hash = ca_cert_hash(ca_pem)  # no cryptography import: 7.8 MiB less RSS
+    if not ca_hash and configuration.ca_pem:
+        ca_hash = ca_cert_hash(configuration.ca_pem)  # no cryptography import: 7.8 MiB less RSS
     return Settings(
         cluster_name=args.cluster_name,
         namespace=args.namespace,

@@ -8,8 +8,9 @@ simply absent from the cached object (tests/unit/test_transforms.py checks that 
 readers find what they need).
 
 - Nodes: name, uid, resourceVersion, labels, creation/deletion time; `spec.providerID`,
-  `taints`, `unschedulable`; `status.conditions` (type, status, reason, message,
-  lastTransitionTime), `allocatable`, `capacity`. Dropped: annotations, images,
+  `taints`, `unschedulable`; the `Ready` one of `status.conditions` (type, status,
+  reason, message, lastTransitionTime: the pressure conditions are read by nobody),
+  `allocatable`, `capacity`. Dropped: annotations, images,
   nodeInfo, addresses, daemonEndpoints, volumes, heartbeat times, managedFields -- 80 %
   of a Node as the kubelet registers it.
 - Secrets (the operator's namespace only): metadata as for Nodes plus namespace, `type`
@@ -24,13 +25,15 @@ readers find what they need).
 - GPUNodeRequests, GPUProviders, GPUNodePools: everything the API server sends but managedFields and
   the `kubectl.kubernetes.io/last-applied-configuration` annotation (a copy of the
   spec); controllers read spec and status whole.
+- Stored once however many objects hold them (`Shared`): a Node's `capacity`,
+  `allocatable` and `taints`, a custom resource's `spec` (equal values only).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpuctl.runtime.transform import Fields, drop_managed_fields, interned, keep
+from gpuctl.runtime.transform import Fields, Shared, drop_managed_fields, interned, keep
 
 JSON = dict[str, Any]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -98,8 +101,22 @@ POD_FIELDS: Fields = {
 }
 
 
+# Parts that repeat across objects, stored once (gpuctl/runtime/transform.py `Shared`).
+_shared = Shared()
+
+
 def node(obj: JSON) -> JSON:
-    return interned(keep(obj, NODE_FIELDS))  # type: ignore[no-any-return]
+    kept: JSON = interned(keep(obj, NODE_FIELDS))
+    spec, status = kept.get("spec"), kept.get("status")
+    if isinstance(spec, dict) and "taints" in spec:
+        spec["taints"] = _shared(spec["taints"])
+    if isinstance(status, dict):
+        if "conditions" in status:  # only Ready is read (request steps, dashboard)
+            status["conditions"] = [c for c in status["conditions"] if c.get("type") == "Ready"]
+        for name in ("capacity", "allocatable"):
+            if name in status:
+                status[name] = _shared(status[name])
+    return kept
 
 
 def pod(obj: JSON) -> JSON:
@@ -118,4 +135,7 @@ def custom_resource(obj: JSON) -> JSON:
         annotations.pop(LAST_APPLIED)
         if not annotations:
             del obj["metadata"]["annotations"]
-    return interned(obj)  # type: ignore[no-any-return]
+    kept: JSON = interned(obj)
+    if isinstance(kept.get("spec"), dict):
+        kept["spec"] = _shared(kept["spec"])  # a pool's requests (and copies) share one
+    return kept

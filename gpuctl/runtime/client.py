@@ -1,11 +1,11 @@
 """A raw-JSON Kubernetes client: objects are plain dicts exactly as the API server sends them.
 
 Why not kubernetes_asyncio's generated APIs: deserializing into its models is slow and
-memory-hungry, and the operator keeps 10,000 Nodes plus 10,000 requests in memory. We
-use kubernetes_asyncio only as transport and configuration: `ApiClient.call_api(...,
-_preload_content=False)` hands back the raw aiohttp response, and in exchange we keep
-its TLS context, connection pool, proxy settings and bearer-token handling (including
-the in-cluster token refresh hook) instead of re-implementing them.
+memory-hungry, and the operator keeps 10,000 Nodes plus 10,000 requests in memory; even
+importing them costs 38 MiB. The transport is anything with `ApiClient.call_api(...,
+_preload_content=False)`'s shape handing back the raw aiohttp response: the operator's
+own `gpuctl.runtime.transport.HttpTransport` (kubeconfig / in-cluster config, TLS,
+bearer token, proxy), or a kubernetes_asyncio `ApiClient` (tests and tools use one).
 
 Semantics:
 - Every request carries a timeout (kubernetes_asyncio has none by default, so a dead TCP
@@ -31,21 +31,21 @@ decides, the HTTP code only when the reason is unknown.
 
 from __future__ import annotations
 
-import functools
+import codecs
 import importlib
 import json
 import re
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import attrs
 import prometheus_client
-from kubernetes_asyncio import client as k8s
 from prometheus_client import CollectorRegistry, Counter
 
 from gpuctl.runtime.resources import Resource
+from gpuctl.runtime.transport import Transport
 
 JSON = dict[str, Any]
 Body = JSON | list[JSON]  # a JSON patch is a list of operations
@@ -224,11 +224,12 @@ ItemFunc = Callable[[JSON], JSON]
 
 
 class Client:
-    """Raw-JSON API access over a kubernetes_asyncio `ApiClient` (which the caller closes)."""
+    """Raw-JSON API access over a transport (which the caller closes): the operator's own
+    (`gpuctl.runtime.transport`), or a kubernetes_asyncio `ApiClient` (tests, tools)."""
 
     def __init__(
         self,
-        api_client: k8s.ApiClient,
+        api_client: Transport,
         *,
         request_timeout: float = 30.0,
         connect_timeout: float = 10.0,
@@ -264,10 +265,12 @@ class Client:
     ) -> JSON:
         """One page: the raw List object (`items`, `metadata.resourceVersion`/`continue`).
 
-        With `item`, each element of `items` is replaced by `item(element)` as soon as
-        it is decoded (`decode_list`): the whole decoded list never exists at once. The
+        With `item`, the answer is decoded as it arrives (`ListDecoder`) and each
+        element of `items` is replaced by `item(element)` as soon as it is decoded: the
+        whole decoded list never exists at once, nor the answer's bytes or text. The
         API server's watch cache answers a list at resourceVersion "0" in one page
-        whatever the limit, so for 10,000 Nodes that is ~190 MiB of dicts avoided."""
+        whatever the limit, so for 10,000 Nodes that is ~190 MiB of dicts avoided, and
+        tens of MiB of JSON text."""
         query = _query(
             labelSelector=label_selector,
             fieldSelector=field_selector,
@@ -276,9 +279,8 @@ class Client:
             limit=limit,
             **{"continue": continue_},
         )
-        decode = None if item is None else functools.partial(decode_list, item=item)
         path = resource.path(namespace)
-        return await self._json("list", resource, "GET", path, query=query, decode=decode)
+        return await self._json("list", resource, "GET", path, query=query, item=item)
 
     async def list_all(
         self,
@@ -481,7 +483,7 @@ class Client:
         body: Body | None = None,
         content_type: str = "application/json",
         subresource: str | None = None,
-        decode: Callable[[str], Any] | None = None,
+        item: ItemFunc | None = None,
     ) -> JSON:
         timeout = aiohttp.ClientTimeout(
             total=self.request_timeout, sock_connect=self.connect_timeout
@@ -497,6 +499,8 @@ class Client:
             subresource=subresource,
             client_timeout=timeout,
         )
+        if item is not None and 200 <= response.status < 300:
+            return await _decode_streamed(response, item, f"{method} {path}")
         try:
             data = await response.read()
         except (aiohttp.ClientError, TimeoutError) as err:
@@ -506,10 +510,7 @@ class Client:
         if not 200 <= response.status < 300:
             raise ApiError.from_response(response.status, response.reason or "", data)
         try:
-            if decode is not None and data:
-                decoded = decode(data.decode("utf-8"))
-            else:
-                decoded = json.loads(data) if data else {}
+            decoded = json.loads(data) if data else {}
         except ValueError as err:
             raise TransportError(f"{method} {path}: answer is not JSON: {data[:200]!r}") from err
         if not isinstance(decoded, dict):
@@ -585,54 +586,171 @@ _DECODER = json.JSONDecoder()
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
+STREAM_CHUNK = 1 << 16
+
+
+async def _decode_streamed(response: aiohttp.ClientResponse, item: ItemFunc, what: str) -> JSON:
+    """A List answer decoded chunk by chunk as it arrives (`ListDecoder`)."""
+    decoder = ListDecoder(item)
+    text = codecs.getincrementaldecoder("utf-8")()
+    try:
+        async for chunk in response.content.iter_chunked(STREAM_CHUNK):
+            decoder.feed(text.decode(chunk))
+        decoder.feed(text.decode(b"", final=True))
+        return decoder.finish()
+    except (aiohttp.ClientError, TimeoutError) as err:
+        raise TransportError(f"{what}: {err!r}") from err
+    except ValueError as err:  # UnicodeDecodeError included
+        raise TransportError(f"{what}: answer is not a JSON List: {err}") from err
+    finally:
+        response.release()
+
+
 def decode_list(text: str, item: ItemFunc) -> JSON:
     """`json.loads(text)` of a List object, `item` applied to each element of its `items`
     the moment that element is decoded, so only one raw element exists at a time."""
+    decoder = ListDecoder(item)
+    decoder.feed(text)
+    return decoder.finish()
 
-    def space(pos: int) -> int:
-        match = _SPACE.match(text, pos)
-        return match.end() if match else pos
 
-    pos = space(0)
-    if not text.startswith("{", pos):
-        raise ValueError("a List is a JSON object")
-    result: JSON = {}
-    pos = space(pos + 1)
-    if text.startswith("}", pos):
-        return result
-    while True:
-        key, pos = _DECODER.raw_decode(text, pos)
-        pos = space(pos)
-        if not text.startswith(":", pos):
-            raise ValueError(f"':' expected at {pos}")
-        pos = space(pos + 1)
-        if key == "items" and text.startswith("[", pos):
-            result[key], pos = _decode_items(text, space(pos + 1), item, space)
+class ListDecoder:
+    """`decode_list` fed piece by piece (`feed(text)`, then `finish()`), as the answer
+    arrives: neither the answer's bytes nor its text is ever held whole, only what is
+    not decoded yet (at most one element of `items` and a chunk). A List is an object
+    whose `items` value is an array; any other member is decoded whole."""
+
+    _SELF_DELIMITED = ("{", "[", '"')
+
+    def __init__(self, item: ItemFunc) -> None:
+        self.item = item
+        self.result: JSON = {}
+        self._buf = ""
+        self._pos = 0
+        self._state = "start"
+        self._key = ""
+        self._items: list[JSON] = []
+
+    def feed(self, text: str) -> None:
+        self._buf = self._buf[self._pos :] + text if self._pos else self._buf + text
+        self._pos = 0
+        self._run(final=False)
+
+    def finish(self) -> JSON:
+        self._run(final=True)
+        if self._state != "done" or self._buf[self._pos :].strip():
+            raise ValueError(
+                f"a List is a JSON object: incomplete or trailing data ({self._state})"
+            )
+        return self.result
+
+    def _run(self, *, final: bool) -> None:
+        while self._step(final):
+            pass
+
+    def _next(self) -> str | None:
+        """The next non-blank character (consumed blanks), None if none buffered yet."""
+        match = _SPACE.match(self._buf, self._pos)
+        self._pos = match.end() if match else self._pos
+        return self._buf[self._pos] if self._pos < len(self._buf) else None
+
+    def _value(self, final: bool) -> tuple[Any, bool]:
+        """One whole JSON value at the position, or (None, False) until more arrives."""
+        first = self._buf[self._pos]
+        try:
+            value, end = _DECODER.raw_decode(self._buf, self._pos)
+        except ValueError:
+            if final:
+                raise
+            return None, False  # cut off by the end of what has arrived (or bad: see finish)
+        if end >= len(self._buf) and first not in self._SELF_DELIMITED and not final:
+            return None, False  # a number or literal may go on in the next piece
+        self._pos = end
+        return value, True
+
+    def _step(self, final: bool) -> bool:
+        """Advance one token; False when more text is needed (or the List is done)."""
+        char = self._next()
+        if self._state == "done" or char is None:
+            return False
+        return self._STATES[self._state](self, char, final)
+
+    def _expect(self, char: str, allowed: str) -> None:
+        if char not in allowed:
+            raise ValueError(f"one of {allowed!r} expected at {self._pos}, not {char!r}")
+        self._pos += 1
+
+    def _start(self, char: str, final: bool) -> bool:
+        self._expect(char, "{")
+        self._state = "key-or-end"
+        return True
+
+    def _key_or_end(self, char: str, final: bool) -> bool:
+        if char == "}":
+            self._pos += 1
+            self._state = "done"
+            return False
+        return self._member_name(char, final)
+
+    def _member_name(self, char: str, final: bool) -> bool:
+        key, ok = self._value(final)
+        if ok and not isinstance(key, str):
+            raise ValueError("a member name must be a string")
+        if ok:
+            self._key, self._state = key, "colon"
+        return ok
+
+    def _colon(self, char: str, final: bool) -> bool:
+        self._expect(char, ":")
+        self._state = "value"
+        return True
+
+    def _member_value(self, char: str, final: bool) -> bool:
+        if self._key == "items" and char == "[":
+            self._pos += 1
+            self._items, self._state = [], "item-or-end"
+            return True
+        value, ok = self._value(final)
+        if ok:
+            self.result[self._key], self._state = value, "after-value"
+        return ok
+
+    def _item_or_end(self, char: str, final: bool) -> bool:
+        if char == "]":
+            return self._after_item(char, final)
+        return self._element(char, final)
+
+    def _element(self, char: str, final: bool) -> bool:
+        element, ok = self._value(final)
+        if ok:
+            self._items.append(self.item(element))
+            self._state = "after-item"
+        return ok
+
+    def _after_item(self, char: str, final: bool) -> bool:
+        self._expect(char, ",]")
+        if char == "]":
+            self.result["items"], self._state = self._items, "after-value"
         else:
-            result[key], pos = _DECODER.raw_decode(text, pos)
-        pos = space(pos)
-        if text.startswith("}", pos):
-            return result
-        if not text.startswith(",", pos):
-            raise ValueError(f"',' or '}}' expected at {pos}")
-        pos = space(pos + 1)
+            self._state = "item"
+        return True
 
+    def _after_value(self, char: str, final: bool) -> bool:
+        self._expect(char, ",}")
+        self._state = "done" if char == "}" else "key"
+        return True
 
-def _decode_items(
-    text: str, pos: int, item: ItemFunc, space: Callable[[int], int]
-) -> tuple[list[JSON], int]:
-    items: list[JSON] = []
-    if text.startswith("]", pos):
-        return items, pos + 1
-    while True:
-        element, pos = _DECODER.raw_decode(text, pos)
-        items.append(item(element))
-        pos = space(pos)
-        if text.startswith("]", pos):
-            return items, pos + 1
-        if not text.startswith(",", pos):
-            raise ValueError(f"',' or ']' expected at {pos}")
-        pos = space(pos + 1)
+    _STATES: ClassVar[dict[str, Callable[[ListDecoder, str, bool], bool]]] = {
+        "start": _start,
+        "key-or-end": _key_or_end,
+        "key": _member_name,
+        "colon": _colon,
+        "value": _member_value,
+        "item-or-end": _item_or_end,
+        "item": _element,
+        "after-item": _after_item,
+        "after-value": _after_value,
+    }
 
 
 def _decode_event(line: bytes) -> tuple[str, JSON]:

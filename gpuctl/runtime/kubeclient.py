@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
-from yarl import URL
+
+from gpuctl.runtime.transport import env_proxy
 
 
 async def load_configuration(kubeconfig: Path | str | None = None) -> client.Configuration:
@@ -44,13 +44,10 @@ def no_per_call_env_lookups(api: client.ApiClient, host: str) -> None:
     """The environment's proxy for `host` fixed now; no netrc or proxy look-up per call."""
     rest = api.rest_client
     if not rest.proxy:
-        try:
-            proxy, auth = get_env_proxy_for_url(URL(host))
-        except LookupError:
-            pass  # no proxy for the API server (none set, or NO_PROXY covers it)
-        else:
-            rest.proxy = str(proxy)
-            if auth is not None:
-                rest.proxy_headers = {"Proxy-Authorization": auth.encode()}
+        proxy, headers = env_proxy(host)
+        if proxy is not None:
+            rest.proxy = proxy
+            if headers is not None:
+                rest.proxy_headers = headers
     session: aiohttp.ClientSession = rest.pool_manager
     session._trust_env = False  # the constructor's trust_env=True, undone before any call

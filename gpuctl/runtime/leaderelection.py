@@ -39,7 +39,8 @@ client-go's `tryAcquireOrRenew`:
 `lease_duration > renew_deadline > 1.2 * retry_period` is enforced (client-go's
 validation) so a leader gives up before any standby may consider the Lease
 expired. `lease_duration` must be whole seconds: the Lease stores an integer.
-Every API call carries `_request_timeout` (kubernetes_asyncio has no default).
+The Lease is read and written as raw JSON through `gpuctl.runtime.client.Client`, whose
+every call carries a timeout (`request_timeout`, default `renew_deadline / 2`).
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
-from kubernetes_asyncio import client
 
 from gpuctl.runtime import metrics
+from gpuctl.runtime.client import ApiError, Client, is_not_found
+from gpuctl.runtime.resources import LEASES
+from gpuctl.runtime.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +80,14 @@ class _Record:
     transitions: int
 
     @classmethod
-    def of(cls, lease: Any) -> _Record:
-        spec = lease.spec
+    def of(cls, lease: dict[str, Any]) -> _Record:
+        spec = lease.get("spec") or {}
         return cls(
-            holder=(spec and spec.holder_identity) or "",
-            duration_seconds=(spec and spec.lease_duration_seconds) or 0,
-            acquire_time=spec and spec.acquire_time,
-            renew_time=spec and spec.renew_time,
-            transitions=(spec and spec.lease_transitions) or 0,
+            holder=spec.get("holderIdentity") or "",
+            duration_seconds=spec.get("leaseDurationSeconds") or 0,
+            acquire_time=spec.get("acquireTime"),
+            renew_time=spec.get("renewTime"),
+            transitions=spec.get("leaseTransitions") or 0,
         )
 
 
@@ -104,7 +107,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api_client: Transport,
         *,
         namespace: str,
         name: str,
@@ -126,8 +129,6 @@ class LeaderElector:
             raise ValueError("lease_duration must be greater than renew_deadline")
         if renew_deadline <= JITTER_FACTOR * retry_period:
             raise ValueError(f"renew_deadline must be greater than {JITTER_FACTOR} * retry_period")
-        self._api_client = api_client
-        self._leases = client.CoordinationV1Api(api_client)
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -136,8 +137,9 @@ class LeaderElector:
         self.retry_period = retry_period
         self.release_on_cancel = release_on_cancel
         self.request_timeout = request_timeout or renew_deadline / 2
+        self._client = Client(api_client, request_timeout=self.request_timeout)
         self._clock = clock
-        self._lease: Any = None  # the V1Lease last read or written (carries resourceVersion)
+        self._lease: dict[str, Any] = {}  # the Lease last read or written (its resourceVersion)
         self._observed: _Record | None = None
         self._observed_at = 0.0
         self._leading = False
@@ -228,11 +230,9 @@ class LeaderElector:
                 log.info("lease %s: optimistic renew failed (%s)", self._describe(), err)
         # 2. Read, or create when missing.
         try:
-            lease = await self._leases.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=self.request_timeout
-            )
-        except client.ApiException as err:
-            if err.status != 404:
+            lease = await self._client.get(LEASES, self.name, namespace=self.namespace)
+        except ApiError as err:
+            if not is_not_found(err):
                 log.warning("lease %s: read failed: %s", self._describe(), _reason(err))
                 return False
             return await self._create(now)
@@ -272,30 +272,30 @@ class LeaderElector:
         }
 
     async def _create(self, now: datetime) -> bool:
-        body: Any = {
+        body: dict[str, Any] = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": self._spec(now, None),
         }
         try:
-            lease = await self._leases.create_namespaced_lease(
-                self.namespace, body, _request_timeout=self.request_timeout
-            )
+            lease = await self._client.create(LEASES, body, namespace=self.namespace)
         except Exception as err:
             log.info("lease %s: create failed: %s", self._describe(), _reason(err))
             return False
         self._observe(lease, _Record.of(lease))
         return True
 
-    async def _write(self, lease: Any, spec: dict[str, Any]) -> None:
+    async def _write(self, lease: dict[str, Any], spec: dict[str, Any]) -> None:
         """Replace `lease` (at its resourceVersion) with `spec`; observe the result."""
-        body: Any = self._api_client.sanitize_for_serialization(lease)
-        body["metadata"].pop("managedFields", None)
-        body["spec"] = spec
-        written = await self._leases.replace_namespaced_lease(
-            self.name, self.namespace, body, _request_timeout=self.request_timeout
-        )
+        metadata = {k: v for k, v in lease["metadata"].items() if k != "managedFields"}
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": spec,
+        }
+        written = await self._client.replace(LEASES, body)
         self._observe(written, _Record.of(written))
 
     async def _release(self) -> None:
@@ -316,7 +316,7 @@ class LeaderElector:
         except Exception as err:
             log.warning("lease %s: release failed: %s", self._describe(), _reason(err))
 
-    def _observe(self, lease: Any, record: _Record) -> None:
+    def _observe(self, lease: dict[str, Any], record: _Record) -> None:
         self._lease = lease
         self._observed = record
         self._observed_at = self._clock()
@@ -335,7 +335,7 @@ class LeaderElector:
 
 
 def _reason(err: Exception) -> str:
-    if isinstance(err, client.ApiException):
+    if isinstance(err, ApiError):
         return f"{err.status} {err.reason}"
     return repr(err)
 

@@ -46,11 +46,11 @@ from typing import Any, Protocol
 
 import attrs
 from aiohttp import web
-from kubernetes_asyncio import client
 
 from gpuctl.runtime.controller import CacheSyncTimeout, Controller
 from gpuctl.runtime.health import HealthServer
 from gpuctl.runtime.leaderelection import LeaderElector
+from gpuctl.runtime.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Manager:
 
     def __init__(
         self,
-        api_client: client.ApiClient,
+        api_client: Transport,
         *,
         health_port: int | None = None,
         health_host: str = "127.0.0.1",

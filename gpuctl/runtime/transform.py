@@ -17,15 +17,25 @@ says which fields each kind keeps):
   (interned strings are freed once unused, and a string used once costs the same).
   Measured on the Nodes of hack/bench/memory.py: 6.7 KiB per kept Node, 3.0 interned.
 
-Every transform returns a new or the same dict and never shares a mutable value with
-another object: the store hands objects out as they are, and nobody mutates them.
+- `Shared()`: equal JSON values stored once. `shared(value)` answers an equal value
+  seen before (its first copy) or remembers this one (the last `size` distinct values,
+  LRU). Meant for parts that repeat across objects of one kind -- a Node's capacity and
+  allocatable (the same for every machine of a type), its taints, a request's spec (a
+  pool's requests share theirs) -- a dict costs 200-600 bytes however short its
+  strings are. Values compare with their types (`True` is not `1`).
+
+Every transform returns a new or the same dict; values it shares between objects
+(`interned` strings, `Shared` parts) are safe because the store hands objects out as
+they are, and nobody mutates them (client-go's rule for its caches).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, Union
+
+from cachetools import LRUCache
 
 JSON = dict[str, Any]
 Fields = Mapping[str, Union[bool, "Fields"]]
@@ -69,3 +79,31 @@ def interned(obj: Any) -> Any:
     if isinstance(obj, str):
         return _intern(obj)
     return obj
+
+
+class Shared:
+    """Equal JSON values stored once (see the module docstring)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._seen: LRUCache[Hashable, Any] = LRUCache(size)
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:
+            return None
+        key = _frozen(value)
+        found = self._seen.get(key)
+        if found is None:
+            self._seen[key] = value
+            return value
+        return found
+
+
+def _frozen(value: Any) -> Hashable:
+    """A hashable image of a JSON value that tells types apart (1, 1.0 and True differ)."""
+    if isinstance(value, dict):
+        return ("{", tuple(sorted((k, _frozen(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("[", tuple(_frozen(v) for v in value))
+    if isinstance(value, str):
+        return value
+    return (type(value).__name__, value)

@@ -685,3 +685,27 @@ async def test_stop_during_backoff_returns() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(task, 0.5)
     assert task.done() and informer.stats.lists == 1
+
+
+async def test_informers_sharing_a_list_gate_list_one_at_a_time() -> None:
+    """A list holds its whole answer while decoding: with a gate of 1, never two at once."""
+    gate = asyncio.Semaphore(1)
+    listing: list[int] = []
+    most = 0
+
+    class SlowApi(Api):
+        async def list(self, resource: Any, **opts: Any) -> JSON:
+            nonlocal most
+            listing.append(1)
+            most = max(most, len(listing))
+            await asyncio.sleep(0.01)
+            listing.pop()
+            return await super().list(resource, **opts)
+
+    informers = []
+    for _ in range(3):
+        api = SlowApi()
+        api.watch_script = stop_then(api)
+        informers.append(make(api, list_gate=gate)[0])
+    await asyncio.wait_for(asyncio.gather(*(i.run() for i in informers)), 5)
+    assert most == 1 and all(i.has_synced for i in informers)

@@ -10,7 +10,7 @@ from typing import Any
 from gpuctl.controllers import transforms
 from gpuctl.controllers.request.initialization import gpus_advertised
 from gpuctl.controllers.request.nodes import is_ready
-from gpuctl.runtime.transform import interned, keep
+from gpuctl.runtime.transform import Shared, interned, keep
 
 JSON = dict[str, Any]
 MANAGED = [{"manager": "kubelet", "operation": "Update", "fieldsV1": {"f:status": {}}}]
@@ -127,3 +127,26 @@ def test_keep_follows_nested_fields_and_lists() -> None:
     obj = {"a": 1, "b": {"c": 2, "d": 3}, "e": [{"f": 1, "g": 2}, "x"], "h": 5}
     fields = {"a": True, "b": {"c": True}, "e": {"f": True}, "missing": True}
     assert keep(obj, fields) == {"a": 1, "b": {"c": 2}, "e": [{"f": 1}, "x"]}
+
+
+def test_nodes_share_equal_capacity_and_keep_only_the_ready_condition() -> None:
+    pressure = {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"}
+    raw = node()
+    raw["status"]["conditions"].insert(0, pressure)
+    a, b = transforms.node(copy.deepcopy(raw)), transforms.node(node())
+    assert [c["type"] for c in a["status"]["conditions"]] == ["Ready"]
+    assert a["status"]["capacity"] is b["status"]["capacity"] is b["status"]["allocatable"]
+    assert a["spec"]["taints"] is b["spec"]["taints"]
+    other = node()
+    other["status"]["capacity"] = {**other["status"]["capacity"], "nvidia.com/gpu": "4"}
+    assert transforms.node(other)["status"]["capacity"]["nvidia.com/gpu"] == "4"
+
+
+def test_shared_answers_the_first_equal_value_and_tells_types_apart() -> None:
+    shared = Shared(size=2)
+    first = {"a": [1, {"b": "x"}]}
+    assert shared(first) is first
+    assert shared({"a": [1, {"b": "x"}]}) is first
+    one, true = shared({"v": 1}), shared({"v": True})
+    assert one is not true and true["v"] is True
+    assert shared(None) is None
