@@ -16,8 +16,10 @@ On a real local control plane (`gpuctl.dev.controlplane.ControlPlane`, etcd quot
    behind them;
 3. loaded: start the operator again; read VmRSS at /readyz (the informers hold every
    object, nothing is reconciled yet), wait for the first pass (every request's first
-   status write, from `gpuctl_status_writes_total`), then sample VmRSS every second for
-   `--settle` seconds while counting reconciles, API calls and the operator's CPU time.
+   status write, from `gpuctl_status_writes_total`) and for the work it leaves to drain
+   (queue empty, no reconcile for 3 s: the last writes' own watch events), then sample
+   VmRSS every second for `--settle` seconds while counting reconciles, API calls and
+   the operator's CPU time: the idle figures.
 4. where the bytes go (`--profile`, on by default): in this process, under
    tracemalloc, an informer per kind and per variant lists the loaded cluster into its
    store (with the operator's indexes): as decoded, managedFields dropped, and the
@@ -451,6 +453,7 @@ async def measure_operator(
             try:
                 await _first_pass(operator, requests, options.timeout)
                 first_pass = time.monotonic() - started
+                await _quiet(operator, QUIET_TIMEOUT)
             except TimeoutError as err:
                 errors.append(str(err))
         return await _sample(operator, options.settle, startup, rss_synced, first_pass)
@@ -475,6 +478,27 @@ async def _first_pass(operator: OperatorProcess, requests: int, timeout: float) 
         return writes >= requests
 
     await wait_until(done, timeout, f"{requests} first status writes", interval=1.0)
+
+
+QUIET_TIMEOUT = 120.0  # seconds the work left by the first pass may take to drain
+QUIET_FOR = 3.0  # seconds without a reconcile that count as quiet
+
+
+async def _quiet(operator: OperatorProcess, timeout: float) -> None:  # noqa: ASYNC109
+    """Until the first pass's last work is done: the request queue empty and no reconcile
+    for `QUIET_FOR` s (the watch events of the last writes bring each request back once,
+    which is work, not idling). The idle window is sampled after that."""
+    last, since = -1.0, time.monotonic()
+
+    async def quiet() -> bool:
+        nonlocal last, since
+        metrics = await operator.metrics()
+        count = _reconciles(metrics)
+        if count != last or metrics.total("gpuctl_workqueue_depth", name="gpunoderequest"):
+            last, since = count, time.monotonic()
+        return time.monotonic() - since >= QUIET_FOR
+
+    await wait_until(quiet, timeout, "the operator to go quiet after the first pass", 0.5)
 
 
 async def _sample(
