@@ -5,10 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
+from gpuctl.cli import plan_pods
+from gpuctl.cli.config import Source
 from gpuctl.controllers.pool import binpack, inflight, offers, pods
 from gpuctl.controllers.pool.disruption import fit
 from gpuctl.controllers.pool.disruption.machines import Machine
 from gpuctl.controllers.pool.requirements import wrong_gpu
+from tests.unit.test_cli_offers import FakeDriver, FakeDrivers
+from tests.unit.test_cli_offers import offer as cli_offer
 from tests.unit.test_pool_disruption import node, request
 from tests.unit.test_pool_provisioning import offer, pod, pool, view
 
@@ -92,3 +98,33 @@ def test_an_amd_machine_is_initialized_once_it_advertises_amd_gpus() -> None:
     assert Machine(obj=obj, node=amd_node("n-m", 1), pods=()).initialized
     assert not Machine(obj=obj, node=amd_node("n-m", 0), pods=()).initialized
     assert not Machine(obj=obj, node=node("n-m", gpus=8), pods=()).initialized
+
+
+AMD_DEPLOYMENT = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: rocm, namespace: ml}
+spec:
+  replicas: 1
+  template:
+    spec:
+      containers: [{name: t, resources: {limits: {amd.com/gpu: 1}}}]
+---
+apiVersion: gpuctl.io/v1alpha1
+kind: GPUNodePool
+metadata: {name: gpu}
+spec: {template: {}}
+"""
+
+
+async def test_gpuctl_plan_answers_an_amd_pod_with_an_amd_offer() -> None:
+    cheap = cli_offer("do", "1.57", gpu_type="L40S-48GB", gpu_count=1)
+    amd = cli_offer("do", "1.99", gpu_type="MI300X-192GB", gpu_count=1)
+    source = Source(FakeDrivers({"do": FakeDriver("do", [cheap, amd])}), None)
+    documents = list(yaml.safe_load_all(AMD_DEPLOYMENT))
+    pending = plan_pods.read_pods(documents)
+    result = await plan_pods.plan_pods(
+        source, pending, plan_pods.read_pools(documents), lambda _: False
+    )
+    assert [m.choice.offer.gpu_type for m in result.new] == ["MI300X-192GB"]
+    assert not result.unserved
