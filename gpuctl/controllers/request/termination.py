@@ -90,12 +90,16 @@ async def machine_gone(ctx: Ctx) -> bool:
         # RunPod's 60 calls a minute, a mass teardown that looked again on every
         # requeue sent GETs and no DELETE for minutes). Otherwise look first: a
         # machine an earlier process terminated is seen gone with one call.
+        # A look never follows a terminate in the same pass: a machine just terminated
+        # is not done yet, and RunPod shows a deleted pod TERMINATED at once (billing
+        # would stop before the cloud's terminating time has run).
         owed = ctx.services.terminate_owed
         machine = (ctx.name, recorded.id)
         if machine in owed:
             await driver.terminate(recorded.id)  # sent once per poll at most
             owed.discard(machine)
             crash_point("after-terminate")
+            return False
         current = await _recorded(ctx, driver)
         if current is not None:
             if recorded.state != current.native_state:
