@@ -147,10 +147,11 @@ async def test_a_found_machine_is_billed_from_the_latest_bound_the_api_server_ho
     assert await launch.billing_start(ctx) == later
     # Twins: a create taken to have made nothing did; back to the token's creation.
     assert await launch.billing_start(ctx, twins=True) == made
-    # Written for another attempt: not this one's.
-    obj = annotated(request_obj(), f"2 {stamp(later)}")
-    ctx = make_ctx(Client(secret(made)), T0 + 300 * SECOND, obj)
-    assert await launch.billing_start(ctx) == made
+    # Written for another attempt: not this one's; unreadable: ignored.
+    for value in (f"2 {stamp(later)}", "1 yesterday", "1 2026-11-29T12:03:00"):
+        obj = annotated(request_obj(), value)
+        ctx = make_ctx(Client(secret(made)), T0 + 300 * SECOND, obj)
+        assert await launch.billing_start(ctx) == made
 
 
 async def test_the_bound_is_written_before_a_create_only_when_it_moved() -> None:

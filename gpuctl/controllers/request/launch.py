@@ -254,9 +254,14 @@ def attempt_started(ctx: Ctx) -> datetime.datetime:
 
 
 def _time(raw: object) -> datetime.datetime | None:
+    """An RFC 3339 time; None when absent or unreadable (an annotation someone edited)."""
     if not raw:
         return None
-    return datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    try:
+        moment = datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def persisted_bound(ctx: Ctx, secret: Mapping[str, Any] | None) -> datetime.datetime:
@@ -277,7 +282,7 @@ def persisted_bound(ctx: Ctx, secret: Mapping[str, Any] | None) -> datetime.date
     annotations: Mapping[str, Any] = ctx.obj.get("metadata", {}).get("annotations") or {}
     attempt, _, moment = str(annotations.get(CREATES_FROM) or "").partition(" ")
     if attempt == str(ctx.status.attempt) and (written := _time(moment)) is not None:
-        times.append(written)
+        times.append(min(written, ctx.now))  # never a bound in the future
     return max(times)
 
 
