@@ -22,9 +22,7 @@ async def test_client_certificate_lists_writes_and_watches(
         assert {"default", namespace} <= names
         body = {"metadata": {"name": "transport"}, "data": {"k": "v"}}
         made = await api.create(CONFIGMAPS, body, namespace=namespace)
-        events = api.watch(
-            CONFIGMAPS, namespace=namespace, resource_version="0", timeout_seconds=5
-        )
+        events = api.watch(CONFIGMAPS, namespace=namespace, resource_version="0", timeout_seconds=5)
         async for kind, obj in events:
             if obj["metadata"]["name"] == "transport":
                 assert kind == "ADDED" and obj["data"] == {"k": "v"}
