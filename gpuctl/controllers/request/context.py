@@ -10,7 +10,7 @@ never announces a state the API server does not hold) and returns either `None`
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from gpuctl.api import (
 )
 from gpuctl.api import CapacityType as ApiCapacityType
 from gpuctl.controllers import naming
+from gpuctl.controllers.bootstrap import Token
 from gpuctl.controllers.drivers import DriverPool
 from gpuctl.controllers.metrics import REQUEST_FAILURES
 from gpuctl.providers.base import CapacityType, Offer
@@ -76,6 +77,10 @@ class LaunchMemory:
     settled: set[tuple[str, int]] = attrs.field(factory=set)
     uncertain: dict[tuple[str, int], datetime.datetime] = attrs.field(factory=dict)
     machines: set[tuple[str, int]] = attrs.field(factory=set)
+    # The token this process created for an attempt, with its Secret as the API server
+    # answered the create: a launch retried (rate limited, transient error) uses them
+    # without a GET. Dropped once the attempt has a machine (no launch needs it any more).
+    tokens: dict[tuple[str, int], tuple[Token, Mapping[str, Any]]] = attrs.field(factory=dict)
 
     def nothing_there(self, key: tuple[str, int]) -> bool:
         """Certainly no machine under the attempt's name: settled, and none recorded."""
@@ -89,8 +94,13 @@ class LaunchMemory:
         self.settled.discard(key)
         self.uncertain[key] = since
 
+    def record_machine(self, key: tuple[str, int]) -> None:
+        self.machines.add(key)
+        self.tokens.pop(key, None)
+
     def forget(self, uid: str) -> None:
         self.settled = {k for k in self.settled if k[0] != uid}
+        self.tokens = {k: v for k, v in self.tokens.items() if k[0] != uid}
         self.machines = {k for k in self.machines if k[0] != uid}
         for key in [k for k in self.uncertain if k[0] == uid]:
             del self.uncertain[key]

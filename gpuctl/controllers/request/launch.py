@@ -119,7 +119,9 @@ def token_secret_name(uid: str, attempt: int) -> str:
 async def delete_token(ctx: Ctx, attempt: int) -> None:
     """Remove an attempt's bootstrap token: once its machine joined, or the attempt ended,
     nothing may join with it any more (it would otherwise live until it expires)."""
-    name = token_secret_name(ctx.request.metadata.uid or "", attempt)
+    uid = ctx.request.metadata.uid or ""
+    ctx.services.launches.tokens.pop((uid, attempt), None)
+    name = token_secret_name(uid, attempt)
     try:
         await ctx.services.client.delete(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
     except Exception as err:
@@ -139,8 +141,14 @@ async def ensure_token(
     client = ctx.services.client
     uid = ctx.request.metadata.uid or ""
     name = token_secret_name(uid, ctx.status.attempt)
+    made_here = ctx.services.launches.tokens.get(attempt_key(ctx))
+    if made_here is not None:
+        # A launch retried (rate limited, transient error): this process made the token
+        # and kept the create's answer. Only expired tokens are cleaned up, and the token
+        # lives the registration timeout past the launch: it is still there.
+        return made_here
     if attempt_key(ctx) in ctx.services.launches.settled:
-        # A launch retried (rate limited, transient error): this process made the token.
+        # This process made the token but no longer holds it: read it.
         try:
             secret = await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
             return bootstrap.Token.from_secret(secret), secret
@@ -162,6 +170,7 @@ async def ensure_token(
         return bootstrap.Token.from_secret(secret), secret
     # Every create of an attempt comes after its token: none was sent before this one.
     ctx.services.launches.settle(attempt_key(ctx))
+    ctx.services.launches.tokens[attempt_key(ctx)] = (token, made)
     return token, made
 
 
@@ -395,7 +404,7 @@ def record_instance(ctx: Ctx, instance: Instance) -> None:
     """Write the machine into status. The offer's price becomes the rate the cloud
     reports charging for it, where it does (RunPod's costPerHr, Paperspace's usageRate):
     the cost ledger bills what the cloud bills."""
-    ctx.services.launches.machines.add(attempt_key(ctx))  # even if this write is lost
+    ctx.services.launches.record_machine(attempt_key(ctx))  # even if this write is lost
     ctx.status.instance = InstanceStatus(
         id=instance.id,
         name=instance.name,
