@@ -9,6 +9,7 @@ controllers to the manager (they run on the leader only, as every controller).
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from gpuctl.api import GPUNodePool
@@ -23,6 +24,13 @@ from gpuctl.runtime.informer import Informer, drop_managed_fields
 from gpuctl.runtime.resources import PODS, Resource
 
 Obj = dict[str, Any]
+
+
+def wall_clock() -> datetime.datetime:
+    """Disruption's clock, to the microsecond: the request controller's clock reads whole
+    seconds (status timestamps), and a last pod event and a `now` both cut to the second
+    let `consolidateAfter` run out up to a second early."""
+    return datetime.datetime.now(datetime.UTC)
 
 
 def install(operator: Any, settings: DisruptionSettings) -> None:
@@ -54,7 +62,7 @@ def install(operator: Any, settings: DisruptionSettings) -> None:
         client=services.client,
         events=services.events,
         settings=settings,
-        clock=services.clock,
+        clock=wall_clock,
         catalog=catalog,
     ):
         manager.add_controller(controller)
