@@ -28,10 +28,13 @@ def accrue(
     if price_per_hour is not None and cost.updated_at is not None:
         seconds = max(Decimal(0), Decimal(str((now - cost.updated_at).total_seconds())))
         accrued += price_per_hour * seconds / _HOUR
+    # Never back: billing may already run to a moment after `now` (a machine seen gone
+    # is billed until that answer, rounded up); a later pass must not re-bill that time.
+    updated = max(now, cost.updated_at) if cost.updated_at is not None else now
     return CostStatus(
         accrued_usd=accrued.quantize(_PLACES, ROUND_HALF_UP),
         since=cost.since or now,
-        updated_at=now,
+        updated_at=updated,
     )
 
 

@@ -157,6 +157,17 @@ def final_cost(status: GPUNodeRequestStatus, now: datetime.datetime) -> Decimal:
     return cost.accrue(status.cost, price, now).accrued_usd
 
 
+def billed_until(status: GPUNodeRequestStatus, now: datetime.datetime) -> datetime.datetime:
+    """Until when `final_cost` bills: `now` while an instance is recorded, else the moment
+    billing stopped (`cost.updatedAt`: a machine seen gone is billed until the answer
+    that said so, rounded up, which may be after this reconcile's `now`)."""
+    if status.offer is not None and status.instance is not None:
+        return now
+    if status.cost is not None and status.cost.updated_at is not None:
+        return status.cost.updated_at
+    return now
+
+
 def entry_of(
     request: GPUNodeRequest, status: GPUNodeRequestStatus, now: datetime.datetime
 ) -> Entry | None:
@@ -189,7 +200,7 @@ def entry_of(
         price_per_hour=offer.price_per_hour if offer else None,
         accrued_usd=final_cost(request.status, now),
         since=status.cost.since if status.cost is not None else None,
-        until=now,
+        until=billed_until(request.status, now),
         attempts=status.attempt,
         interruptions=status.interruptions,
     )

@@ -119,9 +119,11 @@ async def test_cost_after_requests_ran_and_were_deleted(
     before = {k: await _status(api, n) for k, n in names.items()}
 
     await delete_and_wait(api, names["a"])
-    # Ledger times are whole seconds: b ends at or after the next second, a before it.
+    # Ledger times are whole seconds, and a machine seen gone is billed until that
+    # answer rounded up to the next second: a ends before the second after next, b at
+    # or after it.
     cutoff = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(
-        seconds=1
+        seconds=2
     )
     await asyncio.sleep((cutoff - datetime.datetime.now(datetime.UTC)).total_seconds())
     await delete_and_wait(api, names["b"])

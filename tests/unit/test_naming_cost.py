@@ -35,6 +35,18 @@ def test_cost_accrues_price_times_time_and_survives_gaps() -> None:
     assert str(c.accrued_usd) == "11.9600" and c.since == t0 and c.updated_at == later
 
 
+def test_billed_time_is_never_billed_twice() -> None:
+    # A machine seen gone is billed until that answer rounded up, after the reconcile's
+    # `now`; a later pass at that `now` must not move the bill's end back (and re-bill).
+    t0 = datetime.datetime(2026, 11, 27, 10, 0, tzinfo=datetime.UTC)
+    second = datetime.timedelta(seconds=1)
+    c = cost.accrue(cost.accrue(None, None, t0), Decimal("36.00"), t0 + 10 * second)
+    assert str(c.accrued_usd) == "0.1000"
+    again = cost.accrue(c, None, t0 + 9 * second)
+    assert again.updated_at == t0 + 10 * second and again.accrued_usd == c.accrued_usd
+    assert str(cost.accrue(again, Decimal("36.00"), t0 + 11 * second).accrued_usd) == "0.1100"
+
+
 def test_running_total_adds_the_time_since_the_last_update() -> None:
     now = datetime.datetime(2026, 1, 1, 1, 30, tzinfo=datetime.UTC)
     stamp = "2026-01-01T01:00:00Z"
