@@ -154,10 +154,12 @@ async def test_cost_after_requests_ran_and_were_deleted(
         until = datetime.datetime.fromisoformat(row["until"].replace("Z", "+00:00"))
         billed = Decimal((until - since).total_seconds()) / 3600
         accrued = Decimal(row["accruedUSD"])
+        # status.cost.accruedUSD is rounded to 4 places (half up) at every status write
+        # that brings it up to date: each may add up to $0.00005; a request has ~6.
         assert (
             Decimal(before[key]["cost"]["accruedUSD"])
             <= accrued
-            <= price * billed + Decimal("0.0001")
+            <= price * billed + Decimal("0.0005")
         )
         assert accrued > 0  # the machine ran: it cost something
     assert c["until"] is None
