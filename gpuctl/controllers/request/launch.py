@@ -16,13 +16,35 @@ Idempotence, in order:
    second machine under the same name (a twin) is terminated
    at once, with a `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
 4. a create whose outcome is unknown (timeout, dropped connection, 5xx after sending,
-   unreadable answer) is looked up once more, then recorded in status as
+   unreadable answer, or the whole driver create abandoned after `CREATE_TIMEOUTS`
+   request timeouts) is looked up once more, then recorded in status as
    `Launched=Unknown` (reason `LaunchOutcomeUnknown`, Event of the same name) before
    anything else happens. No create is sent again for that attempt until look-ups by
    name have found nothing for `Settings.launch_settle` (clouds list eventually
-   consistently); meanwhile the step lists again five times per `launch_settle`. An attempt this
-   process did not start itself and that has a token but no recorded machine (an
-   earlier process may have crashed after its create) is treated the same way.
+   consistently) counted from when the create's answer failed; meanwhile the step lists
+   again five times per `launch_settle`, and adopts the machine at the first sighting.
+5. an attempt this process did not start itself, with a token but no recorded machine
+   (an earlier process may have been killed after its create), is uncertain too; its
+   settle window starts at the moment the API server's records say every create of the
+   attempt had ended (`creates_quiet`), or at this process's first look, whichever is
+   earlier. The argument (`creates_quiet`): every create is preceded by a check, at
+   wall time t, that the bound the API server holds (`persisted_bound`) is at least
+   t - `BOUND_SLACK` (else the create writes t first, `persist_bound`, and is sent only
+   once that write is confirmed); the clocks read whole seconds, so the check's true
+   time is below t + 1 s; and the create (its driver steps, its POST, reading its
+   answer) is abandoned `CREATE_TIMEOUTS` request timeouts after a moment taken before
+   the check (`create_within`). So every create of the attempt, in any process, was
+   done at the cloud before bound + `BOUND_SLACK` + 1 s + `CREATE_TIMEOUTS` x the
+   provider's request timeout, whenever the process sending it was SIGKILLed: killed
+   before the write is confirmed, it sent nothing; after it, the bound is already
+   there. The bound only grows within an attempt: the token's creation is fixed, the
+   annotation is rewritten only with a later time for the same attempt, and a process
+   reads it from a quorum read (`_check_fresh`). Where the bound is unknown the window
+   starts at the first look, as before: no token Secret, a `creates-from` of this
+   attempt that cannot be read, or a token made by an older version that did not keep
+   the bound (no `BOUND_MARK` on it; such a version may have sent a create long after
+   the token without writing anything). Clocks of the operator and the API server are
+   taken to agree to well under `launch_settle` (NTP).
 So a crash, a lost answer or a lagging list between the cloud's create and the status
 write leaves an instance the next reconcile adopts, not a second one.
 
@@ -33,6 +55,7 @@ retry the same attempt with backoff.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import hashlib
@@ -52,7 +75,7 @@ from gpuctl.api import (
 )
 from gpuctl.api.convert import format_time
 from gpuctl.controllers import bootstrap, cost, naming
-from gpuctl.controllers.drivers import ProviderUnavailableError
+from gpuctl.controllers.drivers import ProviderUnavailableError, driver_config
 from gpuctl.controllers.metrics import DUPLICATES, LAUNCHES
 from gpuctl.controllers.request.context import Ctx, to_offer
 from gpuctl.controllers.request.nodes import node_labels
@@ -72,6 +95,7 @@ from gpuctl.providers.base import (
     QuotaError,
     RateLimitedError,
 )
+from gpuctl.providers.http import RetryPolicy, retry_policy_for
 from gpuctl.runtime.client import is_already_exists, is_conflict, is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import SECRETS
@@ -85,6 +109,14 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 CREATES_FROM = "gpuctl.io/creates-from"
 # A create this much later than the bound the API server holds writes a new one first.
 BOUND_SLACK = datetime.timedelta(seconds=2)
+# The clocks read whole seconds (floored): a moment read as t came before t + 1 s.
+CLOCK_GRAIN = datetime.timedelta(seconds=1)
+# A driver create (its steps before the POST, the POST, reading the answer) is abandoned
+# this many of the provider's request timeouts after it began: its outcome is unknown.
+CREATE_TIMEOUTS = 2
+# On the token Secret: made by a version that keeps `creates-from` before every late
+# create, so the bound the API server holds says when the attempt's creates ended.
+BOUND_MARK = "gpuctl.io/creates-bound"
 # Errors that end an attempt (fail over to another offer): metric result, condition reason.
 _FAILOVER: tuple[tuple[type[ProviderError], str, str], ...] = (
     (CapacityError, "capacity", "CapacityError"),
@@ -160,6 +192,8 @@ async def ensure_token(
     body = bootstrap.token_secret(
         token, request=ctx.name, attempt=ctx.status.attempt, expires=ctx.now + ttl
     )
+    metadata: dict[str, Any] = body["metadata"]  # type: ignore[assignment]
+    metadata["annotations"] = {**metadata.get("annotations", {}), BOUND_MARK: "1"}
     try:
         made = await client.create(SECRETS, body, namespace=bootstrap.TOKEN_NAMESPACE)
     except Exception as err:
@@ -355,16 +389,55 @@ async def persist_bound(ctx: Ctx, secret: Mapping[str, Any]) -> None:
         raise
 
 
-def uncertain_since(ctx: Ctx) -> datetime.datetime | None:
+def request_timeout(provider: GPUProvider) -> float:
+    """The provider's HTTP request timeout in seconds (option `requestTimeoutSeconds`)."""
+    try:
+        return retry_policy_for(driver_config(provider, "")).timeout
+    except ProviderError:  # an unreadable option: the driver refuses to build anyway
+        return RetryPolicy().timeout
+
+
+def create_budget(provider: GPUProvider) -> float:
+    """Seconds a driver create may take in all before it is abandoned (`create_within`)."""
+    return CREATE_TIMEOUTS * request_timeout(provider)
+
+
+def creates_quiet(
+    ctx: Ctx, provider: GPUProvider, secret: Mapping[str, Any] | None
+) -> datetime.datetime | None:
+    """The moment after which no create of the current attempt, sent by any process,
+    can still be at work at the cloud, from what the API server holds: the bound
+    (`persisted_bound`) + `BOUND_SLACK` + `CLOCK_GRAIN` + the create budget (the
+    argument is in the module docstring, point 5). None when it cannot be known: no
+    token Secret, a token made by a version that did not keep the bound (no
+    `BOUND_MARK`), or a `creates-from` of this attempt that cannot be read."""
+    if secret is None:
+        return None
+    marks: Mapping[str, Any] = (secret.get("metadata") or {}).get("annotations") or {}
+    if BOUND_MARK not in marks:
+        return None
+    annotations: Mapping[str, Any] = ctx.obj.get("metadata", {}).get("annotations") or {}
+    attempt, _, moment = str(annotations.get(CREATES_FROM) or "").partition(" ")
+    if attempt == str(ctx.status.attempt) and _time(moment) is None:
+        return None  # this attempt's bound, unreadable: an earlier one would be unsafe
+    budget = datetime.timedelta(seconds=create_budget(provider))
+    return persisted_bound(ctx, secret) + BOUND_SLACK + CLOCK_GRAIN + budget
+
+
+def uncertain_since(ctx: Ctx, quiet: datetime.datetime | None = None) -> datetime.datetime | None:
     """Since when the current attempt may have a machine nobody recorded (see
-    `LaunchMemory`); None when it certainly has none beyond what status says."""
+    `LaunchMemory`); None when it certainly has none beyond what status says. An
+    attempt met for the first time is uncertain since `quiet` (`creates_quiet`: every
+    create of it had ended by then) or since now, whichever is earlier: an attempt
+    whose last create is long past is settled by one look-up that finds nothing."""
     memory, key = ctx.services.launches, attempt_key(ctx)
     if key in memory.uncertain:
         return memory.uncertain[key]
     if key in memory.settled:
         return None
-    memory.doubt(key, ctx.now)
-    return ctx.now
+    since = ctx.now if quiet is None else min(ctx.now, quiet)
+    memory.doubt(key, since)
+    return since
 
 
 def settle_wait(ctx: Ctx, since: datetime.datetime | None) -> float:
@@ -521,7 +594,6 @@ def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
     """Record, before anything else happens, that a create of this attempt went out with
     no answer: status says Launched=Unknown since then, and no create is sent again
     until look-ups by name found nothing for `launch_settle`."""
-    ctx.services.launches.doubt(attempt_key(ctx), ctx.now)
     settle = ctx.settings.launch_settle.total_seconds()
     message = (
         f"attempt {ctx.status.attempt}: the create of {ctx.instance_name} got no answer "
@@ -542,11 +614,35 @@ def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
     return Result(requeue_after=min(settle, recheck_interval(ctx)))
 
 
+def answer_failed(ctx: Ctx) -> datetime.datetime:
+    """When a create's answer failed: now, rounded up (the clock reads whole seconds)."""
+    return max(ctx.now, ctx.services.clock() + CLOCK_GRAIN)
+
+
+async def create_within(driver: Driver, request: LaunchRequest, deadline: float) -> Instance:
+    """`driver.create`, abandoned at `deadline` (event-loop time, taken before the bound
+    was checked): an abandoned create may have happened (`LaunchOutcomeUnknownError`).
+    This is what bounds when a create of the attempt can still be at work at the cloud,
+    whatever the driver does before its POST (`creates_quiet`)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await driver.create(request)
+    except TimeoutError as err:
+        raise LaunchOutcomeUnknownError(
+            f"the create of {request.name} did not end in time: abandoned "
+            "(the create may have happened)",
+            code="timeout",
+            provider=request.offer.provider,
+        ) from err
+
+
 async def _after_unknown_outcome(
     ctx: Ctx, driver: Driver, name: str, err: LaunchOutcomeUnknownError
 ) -> Result:
-    # Remembered before anything else can fail (the look-up may be rate limited).
-    ctx.services.launches.doubt(attempt_key(ctx), ctx.now)
+    # Remembered before anything else can fail (the look-up may be rate limited). The
+    # window counts from the failed answer, not from the reconcile's start: a create
+    # that hung until its timeout may have made the machine just before it.
+    ctx.services.launches.doubt(attempt_key(ctx), answer_failed(ctx))
     try:
         found = await driver.find_all(name)  # it may be listed already
     except ProviderError:
@@ -580,7 +676,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     found = [] if nothing else await driver.find_all(request.name)
     if found:
         return await _adopt(ctx, driver, found, "found by name")
-    since = uncertain_since(ctx)
+    since = uncertain_since(ctx, creates_quiet(ctx, provider, secret))
     wait = settle_wait(ctx, since)
     if since is not None and wait > 0:
         until = since + ctx.settings.launch_settle
@@ -592,10 +688,11 @@ async def reconcile(ctx: Ctx) -> Result | None:
     ctx.services.launches.settle(attempt_key(ctx))  # listed long enough: nothing exists
     if ctx.status.attempt > 1:  # the last attempt's machine is gone, or going: its leftovers
         await cleanup_attempts(ctx, [ctx.status.attempt - 1])
+    deadline = asyncio.get_running_loop().time() + create_budget(provider)  # before the check
     await persist_bound(ctx, secret)
     crash_point("before-launch")
     try:
-        instance = await driver.create(request)
+        instance = await create_within(driver, request, deadline)
         crash_point("after-launch")
     except LaunchOutcomeUnknownError as err:
         LAUNCHES.labels(*labels, "unknown").inc()
