@@ -120,6 +120,9 @@ class Services:
     # (request, instance id) a look showed live in teardown whose terminate then waited
     # for a rate-limit slot: the next pass sends it before looking again.
     terminate_owed: set[tuple[str, str]] = attrs.field(factory=set)
+    # request -> when this process began its teardown: its looks want answers sent after
+    # it (termination._since), shared by every request torn down at the same time.
+    teardown_since: dict[str, datetime.datetime] = attrs.field(factory=dict)
     clock: Callable[[], datetime.datetime] = attrs.field(
         factory=lambda: lambda: datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     )
