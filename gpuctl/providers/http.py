@@ -8,7 +8,10 @@ ONE `aiohttp.ClientSession`, which the caller owns and closes. Per request:
    that is not there soon is a RateLimitedError (nothing sent), and so is a 429 answer
    (its Retry-After, else 1 s): never retried here, the controller requeues;
 2. send it with a bearer token (or the headers of the driver's `signer`: Crusoe signs
-   each request) and a total timeout, never following redirects;
+   each request) and a total timeout (`RetryPolicy.timeout`, 30 s; a GET or HEAD gives up
+   after `read_timeout`, 10 s: it is retried here, and a hung look-up after a create
+   with no answer would otherwise hold the launch as long as the create), never
+   following redirects;
 3. 2xx: return the decoded JSON (None for an empty body); a body that is not JSON is a
    TransientError("malformed response");
 4. otherwise: the cloud's `ErrorMapper` turns the answer into a typed error; connection
@@ -65,6 +68,7 @@ R = TypeVar("R")
 Signer = Callable[[str, str, Sequence[tuple[str, str]]], Mapping[str, str]]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_READS = frozenset({"GET", "HEAD"})
 # Answers that say the server did not act on the request (timeout before processing,
 # too early, rate limited): a create answered so created nothing.
 _NOTHING_DONE = frozenset({408, 425, 429})
@@ -79,6 +83,13 @@ class RetryPolicy:
     max_delay: float = 10.0
     max_retry_after: float = 60.0  # a longer Retry-After is left to the caller
     timeout: float = 30.0  # seconds per request, connect to last byte
+    # A read (GET, HEAD) gives up sooner: it is retried here (idempotent), and a look-up
+    # after a create with no answer is what a launch waits on. Never above `timeout`.
+    read_timeout: float = 10.0
+
+    def timeout_for(self, method: str) -> float:
+        """Seconds the request may take in all, connect to last byte."""
+        return min(self.read_timeout, self.timeout) if method in _READS else self.timeout
 
     def backoff(self, retry: int, retry_after: float | None) -> float | None:
         """Seconds to wait before retry number `retry` (0-based); None: do not retry here."""
@@ -91,11 +102,14 @@ class RetryPolicy:
 
 
 def retry_policy_for(config: DriverConfig) -> RetryPolicy:
-    """Defaults, overridden by options requestTimeoutSeconds / retryAttempts / retryBaseSeconds."""
+    """Defaults, overridden by options requestTimeoutSeconds / readTimeoutSeconds /
+    retryAttempts / retryBaseSeconds."""
     policy = RetryPolicy()
     options = config.options
     if "requestTimeoutSeconds" in options:
         policy = attrs.evolve(policy, timeout=_number(options, "requestTimeoutSeconds", 0.001))
+    if "readTimeoutSeconds" in options:
+        policy = attrs.evolve(policy, read_timeout=_number(options, "readTimeoutSeconds", 0.001))
     if "retryAttempts" in options:
         policy = attrs.evolve(policy, attempts=int(_number(options, "retryAttempts", 1)))
     if "retryBaseSeconds" in options:
@@ -200,6 +214,7 @@ class HttpTransport:
         query = _query(params)
         started = time.monotonic()
         code = "connection"
+        timeout = self.retry.timeout_for(method)
         try:
             async with self.session.request(
                 method,
@@ -207,7 +222,7 @@ class HttpTransport:
                 params=query,
                 json=body,
                 headers={**self._auth(method, url, query), "Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self.retry.timeout),
+                timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
                 code = str(response.status)
@@ -216,7 +231,7 @@ class HttpTransport:
         except TimeoutError as exc:
             code = "timeout"
             raise TransientError(
-                f"{self.cloud} {operation}: timed out after {self.retry.timeout:g}s",
+                f"{self.cloud} {operation}: timed out after {timeout:g}s",
                 code=code,
                 provider=self.provider,
             ) from exc

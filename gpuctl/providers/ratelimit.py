@@ -52,6 +52,15 @@ and other polls leave, instead of queueing ahead of them (under RunPod's 60 call
 minute, 60 machines polled every 30 s took the whole budget and launches waited a
 minute for their slot).
 
+A fourth, for calls a request waits on (`priority()`, inside `nonblocking()`): the launch
+step's look-ups by name and its create. Such a call still takes its token from the
+buckets (the rate is kept), but the slot it is given is the earliest one reserved by a
+caller that is not a priority call (of a class that takes from the same buckets); that
+caller and every later one move back by one slot, each to the next one's (the last to
+the slot the priority call was given). So a settle look-up or a launch waits for the
+calls already due and other priority calls, not behind a queue of teardowns and
+polls; each of those waits one slot longer per priority call that went ahead of it.
+
 Accounts are shared: drivers built for the same cloud, endpoint, API key and limits get
 the same `AccountLimiter` (see `gpuctl.providers.registry`).
 """
@@ -100,13 +109,27 @@ _SPARE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 @contextlib.contextmanager
-def spare_only() -> Iterator[None]:
-    """Inside `nonblocking()`: calls made here go only with a token nobody waits for."""
-    token = _SPARE.set(True)
+def _flag(var: contextvars.ContextVar[bool]) -> Iterator[None]:
+    token = var.set(True)
     try:
         yield
     finally:
-        _SPARE.reset(token)
+        var.reset(token)
+
+
+def spare_only() -> contextlib.AbstractContextManager[None]:
+    """Inside `nonblocking()`: calls made here go only with a token nobody waits for."""
+    return _flag(_SPARE)
+
+
+_PRIORITY: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gpuctl_rate_limit_priority", default=False
+)
+
+
+def priority() -> contextlib.AbstractContextManager[None]:
+    """Inside `nonblocking()`: calls made here take the earliest reserved slot."""
+    return _flag(_PRIORITY)
 
 
 def current_holder() -> str | None:
@@ -231,6 +254,7 @@ class AccountLimiter:
         self._policy: tuple[tuple[str, int, float], ...] = ()
         self._paused_until = 0.0
         self._reserved: dict[tuple[str, OpClass], float] = {}  # (holder, class) -> slot
+        self._priority: set[tuple[str, OpClass]] = set()  # reserved by priority calls
         self._pruned = now
 
     async def acquire(self, op_class: OpClass) -> None:
@@ -256,6 +280,7 @@ class AccountLimiter:
                     retry_after=wait,
                 )
             self._reserved.pop((holder, op_class), None)  # claimed
+            self._priority.discard((holder, op_class))
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -269,7 +294,30 @@ class AccountLimiter:
         if slot is None:
             slot = now + self._take(op_class, now)
             self._reserved[key] = slot
+            if _PRIORITY.get():
+                slot = self._go_ahead(key, now)
         return max(0.0, slot - now, self._paused_until - now)
+
+    def _go_ahead(self, key: tuple[str, OpClass], now: float) -> float:
+        """Give the priority reservation `key` the earliest later slot reserved by others
+        (not priority, same buckets); they move back one slot each. Its slot."""
+        self._priority.add(key)
+        mine = self._reserved[key]
+        bucket_of = self._classes.get(key[1])
+        ahead = sorted(
+            (slot, other)
+            for other, slot in self._reserved.items()
+            if other not in self._priority
+            and now < slot < mine
+            and self._classes.get(other[1]) is bucket_of
+        )
+        if not ahead:
+            return mine
+        slots = [slot for slot, _ in ahead] + [mine]
+        self._reserved[key] = slots[0]
+        for (_, other), later in zip(ahead, slots[1:], strict=True):
+            self._reserved[other] = later
+        return slots[0]
 
     def pause(self, seconds: float) -> None:
         """Send nothing for `seconds` (the server said the account's quota is spent)."""
@@ -307,6 +355,7 @@ class AccountLimiter:
         stale = [k for k, slot in self._reserved.items() if slot < now - RESERVATION_TTL]
         for key in stale:
             del self._reserved[key]
+            self._priority.discard(key)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Adapt to `RateLimit-Policy` / `RateLimit` headers (IETF draft), if adaptive."""

@@ -96,6 +96,7 @@ from gpuctl.providers.base import (
     RateLimitedError,
 )
 from gpuctl.providers.http import RetryPolicy, retry_policy_for
+from gpuctl.providers.ratelimit import priority
 from gpuctl.runtime.client import is_already_exists, is_conflict, is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import SECRETS
@@ -644,7 +645,8 @@ async def _after_unknown_outcome(
     # that hung until its timeout may have made the machine just before it.
     ctx.services.launches.doubt(attempt_key(ctx), answer_failed(ctx))
     try:
-        found = await driver.find_all(name)  # it may be listed already
+        with priority():
+            found = await driver.find_all(name)  # it may be listed already
     except ProviderError:
         found = []  # looked up again on the settle polls
     if found:
@@ -652,6 +654,29 @@ async def _after_unknown_outcome(
     result = _outcome_unknown(ctx, err)
     crash_point("after-launch-unknown")  # the cloud may have it; status does not know
     return result
+
+
+async def _create_failed(
+    ctx: Ctx, driver: Driver, request: LaunchRequest, err: ProviderError
+) -> Result:
+    """A create the cloud answered with an error (nothing made): capacity, quota, auth
+    and invalid requests fail over to another offer; anything else is raised (retried)."""
+    offer = ctx.status.offer
+    assert offer is not None
+    kind = failover_kind(err)
+    LAUNCHES.labels(
+        offer.provider, offer.capacity_type.value, kind[0] if kind else "transient"
+    ).inc()
+    if kind is None:
+        raise err  # transient, nothing created: the same attempt again, with backoff
+    reason = kind[1]
+    ctx.services.capacity.mark(request.offer, reason)
+    await cleanup(ctx, driver, request.name)
+    message = f"{offer.provider} {offer.instance_type} in {offer.native_region}: {err.message}"
+    ctx.condition(ConditionType.LAUNCHED, False, reason, message)
+    ctx.event("Warning", reason, f"attempt {ctx.status.attempt}: {message}; failing over")
+    ctx.fail_offer(reason, err.message)
+    return ctx.stop()
 
 
 async def reconcile(ctx: Ctx) -> Result | None:
@@ -673,7 +698,11 @@ async def reconcile(ctx: Ctx) -> Result | None:
     # A look-up lists the provider's machines (a cost that grows with them): skipped when
     # nothing can be there, as in the first launch of an attempt this process began.
     nothing = ctx.services.launches.nothing_there(attempt_key(ctx))
-    found = [] if nothing else await driver.find_all(request.name)
+    # The look-ups and the create of a launch take the earliest rate-limit slot
+    # reserved by others (`ratelimit.priority`): a request waits on them, not on polls
+    # and teardowns queued at a rate-limited cloud.
+    with priority():
+        found = [] if nothing else await driver.find_all(request.name)
     if found:
         return await _adopt(ctx, driver, found, "found by name")
     since = uncertain_since(ctx, creates_quiet(ctx, provider, secret))
@@ -692,7 +721,8 @@ async def reconcile(ctx: Ctx) -> Result | None:
     await persist_bound(ctx, secret)
     crash_point("before-launch")
     try:
-        instance = await create_within(driver, request, deadline)
+        with priority():
+            instance = await create_within(driver, request, deadline)
         crash_point("after-launch")
     except LaunchOutcomeUnknownError as err:
         LAUNCHES.labels(*labels, "unknown").inc()
@@ -700,18 +730,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     except RateLimitedError:
         raise  # nothing was sent: the controller requeues for the token
     except ProviderError as err:
-        kind = failover_kind(err)
-        LAUNCHES.labels(*labels, kind[0] if kind else "transient").inc()
-        if kind is None:
-            raise  # transient, nothing created: the same attempt again, with backoff
-        reason = kind[1]
-        ctx.services.capacity.mark(request.offer, reason)
-        await cleanup(ctx, driver, request.name)
-        message = f"{offer.provider} {offer.instance_type} in {offer.native_region}: {err.message}"
-        ctx.condition(ConditionType.LAUNCHED, False, reason, message)
-        ctx.event("Warning", reason, f"attempt {ctx.status.attempt}: {message}; failing over")
-        ctx.fail_offer(reason, err.message)
-        return ctx.stop()
+        return await _create_failed(ctx, driver, request, err)
     LAUNCHES.labels(*labels, "success").inc()
     record_instance(ctx, instance)
     message = (
