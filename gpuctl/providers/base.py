@@ -295,14 +295,22 @@ class Driver(Protocol):
         """
         ...
 
-    async def get(self, instance_id: str) -> Instance:
-        """Raises NotFoundError when the cloud no longer knows the instance."""
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+        """Raises NotFoundError when the cloud no longer knows the instance.
+
+        `since`: an answer the cloud gave to a call sent at or after this moment is enough
+        (a driver may serve it from one list of all its machines shared by every caller,
+        `gpuctl.providers.snapshot`; never one older than its own accepted terminate of
+        the instance). None: a call of its own."""
         ...
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
         """Every instance with exactly this name that still exists at the cloud, in any
         state but terminated (preempted, stopped, failed and terminating ones bill, or may):
-        the preferred one first (`errors.preferred`). Two or more are twins: a duplicate."""
+        the preferred one first (`errors.preferred`). Two or more are twins: a duplicate.
+        `since` as for `get`."""
         ...
 
     async def find(self, name: str) -> Instance | None:

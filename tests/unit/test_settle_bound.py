@@ -141,7 +141,7 @@ class Cloud:
         self.clock, self.lose = clock, lose
         self.calls: list[str] = []
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(self, name: str, since: Any = None) -> list[Instance]:
         self.calls.append("find_all")
         return []
 

@@ -63,7 +63,7 @@ class Driver:
         self.limited = limited
         self.spare: list[bool] = []
 
-    async def get(self, instance_id: str) -> Any:
+    async def get(self, instance_id: str, since: Any = None) -> Any:
         self.spare.append(_SPARE.get())  # what the HTTP layer's acquire() sees
         if self.limited:
             raise RateLimitedError("no spare token", retry_after=40.0, provider="p")

@@ -12,12 +12,15 @@ Ready is polled only with a token nobody else waits for (`ratelimit.spare_only`)
 Node already says it runs (a machine preempted or terminated takes its Node's heartbeat
 with it, and from then on its polls take their turn), and those polls, one per machine
 per `ready_poll`, would otherwise queue ahead of launches and teardowns. Without a spare
-token the poll is skipped until the next `ready_poll`.
+token the poll is skipped until the next `ready_poll`. A poll wants an answer to a call
+sent since it became due, not a call of its own: a driver that keeps one list of all
+its machines (`providers.snapshot`; RunPod) serves many polls with one call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 
 from gpuctl.api import CapacityType, ConditionType, Phase
 from gpuctl.controllers.metrics import INTERRUPTIONS
@@ -44,27 +47,31 @@ def _node_healthy(ctx: Ctx) -> bool:
     return node is not None and is_ready(node)
 
 
-def _due(ctx: Ctx) -> bool:
+def _due(ctx: Ctx) -> datetime.datetime | None:
+    """When the poll became due (None: not yet): an answer to a call sent since then is
+    as good as one of its own."""
     instance = ctx.status.instance
     assert instance is not None
     key = (ctx.name, instance.id)
     last = ctx.services.last_poll.get(key)
-    if last is not None and (ctx.now - last).total_seconds() < _interval(ctx):
-        return False
+    interval = datetime.timedelta(seconds=_interval(ctx))
+    if last is not None and ctx.now - last < interval:
+        return None
     ctx.services.last_poll[key] = ctx.now
-    return True
+    return ctx.now if last is None else last + interval
 
 
 async def reconcile(ctx: Ctx) -> Result | None:
     instance = ctx.status.instance
     offer = ctx.status.offer
-    if instance is None or offer is None or not _due(ctx):
+    due = None if instance is None or offer is None else _due(ctx)
+    if instance is None or offer is None or due is None:
         return None
     driver = ctx.services.drivers.get(offer.provider)
     spare = ctx.status.phase == Phase.READY and _node_healthy(ctx)
     try:
         with spare_only() if spare else contextlib.nullcontext():
-            current: Instance | None = await driver.get(instance.id)
+            current: Instance | None = await driver.get(instance.id, since=due)
     except NotFoundError:
         current = None
     except RateLimitedError as err:

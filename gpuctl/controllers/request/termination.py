@@ -15,7 +15,11 @@ machine under the name is a
 twin: billed, terminated at once and reported. When a create of the attempt may have
 happened unseen (`launch.uncertain_since`), look-ups continue for
 `Settings.launch_settle` before the machine is taken not to exist. Terminate is sent
-once per poll (the drivers remember it). Then what the clouds keep besides the
+once per poll (the drivers remember it). Every look of a teardown asks for an answer
+sent after the teardown began in this process (`_since`), not for a call of its own:
+requests torn down together share one list of the provider's machines where the driver
+keeps one (`providers.snapshot`; RunPod), and the look-up by name after the machine is
+gone is served by the list that saw it go. Then what the clouds keep besides the
 machines (Paperspace startup scripts), the Node and the bootstrap tokens, of every
 attempt, are deleted. If the provider cannot be reached or configured, the request
 stays Terminating (with an Event saying why): never drop a finalizer while a paid
@@ -40,11 +44,30 @@ from gpuctl.runtime.reconcile import Result
 from gpuctl.util.crashpoints import crash_point
 
 
+def _since(ctx: Ctx) -> datetime.datetime:
+    """When this process began the teardown (rounded up: the clock reads whole seconds):
+    every look of it wants an answer the cloud gave to a call sent after that. The
+    moment stays put across requeues (rate-limit turns), so looks of requests torn down
+    together are served by the same list; it comes after every create this process sent
+    for the request (no launch step runs once it is deleted). The driver adds its own
+    bound: never an answer older than its terminate of the machine."""
+    first = ctx.now + datetime.timedelta(seconds=1)
+    return ctx.services.teardown_since.setdefault(ctx.name, first)
+
+
+def _lookup_since(ctx: Ctx) -> datetime.datetime:
+    """The look-up by name: while a create may still be unlisted (`launch.uncertain_since`)
+    every pass wants a new answer, so that `launch_settle` of look-ups really looked."""
+    if launch.attempt_key(ctx) in ctx.services.launches.uncertain:
+        return ctx.now + datetime.timedelta(seconds=1)
+    return _since(ctx)
+
+
 async def _recorded(ctx: Ctx, driver: Driver) -> Instance | None:
     """The recorded machine while the cloud still has it; None once it is gone."""
     assert ctx.status.instance is not None
     try:
-        current = await driver.get(ctx.status.instance.id)
+        current = await driver.get(ctx.status.instance.id, since=_since(ctx))
     except NotFoundError:
         return None
     # Only TERMINATED is gone for good: a preempted machine can still bill until terminated.
@@ -127,7 +150,7 @@ async def machine_gone(ctx: Ctx) -> bool:
     # rate-limit slot) does not list the provider's machines again.
     key = launch.attempt_key(ctx)
     nothing = ctx.services.launches.nothing_there(key)
-    listed = [] if nothing else await driver.find_all(ctx.instance_name)
+    listed = [] if nothing else await driver.find_all(ctx.instance_name, since=_lookup_since(ctx))
     found = [i for i in listed if recorded is None or i.id != recorded.id]
     if found:
         keep, twins = found[0], found[1:]
@@ -211,4 +234,5 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
     await _delete_tokens(ctx)
     await ledger.record(ctx)  # what it cost outlives the request
     ctx.services.launches.forget(ctx.request.metadata.uid or "")
+    ctx.services.teardown_since.pop(ctx.name, None)
     return Result(), True

@@ -368,13 +368,16 @@ class CrusoeDriver(DriverIdentity):
             name, project, operation_id, operation.state, operation.result, wait=0
         )
 
-    async def get(self, instance_id: str) -> Instance:
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+        # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         project = await self._project()
         found = await self._transport.call(operations.get_instance, project, instance_id)
         with errors.structure_guard(CLOUD, "getInstance", self.name):
             return self._instance(found)
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
         return errors.preferred(i for i in await self._list(names=name) if i.name == name)
 
     async def find(self, name: str) -> Instance | None:

@@ -297,14 +297,17 @@ class DigitalOceanDriver(DriverIdentity):
             outbound_rules=outbound,
         )
 
-    async def get(self, instance_id: str) -> Instance:
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+        # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         if not instance_id.isdigit():
             raise NotFoundError(f"digitalocean: no Droplet {instance_id!r}", provider=self.name)
         answer = await self._transport.call(operations.droplets_get, int(instance_id))
         with errors.structure_guard(CLOUD, "droplets_get", self.name):
             return _instance(_need(answer.droplet))
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
         found = await self._list(name=name)
         return errors.preferred(i for i in found if i.name == name)
 

@@ -360,7 +360,8 @@ class HyperstackDriver(DriverIdentity):
                 return sorted(names)
             page = _next_page(page, self.name)
 
-    async def get(self, instance_id: str) -> Instance:
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+        # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         vm_id = _vm_id(instance_id)
         if vm_id is None:
             raise NotFoundError(f"hyperstack: no VM {instance_id!r}", provider=self.name)
@@ -369,7 +370,9 @@ class HyperstackDriver(DriverIdentity):
             instance = _instance(_need(answer.instance))
         return (await self._priced([instance]))[0]
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
         return errors.preferred(i for i in await self._list(name) if i.name == name)
 
     async def find(self, name: str) -> Instance | None:

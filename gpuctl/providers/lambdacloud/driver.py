@@ -24,6 +24,7 @@ anything else -> UNKNOWN.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -220,12 +221,15 @@ class LambdaDriver(DriverIdentity):
             return models.LaunchInstanceRequestImage(family=options["imageFamily"])
         return None
 
-    async def get(self, instance_id: str) -> Instance:
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+        # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         answer = await self._transport.call(operations.get_instance, instance_id)
         with errors.structure_guard(CLOUD, "getInstance", self.name):
             return _instance(answer.data)
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
         return errors.preferred(i for i in await self._list() if i.name == name)
 
     async def find(self, name: str) -> Instance | None:

@@ -290,7 +290,7 @@ class PaperspaceDriver(DriverIdentity):
                 return sorted(found, key=lambda t: t.name, reverse=True)  # newest release first
             after = page.next_page
 
-    async def get(self, instance_id: str) -> Instance:
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
         """The machine; while it provisions, its create event too: Paperspace reports a
         failed provisioning there (state `error`), not in the machine's state, which stays
         `provisioning`. Such a machine is FAILED at once rather than after the
@@ -330,7 +330,9 @@ class PaperspaceDriver(DriverIdentity):
         self._create_events[machine_id] = newest.id
         return newest
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
         return errors.preferred(i for i in await self._list(name=name) if i.name == name)
 
     async def find(self, name: str) -> Instance | None:

@@ -25,6 +25,14 @@ Launch: `POST /pods` with `name`, `gpuTypeIds` [type], `gpuCount`, `dataCenterId
 `containerDiskInGb` and `volumeInGb` (`options`, RunPod's defaults 50 and 20 when unset;
 a volume of 0 is none). Idempotent by name; `create` sends exactly one POST.
 
+Looks: `get(id, since=T)` and `find_all(name, since=T)` (the controllers' looks in a
+teardown and liveness polls) are answered from one `GET /pods` of every pod, shared by
+every caller, sent at or after T (`gpuctl.providers.snapshot`): under RunPod's 60 calls
+a minute, a GET per pod per look took minutes of the budget in a mass teardown. RunPod's
+list shows pods in every `desiredStatus` (RUNNING, EXITED, TERMINATED); a pod a list
+showed and a later one does not is gone; a pod no list has shown yet is looked at by id.
+Without `since`, every call asks the cloud (`GET /pods/{id}`, `GET /pods?name=`).
+
 Terminate: `DELETE /pods/{id}` once per poll; a 400 or 404 is confirmed with a GET
 (RunPod's spec answers 400 for an unknown pod).
 
@@ -60,6 +68,7 @@ from gpuctl.providers.http import HttpTransport, retry_policy_for
 from gpuctl.providers.pricing import PriceCache, Translator, filter_offers, usd
 from gpuctl.providers.ratelimit import AccountLimiter, limits_for
 from gpuctl.providers.runpod._generated import models_v1, models_v2, operations_v1, operations_v2
+from gpuctl.providers.snapshot import Snapshots
 
 errors.make_strict(models_v1.converter)  # see errors.make_strict
 errors.make_strict(models_v2.converter)
@@ -128,6 +137,12 @@ class RunPodDriver(DriverIdentity):
         self._terminations = errors.TerminateLog()
         self._container_disk = _gigabytes(config.options, "containerDiskInGb", minimum=1)
         self._volume = _gigabytes(config.options, "volumeInGb", minimum=0)
+        self._snapshots = Snapshots(
+            config.name,
+            self._pods,
+            lambda i: i.state is InstanceState.TERMINATED,
+            self._get,
+        )
 
     # -- offers --------------------------------------------------------------------
 
@@ -250,12 +265,22 @@ class RunPodDriver(DriverIdentity):
             volume_in_gb=self._volume,
         )
 
-    async def get(self, instance_id: str) -> Instance:
+    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+        """`since` given: served from the shared list of every pod (`Snapshots`)."""
+        if since is not None:
+            return await self._snapshots.get(instance_id, since)
+        return await self._get(instance_id)
+
+    async def _get(self, instance_id: str) -> Instance:
         pod = await self._v1.call(operations_v1.get_pod, instance_id, include_machine=True)
         with errors.structure_guard(CLOUD, "GetPod", self.name):
             return _instance(pod)
 
-    async def find_all(self, name: str) -> list[Instance]:
+    async def find_all(
+        self, name: str, *, since: datetime.datetime | None = None
+    ) -> list[Instance]:
+        if since is not None:
+            return await self._snapshots.find_all(name, since)
         return errors.preferred(i for i in await self._list(name=name) if i.name == name)
 
     async def find(self, name: str) -> Instance | None:
@@ -263,13 +288,19 @@ class RunPodDriver(DriverIdentity):
         return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
-        return [i for i in await self._list() if i.name.startswith(name_prefix)]
+        sent = self._snapshots.clock()
+        pods = await self._pods()
+        self._snapshots.observe(sent, pods)  # a list of every pod: a snapshot too
+        return [i for i in _live(pods) if i.name.startswith(name_prefix)]
 
     async def _list(self, name: str | None = None) -> list[Instance]:
+        return _live(await self._pods(name))
+
+    async def _pods(self, name: str | None = None) -> list[Instance]:
+        """Every pod (named `name`, when given) in every state the cloud lists."""
         pods = await self._v1.call(operations_v1.list_pods, name=name, include_machine=True)
         with errors.structure_guard(CLOUD, "ListPods", self.name):
-            found = [_instance(p) for p in pods]
-        return [i for i in found if i.id and i.state is not InstanceState.TERMINATED]
+            return [_instance(p) for p in pods]
 
     async def terminate(self, instance_id: str) -> None:
         """DELETE the pod, once per poll (`errors.TerminateLog`).
@@ -286,12 +317,14 @@ class RunPodDriver(DriverIdentity):
             if not await self._gone(instance_id):
                 raise err
             self._terminations.gone(instance_id)
+            self._snapshots.gone(instance_id)
             return
         self._terminations.accepted(instance_id)
+        self._snapshots.terminated(instance_id)
 
     async def _gone(self, instance_id: str) -> bool:
         try:
-            pod = await self.get(instance_id)
+            pod = await self._get(instance_id)
         except NotFoundError:
             return True
         return pod.state is InstanceState.TERMINATED
@@ -304,6 +337,10 @@ class RunPodDriver(DriverIdentity):
 
     async def close(self) -> None:
         """Nothing to release: the aiohttp session belongs to the caller."""
+
+
+def _live(pods: list[Instance]) -> list[Instance]:
+    return [i for i in pods if i.id and i.state is not InstanceState.TERMINATED]
 
 
 def _instance(pod: models_v1.Pod, region: str = "") -> Instance:

@@ -1,0 +1,185 @@
+"""`Snapshots`: one list call telling every machine's state, shared by every caller.
+
+A cloud whose rate limit is tight (RunPod: 60 calls a minute) cannot afford a GET per
+machine per look: a teardown of 55 machines that each needs a look, a DELETE, a look
+that sees it gone and a look-up by name spends four minutes of the budget, and every
+confirming look waits behind the others'. A driver with `Snapshots` answers looks that
+accept an answer no older than a moment (`get(id, since=T)`, `find_all(name, since=T)`)
+from one list of all the account's machines sent at or after T:
+
+- a list already answered and sent at or after T serves the look (no call);
+- else a list still in flight and sent at or after T is joined (one call for all);
+- else a new list is sent; callers arriving while it is in flight join it.
+
+So a teardown of N machines costs about N DELETEs and a few lists.
+
+The rules that keep the answers exact:
+
+- *Sent at or after T* is measured from the moment the list call began (before its
+  rate-limit wait): a lower bound of when the cloud computed the answer.
+- *After our own terminate.* A look at a machine this driver terminated wants an answer
+  sent after the cloud accepted the terminate (`terminated()`), whatever T the caller
+  gave: an older list still shows the machine live, and serving it again and again
+  would never see it go.
+- *Gone* is a state the list shows as gone (the driver's mapping, e.g. RunPod's
+  TERMINATED), or the absence of a machine an earlier list showed: a list whose call
+  began after the answer of an earlier list that showed the machine, and which does not
+  show it, says the cloud no longer has it. A machine no list has shown yet may be
+  too new for the cloud's listing (clouds list eventually consistently; reads by id see
+  a new machine at once): its look falls back to the driver's GET, never "gone" from
+  a list. Machines in every other state (preempted, stopped, failed) are answered as
+  the list shows them: they bill and must be seen.
+- A look-up by name from a list is the look-up the cloud's name filter would give at the
+  list's time: every machine with exactly that name in any state but gone.
+
+Rate limits: inside `ratelimit.nonblocking()` (the controllers' reconciles) the list
+runs under its own holder, `snapshot/<provider>`: a list that must wait for a slot
+raises `RateLimitedError` to every caller waiting on it and keeps ONE reserved slot,
+claimed by whichever caller comes back first; every caller that comes back before
+the list's answer joins it. Inside `spare_only()` the list goes only with a spare
+token (callers joining it then come back when one is spare). In blocking mode the
+list waits for its token inside the shared call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+
+import attrs
+
+from gpuctl.providers.base import Instance, NotFoundError
+from gpuctl.providers.errors import preferred
+from gpuctl.providers.ratelimit import current_holder, nonblocking
+
+Clock = Callable[[], datetime.datetime]
+# Gone machines and accepted terminates are remembered this long (a late look at an
+# old machine falls back to a GET), so the memory stays small however long gpuctl runs.
+REMEMBER = datetime.timedelta(hours=1)
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@attrs.frozen
+class Listing:
+    """One answer of the list call: every machine of the account, by id."""
+
+    sent: datetime.datetime  # when the call began: the cloud answered after it
+    received: datetime.datetime
+    instances: Mapping[str, Instance]
+
+
+class Snapshots:
+    """The latest list of one account's machines, shared by every look (module docstring).
+
+    `fetch` lists every machine of the account, in every state the cloud lists;
+    `is_gone` says which listed states are gone for good; `fallback` is the driver's GET.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        fetch: Callable[[], Awaitable[list[Instance]]],
+        is_gone: Callable[[Instance], bool],
+        fallback: Callable[[str], Awaitable[Instance]],
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.provider = provider
+        self._fetch = fetch
+        self._is_gone = is_gone
+        self._fallback = fallback
+        self.clock = clock
+        self._latest: Listing | None = None
+        self._inflight: tuple[datetime.datetime, asyncio.Future[Listing]] | None = None
+        self._listed: dict[str, datetime.datetime] = {}  # id -> first listing answer showing it
+        self._gone: dict[str, datetime.datetime] = {}  # id -> when it was seen gone
+        self._terminated: dict[str, datetime.datetime] = {}  # id -> terminate accepted
+        self.lists = 0  # list calls sent (for tests and benchmarks)
+
+    # -- what the driver tells ----------------------------------------------------------
+
+    def terminated(self, instance_id: str) -> None:
+        """The cloud accepted a terminate of `instance_id` now: older answers are stale."""
+        self._terminated[instance_id] = self.clock()
+
+    def gone(self, instance_id: str) -> None:
+        """The driver learnt otherwise that the cloud no longer has `instance_id`."""
+        self._gone[instance_id] = self.clock()
+
+    def observe(self, sent: datetime.datetime, instances: Iterable[Instance]) -> None:
+        """A list of every machine of the account the driver made itself, sent at `sent`."""
+        self._record(Listing(sent, self.clock(), {i.id: i for i in instances if i.id}))
+
+    # -- looks --------------------------------------------------------------------------
+
+    async def get(self, instance_id: str, since: datetime.datetime) -> Instance:
+        """The machine as a list sent at or after `since` (and after our own terminate of
+        it) shows it; NotFoundError when gone. Never listed yet: the driver's GET."""
+        if instance_id in self._gone:
+            raise NotFoundError(f"{instance_id} is gone", code="gone", provider=self.provider)
+        since = max(since, self._terminated.get(instance_id, since))
+        listing = await self.listing(since)
+        found = listing.instances.get(instance_id)
+        if found is not None:
+            return found
+        if instance_id in self._gone:
+            raise NotFoundError(f"{instance_id} is gone", code="gone", provider=self.provider)
+        return await self._fallback(instance_id)  # maybe too new to be listed
+
+    async def find_all(self, name: str, since: datetime.datetime) -> list[Instance]:
+        """Every machine named `name` a list sent at or after `since` shows not gone."""
+        listing = await self.listing(since)
+        return preferred(
+            i for i in listing.instances.values() if i.name == name and not self._is_gone(i)
+        )
+
+    async def listing(self, since: datetime.datetime) -> Listing:
+        """A list sent at or after `since`: the latest, the one in flight, or a new one.
+        A list this call starts serves it whatever `since` says (nothing is fresher)."""
+        if self._latest is not None and self._latest.sent >= since:
+            return self._latest
+        if self._inflight is None or self._inflight[0] < since:
+            sent = self.clock()
+            task = asyncio.ensure_future(self._list(sent))
+            self._inflight = (sent, task)
+        # A caller cancelled (its reconcile timed out) must not cancel the others' list.
+        return await asyncio.shield(self._inflight[1])
+
+    async def _list(self, sent: datetime.datetime) -> Listing:
+        try:
+            self.lists += 1
+            if current_holder() is None:
+                instances = await self._fetch()
+            else:
+                with nonblocking(f"snapshot/{self.provider}"):
+                    instances = await self._fetch()
+            listing = Listing(sent, self.clock(), {i.id: i for i in instances if i.id})
+            self._record(listing)
+            return listing
+        finally:
+            if self._inflight is not None and self._inflight[1] is asyncio.current_task():
+                self._inflight = None
+
+    def _record(self, listing: Listing) -> None:
+        if self._latest is None or listing.sent >= self._latest.sent:
+            self._latest = listing
+        for instance_id, instance in listing.instances.items():
+            if self._is_gone(instance):
+                self._gone.setdefault(instance_id, listing.received)
+            else:
+                self._listed.setdefault(instance_id, listing.received)
+        # Shown by a list answered before this one began, and not shown now: gone.
+        for instance_id, shown in list(self._listed.items()):
+            if instance_id not in listing.instances and shown <= listing.sent:
+                self._gone.setdefault(instance_id, listing.received)
+        for instance_id in self._gone:
+            self._listed.pop(instance_id, None)
+        self._expire(listing.received)
+
+    def _expire(self, now: datetime.datetime) -> None:
+        for memory in (self._gone, self._terminated):
+            for key in [k for k, t in memory.items() if now - t > REMEMBER]:
+                del memory[key]

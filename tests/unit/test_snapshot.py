@@ -1,0 +1,174 @@
+"""`providers.snapshot.Snapshots`: looks served by one shared list, and its exact rules;
+then RunPod's teardown through it (a DELETE per pod and a few lists, no GET per pod)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gpuctl.providers import registry
+from gpuctl.providers.base import (
+    DriverConfig,
+    Instance,
+    InstanceState,
+    LaunchRequest,
+    NotFoundError,
+    RateLimitedError,
+)
+from gpuctl.providers.ratelimit import current_holder, nonblocking
+from gpuctl.providers.snapshot import Snapshots
+from tests.unit.test_providers_drivers import FAST, JOIN, OPTIONS, FakeApi, Rig, runpod_handler
+from tests.unit.test_providers_fakes import running
+
+T0 = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.UTC)
+SECOND = datetime.timedelta(seconds=1)
+
+
+def machine(instance_id: str, state: InstanceState = InstanceState.RUNNING) -> Instance:
+    return Instance(instance_id, f"name-{instance_id}", state, state.value)
+
+
+class Cloud:
+    """A list call over `machines`, counted; a GET by id for what lists do not show yet."""
+
+    def __init__(self, *machines: Instance) -> None:
+        self.machines = {m.id: m for m in machines}
+        self.unlisted: dict[str, Instance] = {}  # too new for the cloud's listing
+        self.now = T0
+        self.lists = 0
+        self.gets: list[str] = []
+        self.holders: list[str | None] = []
+        self.release: asyncio.Event | None = None  # set: lists wait for it
+        self.refuse: RateLimitedError | None = None
+
+    async def fetch(self) -> list[Instance]:
+        self.lists += 1
+        self.holders.append(current_holder())
+        if self.refuse is not None:
+            raise self.refuse
+        if self.release is not None:
+            await self.release.wait()
+        return list(self.machines.values())
+
+    async def get(self, instance_id: str) -> Instance:
+        self.gets.append(instance_id)
+        found = self.machines.get(instance_id) or self.unlisted.get(instance_id)
+        if found is None:
+            raise NotFoundError(instance_id)
+        return found
+
+    def snapshots(self) -> Snapshots:
+        return Snapshots(
+            "p",
+            self.fetch,
+            lambda i: i.state is InstanceState.TERMINATED,
+            self.get,
+            clock=lambda: self.now,
+        )
+
+
+async def test_concurrent_looks_share_one_list_and_a_fresh_one_serves_later_looks() -> None:
+    cloud = Cloud(machine("a"), machine("b"), machine("c", InstanceState.PREEMPTED))
+    snapshots = cloud.snapshots()
+    cloud.release = asyncio.Event()
+    looks = [asyncio.ensure_future(snapshots.get(i, T0)) for i in "abc"]
+    await asyncio.sleep(0)
+    cloud.release.set()
+    got = await asyncio.gather(*looks)
+    assert [g.state for g in got] == [
+        InstanceState.RUNNING,
+        InstanceState.RUNNING,
+        InstanceState.PREEMPTED,  # a preempted machine bills: answered as listed
+    ]
+    cloud.now += 5 * SECOND
+    assert (await snapshots.get("a", T0 + SECOND)).id == "a"  # the list sent at T0 is older
+    assert cloud.lists == 2  # T0 < T0 + 1 s: a new list
+    assert (await snapshots.get("b", T0 + 2 * SECOND)).id == "b"  # sent at T0 + 5 s: served
+    assert [i.id for i in await snapshots.find_all("name-c", T0)] == ["c"]
+    assert cloud.lists == 2 and cloud.gets == []
+
+
+async def test_a_terminated_machine_is_looked_at_only_in_a_list_sent_after_the_terminate() -> None:
+    cloud = Cloud(machine("a"))
+    snapshots = cloud.snapshots()
+    assert (await snapshots.get("a", T0)).state is InstanceState.RUNNING
+    cloud.now += SECOND
+    snapshots.terminated("a")
+    cloud.machines["a"] = machine("a", InstanceState.TERMINATED)
+    # The caller accepts the list sent at T0; it predates the terminate: a new list.
+    assert (await snapshots.get("a", T0)).state is InstanceState.TERMINATED
+    assert cloud.lists == 2
+    cloud.now += SECOND
+    del cloud.machines["a"]
+    with pytest.raises(NotFoundError):  # gone for good: no call
+        await snapshots.get("a", T0)
+    assert cloud.lists == 2 and cloud.gets == []
+
+
+async def test_absent_after_being_listed_is_gone_never_listed_is_a_get() -> None:
+    cloud = Cloud(machine("a"))
+    snapshots = cloud.snapshots()
+    await snapshots.listing(T0)
+    cloud.now += SECOND
+    del cloud.machines["a"]
+    cloud.unlisted["new"] = machine("new")  # created moments ago: not listed yet
+    with pytest.raises(NotFoundError):
+        await snapshots.get("a", cloud.now)  # listed at T0, absent since: gone
+    assert cloud.gets == []
+    assert (await snapshots.get("new", cloud.now)).id == "new"  # never "gone" from a list
+    assert cloud.gets == ["new"]
+    assert await snapshots.find_all("name-a", cloud.now) == []
+
+
+async def test_lists_run_under_their_own_holder_and_a_refusal_reaches_every_caller() -> None:
+    cloud = Cloud(machine("a"))
+    snapshots = cloud.snapshots()
+    cloud.refuse = RateLimitedError("wait", retry_after=7.0)
+    with nonblocking("gpunoderequest/r1"):
+        looks = [asyncio.ensure_future(snapshots.get(i, T0)) for i in ("a", "b")]
+        results = await asyncio.gather(*looks, return_exceptions=True)
+    assert all(isinstance(r, RateLimitedError) and r.delay == 7.0 for r in results)
+    # One list, one slot reserved, for the snapshot (whoever comes back first claims it).
+    assert cloud.lists == 1 and cloud.holders == ["snapshot/p"]
+    cloud.refuse = None
+    assert (await snapshots.get("a", T0)).id == "a"  # blocking: no holder
+    assert cloud.holders == ["snapshot/p", None]
+
+
+@pytest.fixture
+async def runpod() -> AsyncIterator[Rig]:
+    async with aiohttp.ClientSession() as session, running() as fake:
+        api = FakeApi("runpod")
+        fake.handler = runpod_handler(api)
+        config = DriverConfig(
+            name="prov",
+            cloud="runpod",
+            api_key="key-for-tests",
+            endpoint=fake.url,
+            options={**FAST, **OPTIONS["runpod"]},
+        )
+        yield Rig("runpod", registry.build_driver(config, session), api, fake)
+
+
+async def test_runpod_teardown_is_a_delete_per_pod_and_a_few_lists(runpod: Rig) -> None:
+    names = [f"gpuctl-r{n}-abc" for n in range(3)]
+    pods = [await runpod.driver.launch(LaunchRequest(n, runpod.offer(), JOIN)) for n in names]
+    runpod.fake.seen.clear()
+    since = datetime.datetime.now(datetime.UTC)
+    looks = [await runpod.driver.get(p.id, since=since) for p in pods]  # one list
+    assert {i.state for i in looks} == {InstanceState.RUNNING}
+    for pod in pods:
+        await runpod.driver.terminate(pod.id)
+    for pod in pods:  # one list after the DELETEs: each pod gone
+        with pytest.raises(NotFoundError):
+            await runpod.driver.get(pod.id, since=since)
+    for name in names:  # the look-up by name: the same list
+        assert await runpod.driver.find_all(name, since=since) == []
+    calls = [(s.method, s.path) for s in runpod.fake.seen]
+    assert calls.count(("GET", "/v1/pods")) == 2
+    assert calls.count(("DELETE", "/v1/pods/" + pods[0].id)) == 1
+    assert len(calls) == 2 + len(pods)  # no GET by id
