@@ -63,6 +63,11 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+def _retrieve(task: asyncio.Future[Listing]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 @attrs.frozen
 class Listing:
     """One answer of the list call: every machine of the account, by id."""
@@ -120,7 +125,9 @@ class Snapshots:
         it) shows it; NotFoundError when gone. Never listed yet: the driver's GET."""
         if instance_id in self._gone:
             raise NotFoundError(f"{instance_id} is gone", code="gone", provider=self.provider)
-        since = max(since, self._terminated.get(instance_id, since))
+        terminated = self._terminated.get(instance_id)
+        if terminated is not None:  # strictly after it
+            since = max(since, terminated + datetime.timedelta(microseconds=1))
         listing = await self.listing(since)
         found = listing.instances.get(instance_id)
         if found is not None:
@@ -144,6 +151,7 @@ class Snapshots:
         if self._inflight is None or self._inflight[0] < since:
             sent = self.clock()
             task = asyncio.ensure_future(self._list(sent))
+            task.add_done_callback(_retrieve)  # every caller may have gone away
             self._inflight = (sent, task)
         # A caller cancelled (its reconcile timed out) must not cancel the others' list.
         return await asyncio.shield(self._inflight[1])

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from gpuctl.controllers.request import launch, termination
+from gpuctl.controllers.request.context import Ctx
 from gpuctl.providers import registry
 from gpuctl.providers.base import (
     DriverConfig,
@@ -21,6 +23,7 @@ from gpuctl.providers.base import (
 )
 from gpuctl.providers.ratelimit import current_holder, nonblocking
 from gpuctl.providers.snapshot import Snapshots
+from tests.unit.test_billing_bounds import Client, Drivers, make_ctx, request_obj
 from tests.unit.test_providers_drivers import FAST, JOIN, OPTIONS, FakeApi, Rig, runpod_handler
 from tests.unit.test_providers_fakes import running
 
@@ -172,3 +175,48 @@ async def test_runpod_teardown_is_a_delete_per_pod_and_a_few_lists(runpod: Rig) 
     assert calls.count(("GET", "/v1/pods")) == 2
     assert calls.count(("DELETE", "/v1/pods/" + pods[0].id)) == 1
     assert len(calls) == 2 + len(pods)  # no GET by id
+
+
+class ListingDriver:
+    """A driver whose looks with `since` are served by `Snapshots` over `cloud`."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.snapshots = cloud.snapshots()
+        self.deletes: list[str] = []
+
+    async def get(self, instance_id: str, since: datetime.datetime) -> Instance:
+        return await self.snapshots.get(instance_id, since)
+
+    async def find_all(self, name: str, since: datetime.datetime) -> list[Instance]:
+        return await self.snapshots.find_all(name, since)
+
+    async def terminate(self, instance_id: str) -> None:
+        self.deletes.append(instance_id)
+        self.snapshots.terminated(instance_id)
+        self.cloud.machines[instance_id] = machine(instance_id, InstanceState.TERMINATED)
+
+
+async def test_requests_torn_down_together_share_the_lists() -> None:
+    cloud = Cloud(machine("i-1"), machine("i-2"))
+    driver = ListingDriver(cloud)
+    first = make_ctx(Client(None), T0, request_obj(deleted=True, instance=True), Drivers(driver))
+    contexts = [first]
+    other = request_obj(deleted=True, instance=True)
+    other["metadata"].update(name="r2", uid="0b0e5a3c-1111-2222-3333-777777777777")
+    other["status"]["instance"]["id"] = "i-2"
+    request = type(first.request).from_dict(other)
+    contexts.append(Ctx(other, request, request.status, T0, first.services))
+    for ctx in contexts:  # this process launched them: their names are looked up after
+        ctx.services.launches.record_machine(launch.attempt_key(ctx))
+    for ctx in contexts:  # one list for both looks; each live: terminated
+        assert not await termination.machine_gone(ctx)
+    assert (cloud.lists, driver.deletes) == (1, ["i-1", "i-2"])
+    cloud.now += 5 * SECOND
+    for ctx in contexts:  # one list after the terminates: both gone, billed
+        ctx.now = cloud.now
+        assert not await termination.machine_gone(ctx)
+        assert ctx.status.instance is None
+    for ctx in contexts:  # the look-up by name: the same list
+        assert await termination.machine_gone(ctx)
+    assert cloud.lists == 2 and cloud.gets == []

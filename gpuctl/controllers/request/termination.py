@@ -45,22 +45,24 @@ from gpuctl.util.crashpoints import crash_point
 
 
 def _since(ctx: Ctx) -> datetime.datetime:
-    """When this process began the teardown (rounded up: the clock reads whole seconds):
-    every look of it wants an answer the cloud gave to a call sent after that. The
-    moment stays put across requeues (rate-limit turns), so looks of requests torn down
-    together are served by the same list; it comes after every create this process sent
-    for the request (no launch step runs once it is deleted). The driver adds its own
-    bound: never an answer older than its terminate of the machine."""
-    first = ctx.now + datetime.timedelta(seconds=1)
-    return ctx.services.teardown_since.setdefault(ctx.name, first)
+    """When this process began the teardown: a look at the recorded machine wants an
+    answer the cloud gave to a call sent after that. The moment stays put across
+    requeues (rate-limit turns), so looks of requests torn down together are served by
+    the same list. The driver adds its own bound: never an answer older than its
+    terminate of the machine. (A stale "live" costs a terminate the driver sends at most
+    once per poll; "gone" is final whenever it was seen.)"""
+    return ctx.services.teardown_since.setdefault(ctx.name, ctx.now)
 
 
 def _lookup_since(ctx: Ctx) -> datetime.datetime:
-    """The look-up by name: while a create may still be unlisted (`launch.uncertain_since`)
-    every pass wants a new answer, so that `launch_settle` of look-ups really looked."""
+    """The look-up by name wants an answer sent after every create this process sent for
+    the request: after the teardown began (no launch step runs once the request is
+    deleted), rounded up, as the clock reads whole seconds. While a create may still be
+    unlisted (`launch.uncertain_since`) every pass wants a new answer, so that
+    `launch_settle` of look-ups really looked."""
     if launch.attempt_key(ctx) in ctx.services.launches.uncertain:
         return ctx.now + datetime.timedelta(seconds=1)
-    return _since(ctx)
+    return _since(ctx) + datetime.timedelta(seconds=1)
 
 
 async def _recorded(ctx: Ctx, driver: Driver) -> Instance | None:
