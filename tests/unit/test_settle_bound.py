@@ -31,6 +31,7 @@ from gpuctl.providers.base import (
 from gpuctl.runtime.client import ApiError
 from tests.unit.test_billing_bounds import T0, annotated, make_ctx, request_obj, stamp
 from tests.unit.test_concurrency import provider
+from tests.unit.test_token_reuse import Secrets
 
 SECOND = datetime.timedelta(seconds=1)
 SETTLE = 15 * SECOND
@@ -217,3 +218,14 @@ async def test_a_create_that_does_not_end_by_its_deadline_is_an_unknown_outcome(
     deadline = asyncio.get_running_loop().time()  # already passed: abandoned at once
     with pytest.raises(LaunchOutcomeUnknownError, match="abandoned"):
         await launch.create_within(Hung(), request, deadline)  # type: ignore[arg-type]
+
+
+async def test_a_token_made_again_for_an_attempt_older_than_a_token_lives_is_not_settled() -> None:
+    # The attempt's first token expired and went (the operator down meanwhile): a
+    # create may have gone out with it, so the new token does not say "nothing sent".
+    young = make_ctx(Secrets(), T0 + 60 * SECOND, request_obj())
+    await launch.ensure_token(young, GPUS)
+    assert young.services.launches.nothing_there(launch.attempt_key(young))
+    old = make_ctx(Secrets(), T0 + datetime.timedelta(hours=10), request_obj())
+    await launch.ensure_token(old, GPUS)
+    assert not old.services.launches.nothing_there(launch.attempt_key(old))

@@ -203,8 +203,15 @@ async def ensure_token(
         # Made by an earlier reconcile or process: its secret is the one to use.
         secret = await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
         return bootstrap.Token.from_secret(secret), secret
-    # Every create of an attempt comes after its token: none was sent before this one.
-    ctx.services.launches.settle(attempt_key(ctx))
+    # Every create of an attempt comes after its token: none was sent before this one --
+    # unless an earlier token of the attempt expired and went (the attempt is older than
+    # a token lives, the operator down meanwhile): then a create may have been sent
+    # with it, and the attempt is looked up and settled as any uncertain one.
+    if (
+        ctx.now - attempt_started(ctx) < ttl
+        and attempt_key(ctx) not in ctx.services.launches.uncertain
+    ):
+        ctx.services.launches.settle(attempt_key(ctx))
     ctx.services.launches.tokens[attempt_key(ctx)] = (token, made)
     return token, made
 
