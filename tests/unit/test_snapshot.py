@@ -24,7 +24,7 @@ from gpuctl.providers.base import (
 from gpuctl.providers.ratelimit import current_holder, nonblocking
 from gpuctl.providers.snapshot import Snapshots
 from tests.unit.test_billing_bounds import Client, Drivers, make_ctx, request_obj
-from tests.unit.test_providers_drivers import FAST, JOIN, OPTIONS, FakeApi, Rig, runpod_handler
+from tests.unit.test_providers_drivers import FAST, HANDLERS, JOIN, OPTIONS, FakeApi, Rig
 from tests.unit.test_providers_fakes import running
 
 T0 = datetime.datetime(2026, 11, 30, 2, 0, tzinfo=datetime.UTC)
@@ -142,39 +142,48 @@ async def test_lists_run_under_their_own_holder_and_a_refusal_reaches_every_call
     assert cloud.holders == ["snapshot/p", None]
 
 
-@pytest.fixture
-async def runpod() -> AsyncIterator[Rig]:
+async def _state(rig: Rig, instance_id: str, since: datetime.datetime) -> InstanceState | None:
+    try:
+        return (await rig.driver.get(instance_id, since=since)).state
+    except NotFoundError:
+        return None
+
+
+LIST_PATHS = {"runpod": "/v1/pods", "lambda": "/api/v1/instances"}
+
+
+@pytest.fixture(params=sorted(LIST_PATHS))
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    cloud = request.param
     async with aiohttp.ClientSession() as session, running() as fake:
-        api = FakeApi("runpod")
-        fake.handler = runpod_handler(api)
+        api = FakeApi(cloud)
+        fake.handler = HANDLERS[cloud](api)
         config = DriverConfig(
             name="prov",
-            cloud="runpod",
+            cloud=cloud,
             api_key="key-for-tests",
             endpoint=fake.url,
-            options={**FAST, **OPTIONS["runpod"]},
+            options={**FAST, **OPTIONS[cloud]},
         )
-        yield Rig("runpod", registry.build_driver(config, session), api, fake)
+        yield Rig(cloud, registry.build_driver(config, session), api, fake)
 
 
-async def test_runpod_teardown_is_a_delete_per_pod_and_a_few_lists(runpod: Rig) -> None:
+async def test_a_teardown_is_a_terminate_per_machine_and_a_few_lists(rig: Rig) -> None:
     names = [f"gpuctl-r{n}-abc" for n in range(3)]
-    pods = [await runpod.driver.launch(LaunchRequest(n, runpod.offer(), JOIN)) for n in names]
-    runpod.fake.seen.clear()
+    made = [await rig.driver.launch(LaunchRequest(n, rig.offer(), JOIN)) for n in names]
+    rig.fake.seen.clear()
     since = datetime.datetime.now(datetime.UTC)
-    looks = [await runpod.driver.get(p.id, since=since) for p in pods]  # one list
-    assert {i.state for i in looks} == {InstanceState.RUNNING}
-    for pod in pods:
-        await runpod.driver.terminate(pod.id)
-    for pod in pods:  # one list after the DELETEs: each pod gone
-        with pytest.raises(NotFoundError):
-            await runpod.driver.get(pod.id, since=since)
+    looks = [await rig.driver.get(m.id, since=since) for m in made]  # one list
+    assert {i.state for i in looks} <= {InstanceState.PENDING, InstanceState.RUNNING}
+    for m in made:
+        await rig.driver.terminate(m.id)
+    for m in made:  # one list after the terminates: each gone (absent, or terminated)
+        assert await _state(rig, m.id, since) in (None, InstanceState.TERMINATED)
     for name in names:  # the look-up by name: the same list
-        assert await runpod.driver.find_all(name, since=since) == []
-    calls = [(s.method, s.path) for s in runpod.fake.seen]
-    assert calls.count(("GET", "/v1/pods")) == 2
-    assert calls.count(("DELETE", "/v1/pods/" + pods[0].id)) == 1
-    assert len(calls) == 2 + len(pods)  # no GET by id
+        assert await rig.driver.find_all(name, since=since) == []
+    calls = [(s.method, s.path) for s in rig.fake.seen]
+    assert calls.count(("GET", LIST_PATHS[rig.cloud])) == 2
+    assert len(calls) == 2 + len(made)  # a terminate each, no GET by id
 
 
 class ListingDriver:

@@ -13,6 +13,10 @@ bearer API key, through the generated operations in `_generated/`.
   comma-separated: persistent file systems to attach), and the request's tags (keys
   lower-cased, characters Lambda refuses replaced by "-"). Idempotent by name
   (`errors.launch_or_recover`); `create` sends exactly one launch.
+- Looks with `since` (teardown, liveness): one `GET /instances` shared by every caller
+  (`gpuctl.providers.snapshot`): Lambda allows one request a second, the list shows
+  every instance in every state it lists (terminated ones leave it); an instance no
+  list has shown yet is asked for by id (`GET /instances/{id}`).
 - Terminate: `POST /instance-operations/terminate`, once per instance per
   `errors.TERMINATE_RESEND_SECONDS` (`errors.TerminateLog`); an unknown id is not an
   error.
@@ -49,6 +53,7 @@ from gpuctl.providers.http import HttpTransport, retry_policy_for
 from gpuctl.providers.lambdacloud._generated import models, operations
 from gpuctl.providers.pricing import PriceCache, Translator, filter_offers, usd
 from gpuctl.providers.ratelimit import AccountLimiter, limits_for
+from gpuctl.providers.snapshot import Snapshots
 
 errors.make_strict(models.converter)  # see errors.make_strict
 
@@ -102,6 +107,9 @@ class LambdaDriver(DriverIdentity):
         self._prices: PriceCache[list[Offer]] = PriceCache(config.name)
         self._names = Translator(CLOUD, config.regions)
         self._terminations = errors.TerminateLog()
+        self._snapshots = Snapshots(
+            config.name, self._all, lambda i: i.state is InstanceState.TERMINATED, self._get
+        )
         self._file_systems = [
             n.strip() for n in config.options.get("fileSystemNames", "").split(",") if n.strip()
         ]
@@ -222,7 +230,12 @@ class LambdaDriver(DriverIdentity):
         return None
 
     async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
-        # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
+        """`since` given: served from the shared list of every instance (`Snapshots`)."""
+        if since is not None:
+            return await self._snapshots.get(instance_id, since)
+        return await self._get(instance_id)
+
+    async def _get(self, instance_id: str) -> Instance:
         answer = await self._transport.call(operations.get_instance, instance_id)
         with errors.structure_guard(CLOUD, "getInstance", self.name):
             return _instance(answer.data)
@@ -230,6 +243,8 @@ class LambdaDriver(DriverIdentity):
     async def find_all(
         self, name: str, *, since: datetime.datetime | None = None
     ) -> list[Instance]:
+        if since is not None:
+            return await self._snapshots.find_all(name, since)
         return errors.preferred(i for i in await self._list() if i.name == name)
 
     async def find(self, name: str) -> Instance | None:
@@ -237,13 +252,18 @@ class LambdaDriver(DriverIdentity):
         return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
-        return [i for i in await self._list() if i.name.startswith(name_prefix)]
+        sent = self._snapshots.clock()
+        every = await self._all()
+        self._snapshots.observe(sent, every)  # a list of every instance: a snapshot too
+        return [i for i in _live(every) if i.name.startswith(name_prefix)]
 
     async def _list(self) -> list[Instance]:
+        return _live(await self._all())
+
+    async def _all(self) -> list[Instance]:
         answer = await self._transport.call(operations.list_instances)
         with errors.structure_guard(CLOUD, "listInstances", self.name):
-            found = [_instance(i) for i in answer.data]
-        return [i for i in found if i.state is not InstanceState.TERMINATED]
+            return [_instance(i) for i in answer.data]
 
     async def terminate(self, instance_id: str) -> None:
         if not self._terminations.due(instance_id):
@@ -253,8 +273,10 @@ class LambdaDriver(DriverIdentity):
             await self._transport.call(operations.terminate_instance, body)
         except NotFoundError:
             self._terminations.gone(instance_id)
+            self._snapshots.gone(instance_id)
             return
         self._terminations.accepted(instance_id)
+        self._snapshots.terminated(instance_id)
 
     async def cleanup(self, name: str) -> None:
         """Lambda keeps nothing per machine besides the machine."""
@@ -264,6 +286,10 @@ class LambdaDriver(DriverIdentity):
 
     async def close(self) -> None:
         """Nothing to release: the aiohttp session belongs to the caller."""
+
+
+def _live(instances: list[Instance]) -> list[Instance]:
+    return [i for i in instances if i.state is not InstanceState.TERMINATED]
 
 
 def _instance(found: models.Instance) -> Instance:
