@@ -134,7 +134,14 @@ class Snapshots:
             return found
         if instance_id in self._gone:
             raise NotFoundError(f"{instance_id} is gone", code="gone", provider=self.provider)
-        return await self._fallback(instance_id)  # maybe too new to be listed
+        try:  # maybe too new to be listed
+            found = await self._fallback(instance_id)
+        except NotFoundError:
+            self.gone(instance_id)  # the next look needs no call
+            raise
+        if self._is_gone(found):
+            self.gone(instance_id)
+        return found
 
     async def find_all(self, name: str, since: datetime.datetime) -> list[Instance]:
         """Every machine named `name` a list sent at or after `since` shows not gone."""

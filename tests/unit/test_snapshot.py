@@ -125,6 +125,10 @@ async def test_absent_after_being_listed_is_gone_never_listed_is_a_get() -> None
     assert (await snapshots.get("new", cloud.now)).id == "new"  # never "gone" from a list
     assert cloud.gets == ["new"]
     assert await snapshots.find_all("name-a", cloud.now) == []
+    for _ in range(2):  # unknown to the GET as well: gone, and asked for once
+        with pytest.raises(NotFoundError):
+            await snapshots.get("old", cloud.now)
+    assert cloud.gets == ["new", "old"]
 
 
 async def test_lists_run_under_their_own_holder_and_a_refusal_reaches_every_caller() -> None:
