@@ -1,16 +1,19 @@
 """`providers.snapshot.Snapshots`: looks served by one shared list, and its exact rules;
-then RunPod's teardown through it (a DELETE per pod and a few lists, no GET per pod)."""
+then a teardown through it (a terminate per machine and a few lists, no GET per
+machine) on RunPod and Lambda, requests torn down together sharing lists, and the
+freshness liveness polls ask for."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from gpuctl.controllers.request import launch, termination
+from gpuctl.controllers.request import launch, liveness, termination
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.providers import registry
 from gpuctl.providers.base import (
@@ -23,6 +26,7 @@ from gpuctl.providers.base import (
 )
 from gpuctl.providers.ratelimit import current_holder, nonblocking
 from gpuctl.providers.snapshot import Snapshots
+from tests.unit import test_spare_polls as spare_polls
 from tests.unit.test_billing_bounds import Client, Drivers, make_ctx, request_obj
 from tests.unit.test_providers_drivers import FAST, HANDLERS, JOIN, OPTIONS, FakeApi, Rig
 from tests.unit.test_providers_fakes import running
@@ -233,3 +237,22 @@ async def test_requests_torn_down_together_share_the_lists() -> None:
     for ctx in contexts:  # the look-up by name: the same list
         assert await termination.machine_gone(ctx)
     assert cloud.lists == 2 and cloud.gets == []
+
+
+class PolledDriver(spare_polls.Driver):
+    def __init__(self) -> None:
+        super().__init__(limited=False)
+        self.since: list[datetime.datetime] = []
+
+    async def get(self, instance_id: str, since: Any = None) -> Any:
+        self.since.append(since)
+        return await super().get(instance_id)
+
+
+async def test_a_poll_accepts_a_list_sent_half_an_interval_before_it_was_due() -> None:
+    driver = PolledDriver()
+    ctx = spare_polls.ctx_for(driver, node_ready=True)
+    assert await liveness.reconcile(ctx) is None  # the first poll: an answer since now
+    ctx.now += 30 * SECOND  # `ready_poll` later
+    assert await liveness.reconcile(ctx) is None
+    assert driver.since == [spare_polls.NOW, spare_polls.NOW + 15 * SECOND]

@@ -13,8 +13,9 @@ Node already says it runs (a machine preempted or terminated takes its Node's he
 with it, and from then on its polls take their turn), and those polls, one per machine
 per `ready_poll`, would otherwise queue ahead of launches and teardowns. Without a spare
 token the poll is skipped until the next `ready_poll`. A poll wants an answer to a call
-sent since it became due, not a call of its own: a driver that keeps one list of all
-its machines (`providers.snapshot`; RunPod) serves many polls with one call.
+sent at most half an interval before it became due, not a call of its own: a driver
+that keeps one list of all its machines (`providers.snapshot`; RunPod, Lambda) serves
+many polls with one call.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ def _node_healthy(ctx: Ctx) -> bool:
 
 
 def _due(ctx: Ctx) -> datetime.datetime | None:
-    """When the poll became due (None: not yet): an answer to a call sent since then is
-    as good as one of its own."""
+    """None when no poll is due; else the oldest answer the poll accepts: one to a call
+    sent at most half an interval before the poll became due (the first poll: since
+    now). So one list of the provider's machines serves every poll due within half an
+    interval of it, and a machine's state is never older than 1.5 intervals."""
     instance = ctx.status.instance
     assert instance is not None
     key = (ctx.name, instance.id)
@@ -58,7 +61,7 @@ def _due(ctx: Ctx) -> datetime.datetime | None:
     if last is not None and ctx.now - last < interval:
         return None
     ctx.services.last_poll[key] = ctx.now
-    return ctx.now if last is None else last + interval
+    return ctx.now if last is None else last + interval / 2
 
 
 async def reconcile(ctx: Ctx) -> Result | None:
