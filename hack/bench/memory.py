@@ -19,7 +19,8 @@ On a real local control plane (`gpuctl.dev.controlplane.ControlPlane`, etcd quot
    status write, from `gpuctl_status_writes_total`) and for the work it leaves to drain
    (queue empty, no reconcile for 3 s: the last writes' own watch events), then sample
    VmRSS every second for `--settle` seconds while counting reconciles, API calls and
-   the operator's CPU time: the idle figures.
+   the operator's CPU time, and the Node updates the API server sent (a watch of its
+   own): the idle figures.
 4. where the bytes go (`--profile`, on by default): in this process, under
    tracemalloc, an informer per kind and per variant lists the loaded cluster into its
    store (with the operator's indexes): as decoded, managedFields dropped, and the
@@ -43,7 +44,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,9 @@ JSON = dict[str, Any]
 # cloud and no API call afterwards. A known type with no GPUProvider stays Pending, and
 # every re-reconcile of it patches its NoOffer Event (docs/benchmarks.md).
 UNKNOWN_GPU = "NO-SUCH-GPU"
+# No kubelet heartbeats the bench's Nodes: this grace period keeps kube-controller-manager
+# from marking them Unknown (and tainting them) while the benchmark runs.
+NODE_MONITOR_GRACE = "1h"
 SIZE_SAMPLE = 200  # objects listed to measure the mean object size
 IMAGES = (
     "registry.k8s.io/kube-proxy:v1.37.2",
@@ -96,6 +100,7 @@ class Options:
     log_level: str = "info"
     json_path: Path | None = None
     profile: bool = True
+    node_monitor_grace: str = NODE_MONITOR_GRACE
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -124,6 +129,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     add("--timeout", type=float, default=1800.0, help="bound in s of each wait (1800)")
     add("--log-level", default="info", help="operator log level (info)")
+    add(
+        "--node-monitor-grace",
+        default=NODE_MONITOR_GRACE,
+        help=f"kube-controller-manager's --node-monitor-grace-period ({NODE_MONITOR_GRACE}; "
+        "20s, the tests' value, has the node-lifecycle controller mark every Node Unknown)",
+    )
     add("--json", type=Path, dest="json_path", help="also write the report as JSON here")
     add(
         "--no-profile",
@@ -144,6 +155,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         log_level=args.log_level,
         json_path=args.json_path,
         profile=args.profile,
+        node_monitor_grace=args.node_monitor_grace,
     )
 
 
@@ -190,6 +202,7 @@ class Steady:
     kube_calls_per_second: float  # the operator's Kubernetes API calls
     cpu_share: float  # CPU seconds per second of the window (1.0 = one core)
     queue_depth: float  # gpunoderequest work-queue depth at the window's end
+    node_updates_per_second: float = 0.0  # Node MODIFIED events the API server sent
 
 
 @attrs.frozen
@@ -245,6 +258,7 @@ def render(report: MemoryReport) -> str:
             ("request spec.gpu.type / GPUProviders", f"{o.gpu_type} / none"),
             ("operator workers / joining poll",
              f"{o.workers} / {o.joining_poll or 'default'}"),
+            ("node-monitor grace period (no kubelet heartbeats)", o.node_monitor_grace),
             ("mean request size (without managedFields)",
              _size(report.sizes.request, report.sizes.request_without_managed_fields)),
             ("mean Node size (without managedFields)",
@@ -280,8 +294,9 @@ def _steady_rows(steady: Steady) -> list[tuple[str, str]]:
         ("peak RSS (VmHWM)", fmt_bytes(steady.hwm)),
         ("start -> /readyz (caches synced)", f"{steady.startup:.1f} s"),
         ("start -> every request's first status write", first),
-        ("then: reconciles/s, API calls/s", f"{steady.reconciles_per_second:.0f}/s, "
-                                             f"{steady.kube_calls_per_second:.0f}/s"),
+        ("then: reconciles/s, API calls/s", f"{steady.reconciles_per_second:.1f}/s, "
+                                             f"{steady.kube_calls_per_second:.1f}/s"),
+        ("then: Node updates/s (any writer)", f"{steady.node_updates_per_second:.1f}/s"),
         ("then: CPU share, work-queue depth",
          f"{100 * steady.cpu_share:.0f} % of a core, {steady.queue_depth:.0f}"),
     ]  # fmt: skip
@@ -352,6 +367,8 @@ def node_body(index: int) -> JSON:
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",  # a kubelet sets both
+                "beta.kubernetes.io/arch": "amd64",
                 "team": "ml",
             },
         },
@@ -429,7 +446,13 @@ def _without_managed_fields(obj: JSON) -> JSON:
 
 
 async def measure_operator(
-    cp: ControlPlane, options: Options, log_path: Path, requests: int, errors: list[str]
+    cp: ControlPlane,
+    api: Client,
+    options: Options,
+    log_path: Path,
+    *,
+    requests: int,
+    errors: list[str],
 ) -> Steady:
     """Start the operator, wait for /readyz and the first pass, sample, stop it.
 
@@ -456,7 +479,9 @@ async def measure_operator(
                 await _quiet(operator, QUIET_TIMEOUT)
             except TimeoutError as err:
                 errors.append(str(err))
-        return await _sample(operator, options.settle, startup, rss_synced, first_pass)
+        async with NodeUpdates.watching(api) as updates:
+            steady = await _sample(operator, options.settle, startup, rss_synced, first_pass)
+        return attrs.evolve(steady, node_updates_per_second=updates.rate())
     except BaseException:
         note(f"operator log tail:\n{operator.log_tail()}")
         raise
@@ -530,6 +555,42 @@ async def _sample(
         cpu_share=(cpu_after - cpu_before) / elapsed,
         queue_depth=after.total("gpuctl_workqueue_depth", name="gpunoderequest"),
     )
+
+
+class NodeUpdates:
+    """Counts the Node MODIFIED events the API server sends, whoever wrote them (the
+    node-lifecycle controller of kube-controller-manager, for one): over the idle window,
+    what the operator's Node informer was told."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._started = time.monotonic()
+        self._ended: float | None = None
+
+    def rate(self) -> float:
+        elapsed = (self._ended or time.monotonic()) - self._started
+        return self.count / elapsed if elapsed > 0 else 0.0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def watching(cls, api: Client) -> AsyncIterator[NodeUpdates]:
+        updates = cls()
+        version = str((await api.list(NODES, limit=1))["metadata"]["resourceVersion"])
+        task = asyncio.create_task(updates._watch(api, version))
+        try:
+            yield updates
+        finally:
+            updates._ended = time.monotonic()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self, api: Client, version: str) -> None:
+        while True:  # a watch the server ends is resumed from the last version seen
+            stream = api.watch(NODES, resource_version=version, timeout_seconds=600)
+            async for kind, obj in stream:
+                version = str(obj["metadata"].get("resourceVersion") or version)
+                self.count += kind == "MODIFIED"
 
 
 def _reconciles(metrics: Metrics) -> float:
@@ -610,13 +671,17 @@ async def run(options: Options) -> MemoryReport:
     workdir = Path(tempfile.mkdtemp(prefix="gpuctl-bench-memory-"))
     note(f"{machine.describe()}; load {load_before}; logs in {workdir}")
     async with contextlib.AsyncExitStack() as stack:
-        cp = await stack.enter_async_context(ControlPlane())
+        cp = await stack.enter_async_context(
+            ControlPlane(node_monitor_grace=options.node_monitor_grace)
+        )
         kube = await stack.enter_async_context(await api_client(cp.kubeconfig))
         await prepare_cluster(kube)
         api = Client(kube)
         note("baseline: the operator on an empty cluster")
         errors: list[str] = []
-        baseline = await measure_operator(cp, options, workdir / "operator-baseline.log", 0, errors)
+        baseline = await measure_operator(
+            cp, api, options, workdir / "operator-baseline.log", requests=0, errors=errors
+        )
         note(f"creating {options.requests} GPUNodeRequests")
         bodies = [request_body(i, options.gpu_type) for i in range(options.requests)]
         requests = await create_many(api, GPUNODEREQUESTS, bodies, options.concurrency)
@@ -627,7 +692,12 @@ async def run(options: Options) -> MemoryReport:
         sizes = await mean_sizes(api)
         note(f"loaded: the operator with {options.requests + options.nodes} objects")
         loaded = await measure_operator(
-            cp, options, workdir / "operator-loaded.log", options.requests, errors
+            cp,
+            api,
+            options,
+            workdir / "operator-loaded.log",
+            requests=options.requests,
+            errors=errors,
         )
         profile = await profile_caches(api, options.timeout) if options.profile else []
         return MemoryReport(

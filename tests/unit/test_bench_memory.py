@@ -33,11 +33,13 @@ gpuctl_workqueue_depth{name="gpunoderequest"} 4.0
 def test_defaults_are_the_documented_run() -> None:
     options = memory.parse_args([])
     assert (options.requests, options.nodes, options.concurrency) == (10_000, 10_000, 32)
-    assert options.profile
+    assert options.profile and options.node_monitor_grace == "1h"  # no kubelet heartbeats
     options = memory.parse_args(
         ["--requests", "5", "--nodes", "0", "--gpu-type", "NOPE-1", "--no-profile"]
+        + ["--node-monitor-grace", "20s"]
     )
     assert (options.requests, options.nodes, options.gpu_type) == (5, 0, "NOPE-1")
+    assert options.node_monitor_grace == "20s"
     assert not options.profile
     assert [(v.kind, v.name) for v in memory._variants()][:3] == [
         ("GPUNodeRequest", "as decoded"),
