@@ -19,6 +19,15 @@ reflector's `Run`: `list_and_watch()`, then a backoff delay, then again, forever
    change are not delivered: client-go's shared informer treats such updates as resync
    events and hands them only to listeners that asked for resyncs (ours ask with
    `resync_period`, which re-delivers everything on its own timer).
+   With a `transform`, an update whose transformed object equals the cached one but for
+   `metadata.resourceVersion` is stored (the new resourceVersion is what a write must
+   name) and not delivered either (`stats.unchanged_content`): the transform keeps
+   every field any reader uses, so such an update -- a kubelet's heartbeat in a Node's
+   `lastHeartbeatTime`, a Pod's container statuses -- shows no reader anything new, and
+   would only wake its controllers for nothing (controller-runtime leaves that filter to
+   each handler's predicates; here it lives where the kept fields are decided). A
+   change the readers can see, e.g. a Node's Ready condition going Unknown, is
+   delivered as before.
 2. WATCH from the list's resourceVersion with allowWatchBookmarks=true and
    timeoutSeconds random in [300, 600) (`watch_timeout`). ADDED/MODIFIED upsert and
    call `on_add`, or `on_update` if the resourceVersion changed; DELETED removes and
@@ -168,6 +177,8 @@ class InformerStats:
     events: int = 0  # ADDED/MODIFIED/DELETED events applied
     bookmarks: int = 0
     unchanged: int = 0  # listed or watched objects not delivered: same resourceVersion
+    # ... not delivered: a new resourceVersion, the same transformed content
+    unchanged_content: int = 0
     expired: int = 0  # 410 Gone / too old (or too large) resourceVersion answers
     errors: int = 0  # other failed lists and watches (broken connections included)
     throttled: int = 0  # watches answered 429 (retried after a backoff, no relist)
@@ -506,6 +517,8 @@ class Informer:
             self._dispatch("on_add", new)
         elif _resource_version(old) == _resource_version(new) != "":
             self.stats.unchanged += 1
+        elif self.transform is not None and _same_but_version(old, new):
+            self.stats.unchanged_content += 1
         else:
             self._dispatch("on_update", old, new)
 
@@ -537,6 +550,19 @@ class Informer:
 
 def _resource_version(obj: JSON) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _same_but_version(old: JSON, new: JSON) -> bool:
+    """Equal objects apart from metadata.resourceVersion (deep equality, as the transform
+    left them)."""
+    if old.keys() != new.keys():
+        return False
+    if any(old[k] != new[k] for k in old if k != "metadata"):
+        return False
+    meta_old, meta_new = old.get("metadata") or {}, new.get("metadata") or {}
+    if meta_old.keys() != meta_new.keys():
+        return False
+    return all(meta_old[k] == meta_new[k] for k in meta_old if k != "resourceVersion")
 
 
 def _list_rv(page: JSON) -> str:

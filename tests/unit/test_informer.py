@@ -590,6 +590,29 @@ async def test_a_watch_event_with_an_unchanged_resource_version_is_not_delivered
     assert seen.calls == [("add", "ns/a", "7")] and informer.stats.unchanged == 1
 
 
+async def test_an_update_the_transform_makes_invisible_is_stored_not_delivered() -> None:
+    """A new resourceVersion whose transformed object is the cached one's (a heartbeat the
+    transform drops) is stored, not delivered; a kept field changing is delivered."""
+
+    def node(rv: str, heartbeat: str, ready: str) -> JSON:
+        status = {"heartbeat": heartbeat, "ready": ready}
+        return pod("n", rv) | {"apiVersion": "v1", "kind": "ConfigMap", "status": status}
+
+    def no_heartbeat(obj: JSON) -> JSON:
+        obj.get("status", {}).pop("heartbeat", None)
+        return obj
+
+    api = Api()
+    api.list_script = lambda opts: page("10", node("7", "t0", "True"))
+    steps = (("MODIFIED", node("8", "t1", "True")), ("MODIFIED", node("9", "t1", "Unknown")))
+    api.watch_script = sequence(events(*steps), then=stop_then(api))
+    informer, seen = make(api, transform=no_heartbeat)
+    await run(informer)
+    assert seen.calls == [("add", "ns/n", "7"), ("update", "ns/n", "9")]
+    assert informer.stats.unchanged_content == 1
+    assert informer.store.get("ns/n")["metadata"]["resourceVersion"] == "9"  # type: ignore[index]
+
+
 async def test_resync_still_delivers_every_object() -> None:
     api = Api()
     api.list_script = lambda opts: page("10", pod("a", "7"))
