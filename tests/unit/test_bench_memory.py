@@ -35,8 +35,17 @@ def test_defaults_are_the_documented_run() -> None:
     assert (options.requests, options.nodes, options.concurrency) == (10_000, 10_000, 32)
     assert options.profile and options.node_monitor_grace == "1h"  # no kubelet heartbeats
     options = memory.parse_args(
-        ["--requests", "5", "--nodes", "0", "--gpu-type", "NOPE-1", "--no-profile"]
-        + ["--node-monitor-grace", "20s"]
+        [
+            "--requests",
+            "5",
+            "--nodes",
+            "0",
+            "--gpu-type",
+            "NOPE-1",
+            "--no-profile",
+            "--node-monitor-grace",
+            "20s",
+        ]
     )
     assert (options.requests, options.nodes, options.gpu_type) == (5, 0, "NOPE-1")
     assert options.node_monitor_grace == "20s"
