@@ -38,7 +38,10 @@ raises `RateLimitedError` to every caller waiting on it and keeps ONE reserved s
 claimed by whichever caller comes back first; every caller that comes back before
 the list's answer joins it. Inside `spare_only()` the list goes only with a spare
 token (callers joining it then come back when one is spare). In blocking mode the
-list waits for its token inside the shared call.
+list waits for its token inside the shared call. A look inside a reconcile waits at
+most `JOIN_WAIT` for a list in flight and is then put off like a rate-limited call
+(`RateLimitedError`, `JOIN_RETRY`); the list goes on and serves it when it comes back:
+a list that hangs (a timeout) does not hold every reconcile worker waiting on it.
 """
 
 from __future__ import annotations
@@ -49,11 +52,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import attrs
 
-from gpuctl.providers.base import Instance, NotFoundError
+from gpuctl.providers.base import Instance, NotFoundError, RateLimitedError
 from gpuctl.providers.errors import preferred
 from gpuctl.providers.ratelimit import current_holder, nonblocking
 
 Clock = Callable[[], datetime.datetime]
+# Inside a reconcile, how long a look waits for a list in flight before it is put off
+# (requeued, as for a rate-limit slot) for JOIN_RETRY seconds: a list that hangs until
+# the request timeout (30 s) would otherwise hold every worker whose look joined it.
+JOIN_WAIT = 2.0
+JOIN_RETRY = 3.0
 # Gone machines and accepted terminates are remembered this long (a late look at an
 # old machine falls back to a GET), so the memory stays small however long gpuctl runs.
 REMEMBER = datetime.timedelta(hours=1)
@@ -161,7 +169,17 @@ class Snapshots:
             task.add_done_callback(_retrieve)  # every caller may have gone away
             self._inflight = (sent, task)
         # A caller cancelled (its reconcile timed out) must not cancel the others' list.
-        return await asyncio.shield(self._inflight[1])
+        shared = asyncio.shield(self._inflight[1])
+        if current_holder() is None:
+            return await shared
+        try:  # a reconcile: a list that hangs must not hold every worker waiting on it
+            return await asyncio.wait_for(shared, JOIN_WAIT)
+        except TimeoutError:
+            raise RateLimitedError(
+                f"{self.provider}: the shared list is still in flight",
+                retry_after=JOIN_RETRY,
+                provider=self.provider,
+            ) from None
 
     async def _list(self, sent: datetime.datetime) -> Listing:
         try:

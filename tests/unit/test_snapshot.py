@@ -15,7 +15,7 @@ import pytest
 
 from gpuctl.controllers.request import launch, liveness, termination
 from gpuctl.controllers.request.context import Ctx
-from gpuctl.providers import registry
+from gpuctl.providers import registry, snapshot
 from gpuctl.providers.base import (
     DriverConfig,
     Instance,
@@ -155,6 +155,23 @@ async def _state(rig: Rig, instance_id: str, since: datetime.datetime) -> Instan
         return (await rig.driver.get(instance_id, since=since)).state
     except NotFoundError:
         return None
+
+
+async def test_a_hanging_list_puts_reconciles_off_and_serves_them_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(snapshot, "JOIN_WAIT", 0.01)
+    cloud = Cloud(machine("a"))
+    snapshots = cloud.snapshots()
+    cloud.release = asyncio.Event()  # the list hangs
+    with nonblocking("gpunoderequest/r1"), pytest.raises(RateLimitedError) as put_off:
+        await snapshots.get("a", T0)  # the worker is free again; the list goes on
+    assert put_off.value.delay == snapshot.JOIN_RETRY
+    cloud.release.set()
+    monkeypatch.setattr(snapshot, "JOIN_WAIT", 30.0)  # no race with the answer
+    with nonblocking("gpunoderequest/r1"):
+        assert (await snapshots.get("a", T0)).id == "a"  # that list's answer
+    assert cloud.lists == 1
 
 
 LIST_PATHS = {"runpod": "/v1/pods", "lambda": "/api/v1/instances"}
