@@ -2,7 +2,11 @@
 
     PYTHONPATH=hack .venv/bin/python -m bench.lifecycle [--requests 100] [--json FILE]
 
-Needs root: every request's machine runs a real node agent.
+Needs root: every request's machine runs a real node agent. With `--no-agents` the
+simulator runs no join data (no root, no agents' memory, so 1,000 requests fit a small
+machine): the way up ends at launched and the report gives the operator's own figures,
+time to all launched against the launch-pacing floor and create -> launched p50 over it,
+then the teardown.
 
 What runs, all on this machine and on 127.0.0.1:
 - a real cluster (`gpuctl.dev.controlplane.ControlPlane`: etcd, kube-apiserver,
@@ -98,7 +102,7 @@ from bench.lifecycle_report import (
     Work,
     render,
 )
-from bench.machines import MachineWatch, descendants, host_memory_used, meminfo, scan
+from bench.machines import MachineMemory, MachineWatch, descendants, host_memory_used, meminfo, scan
 from bench.processes import OperatorProcess, SimProcess
 from bench.promtext import Metrics, grown, grown_by
 from bench.statusdiff import StatusChanges
@@ -185,8 +189,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add(
         "--no-agents",
         action="store_true",
-        help="with --rate: the simulator runs no join data (no root needed, no Node joins); "
-        "requests are deleted once launched",
+        help="the simulator runs no join data (no root needed, no Node joins): the run "
+        "measures the operator's way up to launched (all launched against the launch-pacing "
+        "floor), then tears down; with --rate, requests are deleted once launched",
     )
     add(
         "--providers-per-cloud",
@@ -234,6 +239,8 @@ def memory_needed(requests: int) -> int:
 
 def preflight(options: Options, euid: int | None = None, available: int | None = None) -> None:
     """Refuse a run that cannot work here: not root, or not enough memory for the agents."""
+    if not options.agents:
+        return  # no machine joins: nothing needs root, agents take no memory
     if (os.geteuid() if euid is None else euid) != 0:
         raise SystemExit(
             "bench.lifecycle runs every request's machine as a real node agent in its own "
@@ -666,7 +673,10 @@ async def run(options: Options) -> LifecycleReport:
         await apply_join_rbac(cp)  # manifests/join, as a user installs it
         api = Client(kube)
         sim = SimProcess.for_benchmark(
-            workdir, cp, capacity=options.requests + 10, machines=machines
+            workdir,
+            cp,
+            capacity=options.requests + 10,
+            machines=machines if options.agents else None,
         )
         stack.push_async_callback(sim.stop)
         await sim.start()
@@ -720,7 +730,8 @@ async def _measure(
     note(f"creating {options.requests} requests over {', '.join(options.clouds)}")
     t0 = time.monotonic()
     created_in = await bench.create_all()
-    ready_in = await bench.wait_for("ready", t0)
+    # Without agents no machine joins: the way up ends at launched (status.instance set).
+    ready_in = await bench.wait_for("ready" if options.agents else "launched", t0)
     ready_objects = informer.store.list()
     up, after_up = await bench.work(time.monotonic() - t0, start)
     pacing = await bench.pacing(since=start.ledger_entries)
@@ -734,15 +745,13 @@ async def _measure(
         name: t.ready + to_wall for name, t in bench.tracker.timelines.items() if t.ready
     }
     joins = join_latencies(instances, watch.snapshot(), bench.nodes.nodes, request_ready)
-    note("not all Ready" if ready_in is None else f"all Ready in {ready_in:.1f} s")
+    milestone = "Ready" if options.agents else "launched"
+    note(f"not all {milestone}" if ready_in is None else f"all {milestone} in {ready_in:.1f} s")
 
     memory_idle, idle_cpu = None, 0.0
-    if options.hold > 0:
+    if options.hold > 0 and options.agents:
         note(f"{memory_ready.machines} machines, {nodes_ready} Nodes Ready; idle {options.hold} s")
-        cpu_before = watch.cpu_seconds()
-        await asyncio.sleep(options.hold)
-        idle_cpu = watch.cpu_seconds() - cpu_before
-        memory_idle = await asyncio.to_thread(watch.memory)
+        memory_idle, idle_cpu = await _hold(watch, options.hold)
         after_up = await bench.mark()  # the way down starts from here
     note("deleting")
 
@@ -784,7 +793,9 @@ async def _measure(
         operator_startup=startup,
         created_in=created_in,
         ready=bench.tracker.count("ready"),
-        ready_in=ready_in,
+        ready_in=ready_in if options.agents else None,
+        launched=bench.tracker.count("launched"),
+        launched_in=None if options.agents else ready_in,
         latencies=Latencies(
             Summary.of(w_launch),
             Summary.of(w_ready),
@@ -807,9 +818,17 @@ async def _measure(
         operator_rss_end=memory.rss,
         workdir=str(bench.workdir),
         workers=operator_workers(options, bench.sim, bench.cp),
-        agents=agents,
+        agents=agents if options.agents else None,
         errors=bench.errors,
     )
+
+
+async def _hold(watch: MachineWatch, seconds: float) -> tuple[MachineMemory, float]:
+    """Idle `seconds`: the machines' memory at the end and their CPU seconds over it."""
+    cpu_before = watch.cpu_seconds()
+    await asyncio.sleep(seconds)
+    idle_cpu = watch.cpu_seconds() - cpu_before
+    return await asyncio.to_thread(watch.memory), idle_cpu
 
 
 def main(argv: Sequence[str] | None = None) -> int:

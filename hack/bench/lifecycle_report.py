@@ -183,10 +183,17 @@ class LifecycleReport:
     agents: Agents | None = None
     errors: list[str] = attrs.field(factory=list)
     workers: int = 0  # the operator's request workers (its --workers, or the sized default)
+    launched: int = 0  # requests the watch saw with status.instance set
+    # Without agents (--no-agents) the way up ends at launched: first create sent -> last
+    # request seen launched; None with agents, or if not every request got there.
+    launched_in: float | None = None
 
     @property
     def ok(self) -> bool:
-        all_ready = self.ready == self.options.requests and self.ready_in is not None
+        if self.options.agents:
+            all_ready = self.ready == self.options.requests and self.ready_in is not None
+        else:
+            all_ready = self.launched == self.options.requests and self.launched_in is not None
         clean = not (self.live_instances or self.nodes_left or self.tokens_left)
         machines_gone = self.agents is None or self.agents.clean
         done = self.teardown_in is not None and machines_gone
@@ -253,6 +260,22 @@ def _up_rows(report: LifecycleReport) -> list[Row]:
     n, lat = report.options.requests, report.latencies
     rate = n / report.created_in if report.created_in > 0 else 0.0
     floor = pacing_floor(n, report.options.clouds)
+    if not report.options.agents:
+        return [
+            ("all created in", f"{report.created_in:.1f} s ({rate:.0f}/s)"),
+            ("machines", "none join (--no-agents): the way up ends at launched"),
+            ("launched", f"{report.launched} / {n}"),
+            ("pacing floor of the way up", _floor_text(floor, up=True)),
+            ("time to all launched", _seconds(report.launched_in)),
+            ("time to all launched / pacing floor (goal <= 1.15)",
+             _ratio(report.launched_in, floor.up)),
+            ("create -> launched p50 / time to all launched (watch; goal <= 0.55)",
+             _share(lat.watch_create_to_launch, report.launched_in)),
+            ("create -> launched, watch (p50 / p90 / p99 / max)",
+             _summary(lat.watch_create_to_launch)),
+            ("create -> launchedAt, status (1 s resolution)",
+             _summary(lat.status_create_to_launch, 0)),
+        ]  # fmt: skip
     return [
         ("all created in", f"{report.created_in:.1f} s ({rate:.0f}/s)"),
         ("Ready", f"{report.ready} / {n}"),

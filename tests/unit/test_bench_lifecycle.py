@@ -78,6 +78,7 @@ def test_preflight_wants_root_and_memory_for_every_agent() -> None:
     with pytest.raises(SystemExit, match="1000 requests run 1000 node agents"):
         lifecycle.preflight(thousand, euid=0, available=plenty)
     lifecycle.preflight(Options(requests=1000, ignore_memory_check=True), euid=0, available=0)
+    lifecycle.preflight(Options(requests=1000, agents=False), euid=1000, available=0)
 
 
 def test_requests_spread_round_robin_pinned_to_one_provider() -> None:
@@ -264,6 +265,18 @@ def test_a_leak_or_a_timeout_fails_the_run() -> None:
     failed = _report(teardown_in=None, errors=["timed out after 60 s waiting for 10 gone"])
     assert not failed.ok
     assert "| teardown (first delete -> last gone) | did not finish |" in render(failed)
+
+
+def test_without_agents_the_way_up_ends_at_launched() -> None:
+    options = Options(requests=1000, agents=False)
+    assert not lifecycle.parse_args(["--requests", "1000", "--no-agents"]).agents
+    report = _report(
+        options=options, agents=None, ready=0, ready_in=None, launched=1000, launched_in=55.0
+    )
+    lines = render(report).splitlines()
+    assert "| time to all launched / pacing floor (goal <= 1.15) | 1.10 |" in lines
+    assert "| create -> launched p50 / time to all launched (watch; goal <= 0.55) | 0.02 |" in lines
+    assert report.ok and not _report(options=options, agents=None, launched=999).ok
 
 
 def test_the_pacing_floor_and_the_ratio_to_it() -> None:
