@@ -23,7 +23,12 @@ One reconcile:
    that matters (a phase change no step explained gets a `PhaseChanged` Event, except
    new -> Pending and Provisioning -> Joining, which the status tells).
 A reconcile whose cached request is older than our own last status write of it does
-nothing: the watch brings the newer one (and the next reconcile) shortly.
+nothing: the watch brings the newer one (and the next reconcile) shortly. Nor does one
+whose cached request is the very copy whose finalizer this process released: that copy
+is gone from the API server, and its DELETED event is on its way (the Node the teardown
+deleted wakes the request once more before that event comes: without this, a quarter
+of the teardowns of a 100-request run deleted the Node and the token again, read the
+token and patched the finalizer again, all to 404s).
 Results are merged (the soonest requeue wins). Provider and API errors are turned
 into a status message and an Event, then re-raised so the work queue backs off.
 A provider's rate limit is not an error: the reconcile runs in `ratelimit.nonblocking`,
@@ -39,6 +44,7 @@ import logging
 from typing import Any
 
 import attrs
+from cachetools import LRUCache
 
 from gpuctl.api import FINALIZER, GPUNodeRequest, GPUNodeRequestStatus, ObjectError, Phase
 from gpuctl.controllers import cost
@@ -64,6 +70,10 @@ from gpuctl.runtime.store import Store
 from gpuctl.util.crashpoints import crash_point
 
 log = logging.getLogger(__name__)
+
+# Requests whose finalizer this process released, remembered by key (LRU): a cached copy
+# with the released resourceVersion is stale (the object is gone or changed since).
+REMEMBERED_RELEASES = 4096
 
 STEPS = (
     offer.reconcile,
@@ -96,11 +106,15 @@ class RequestReconciler:
         self.requests = requests
         self.services = services
         self.status_writer = status
+        # key -> resourceVersion of the copy whose finalizer this process released
+        self._released: LRUCache[str, str] = LRUCache(REMEMBERED_RELEASES)
 
     async def reconcile(self, key: str) -> Result:
         obj = self.requests.get(key)
         if obj is None:
             return Result()  # gone: its finalizer already ran
+        if self._released.get(key) == obj["metadata"].get("resourceVersion"):
+            return Result()  # released: the API server has moved on, the watch follows
         try:
             request = GPUNodeRequest.from_dict(obj)
         except ObjectError as err:
@@ -155,6 +169,7 @@ class RequestReconciler:
                         if not is_conflict(err):
                             raise
                         return Result(requeue_after=0.2)  # stale copy: read again, then release
+                    self._released[ctx.name] = ctx.obj["metadata"]["resourceVersion"]
                     liveness.forget(ctx)
                     await self._record_events(ctx)
                     return Result()
