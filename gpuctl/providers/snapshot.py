@@ -110,7 +110,6 @@ class Snapshots:
         self._listed: dict[str, datetime.datetime] = {}  # id -> first listing answer showing it
         self._gone: dict[str, datetime.datetime] = {}  # id -> when it was seen gone
         self._terminated: dict[str, datetime.datetime] = {}  # id -> terminate accepted
-        self.lists = 0  # list calls sent (for tests and benchmarks)
 
     # -- what the driver tells ----------------------------------------------------------
 
@@ -183,7 +182,6 @@ class Snapshots:
 
     async def _list(self, sent: datetime.datetime) -> Listing:
         try:
-            self.lists += 1
             if current_holder() is None:
                 instances = await self._fetch()
             else:
