@@ -140,10 +140,13 @@ class Cloud:
 
     def __init__(self, clock: list[datetime.datetime], *, lose: bool = False) -> None:
         self.clock, self.lose = clock, lose
+        self.started = clock[0]
         self.calls: list[str] = []
 
     async def find_all(self, name: str, since: Any = None) -> list[Instance]:
         self.calls.append("find_all")
+        # A list sent no earlier than the reconcile began (the settle rule counts on it).
+        assert since is not None and since >= self.started
         return []
 
     async def create(self, request: LaunchRequest) -> Instance:

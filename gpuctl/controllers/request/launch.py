@@ -652,8 +652,8 @@ async def _after_unknown_outcome(
     # that hung until its timeout may have made the machine just before it.
     ctx.services.launches.doubt(attempt_key(ctx), answer_failed(ctx))
     try:
-        with priority():
-            found = await driver.find_all(name)  # it may be listed already
+        with priority():  # it may be listed already: any list sent since the answer
+            found = await driver.find_all(name, since=ctx.services.clock())
     except ProviderError:
         found = []  # looked up again on the settle polls
     if found:
@@ -707,9 +707,12 @@ async def reconcile(ctx: Ctx) -> Result | None:
     nothing = ctx.services.launches.nothing_there(attempt_key(ctx))
     # The look-ups and the create of a launch take the earliest rate-limit slot
     # reserved by others (`ratelimit.priority`): a request waits on them, not on polls
-    # and teardowns queued at a rate-limited cloud.
+    # and teardowns queued at a rate-limited cloud. The look may be served by a list
+    # of the provider's machines shared with other callers (`providers.snapshot`), but
+    # only by one sent at or after this reconcile began: the settle rule below counts
+    # this look as made at `ctx.now` or later.
     with priority():
-        found = [] if nothing else await driver.find_all(request.name)
+        found = [] if nothing else await driver.find_all(request.name, since=ctx.now)
     if found:
         return await _adopt(ctx, driver, found, "found by name")
     since = uncertain_since(ctx, creates_quiet(ctx, provider, secret))
