@@ -295,13 +295,21 @@ class Driver(Protocol):
         """
         ...
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         """Raises NotFoundError when the cloud no longer knows the instance.
 
         `since`: an answer the cloud gave to a call sent at or after this moment is enough
         (a driver may serve it from one list of all its machines shared by every caller,
         `gpuctl.providers.snapshot`; never one older than its own accepted terminate of
-        the instance). None: a call of its own."""
+        the instance). None: a call of its own. `listed_by`: the caller knows the cloud's
+        lists show the instance from this moment on (it existed long enough before it):
+        a list sent after it that does not show the instance says it is gone."""
         ...
 
     async def find_all(

@@ -24,10 +24,13 @@ The rules that keep the answers exact:
 - *Gone* is a state the list shows as gone (the driver's mapping, e.g. RunPod's
   TERMINATED), or the absence of a machine an earlier list showed: a list whose call
   began after the answer of an earlier list that showed the machine, and which does not
-  show it, says the cloud no longer has it. A machine no list has shown yet may be
-  too new for the cloud's listing (clouds list eventually consistently; reads by id see
-  a new machine at once): its look falls back to the driver's GET, never "gone" from
-  a list. Machines in every other state (preempted, stopped, failed) are answered as
+  show it, says the cloud no longer has it. So is the absence from a list sent after
+  the moment the caller says lists show the machine (`listed_by`: a machine that ran
+  long enough before it; a process restarted after a mass teardown would otherwise ask
+  for every machine it never listed by id). Any other machine no list has shown may
+  be too new for the cloud's listing (clouds list eventually consistently; reads by id
+  see a new machine at once): its look falls back to the driver's GET, never "gone"
+  from a list. Machines in every other state (preempted, stopped, failed) are answered as
   the list shows them: they bill and must be seen.
 - A look-up by name from a list is the look-up the cloud's name filter would give at the
   list's time: every machine with exactly that name in any state but gone.
@@ -127,9 +130,16 @@ class Snapshots:
 
     # -- looks --------------------------------------------------------------------------
 
-    async def get(self, instance_id: str, since: datetime.datetime) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        since: datetime.datetime,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         """The machine as a list sent at or after `since` (and after our own terminate of
-        it) shows it; NotFoundError when gone. Never listed yet: the driver's GET."""
+        it) shows it; NotFoundError when gone. Not shown by a list that showed it before,
+        or by one sent after `listed_by` (the caller knows lists show it from then on):
+        gone. Else (maybe too new to be listed) the driver's GET."""
         if instance_id in self._gone:
             raise NotFoundError(f"{instance_id} is gone", code="gone", provider=self.provider)
         terminated = self._terminated.get(instance_id)
@@ -139,6 +149,8 @@ class Snapshots:
         found = listing.instances.get(instance_id)
         if found is not None:
             return found
+        if listed_by is not None and listing.sent >= listed_by:
+            self._gone.setdefault(instance_id, listing.received)
         if instance_id in self._gone:
             raise NotFoundError(f"{instance_id} is gone", code="gone", provider=self.provider)
         try:  # maybe too new to be listed

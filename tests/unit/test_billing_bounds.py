@@ -190,7 +190,7 @@ class GoneDriver:
     async def terminate(self, instance_id: str) -> None:
         """The driver finds out itself that the machine is gone."""
 
-    async def get(self, instance_id: str, since: Any = None) -> Any:
+    async def get(self, instance_id: str, since: Any = None, listed_by: Any = None) -> Any:
         self.clock[0] += datetime.timedelta(seconds=3)  # the clock reads whole seconds
         raise NotFoundError("no such machine")
 
@@ -236,7 +236,7 @@ class QueuedDriver:
         if "terminate" not in self.calls:  # once per poll, as the drivers' TerminateLog
             self._limited("terminate")
 
-    async def get(self, instance_id: str, since: Any = None) -> Any:
+    async def get(self, instance_id: str, since: Any = None, listed_by: Any = None) -> Any:
         self._limited("get")
         return Instance(instance_id, "n", InstanceState.TERMINATING, "terminating")
 

@@ -38,7 +38,7 @@ class LimitedDriver:
         self.holders.append(current_holder())
         return RateLimitedError("p GetPod: rate limit", retry_after=2.5, provider="p")
 
-    async def get(self, instance_id: str, since: Any = None) -> Any:
+    async def get(self, instance_id: str, since: Any = None, listed_by: Any = None) -> Any:
         raise self._limited()
 
     async def terminate(self, instance_id: str) -> None:

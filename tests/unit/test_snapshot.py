@@ -133,6 +133,12 @@ async def test_absent_after_being_listed_is_gone_never_listed_is_a_get() -> None
         with pytest.raises(NotFoundError):
             await snapshots.get("old", cloud.now)
     assert cloud.gets == ["new", "old"]
+    # A process that never listed it, told lists show it from T0 on: gone, no GET.
+    fresh = cloud.snapshots()
+    with pytest.raises(NotFoundError):
+        await fresh.get("a", cloud.now, listed_by=T0)
+    assert (await fresh.get("new", cloud.now, listed_by=cloud.now + SECOND)).id == "new"
+    assert cloud.gets == ["new", "old", "new"]  # not known to be listable yet: a GET
 
 
 async def test_lists_run_under_their_own_holder_and_a_refusal_reaches_every_caller() -> None:
@@ -219,8 +225,10 @@ class ListingDriver:
         self.snapshots = cloud.snapshots()
         self.deletes: list[str] = []
 
-    async def get(self, instance_id: str, since: datetime.datetime) -> Instance:
-        return await self.snapshots.get(instance_id, since)
+    async def get(
+        self, instance_id: str, since: datetime.datetime, listed_by: Any = None
+    ) -> Instance:
+        return await self.snapshots.get(instance_id, since, listed_by)
 
     async def find_all(self, name: str, since: datetime.datetime) -> list[Instance]:
         return await self.snapshots.find_all(name, since)

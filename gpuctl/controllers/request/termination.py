@@ -65,11 +65,25 @@ def _lookup_since(ctx: Ctx) -> datetime.datetime:
     return _since(ctx) + datetime.timedelta(seconds=1)
 
 
+def _listed_by(ctx: Ctx) -> datetime.datetime | None:
+    """From when the cloud's lists show the recorded machine, if known: it had joined the
+    cluster (Ready) by `ready_at`, and lists lag a new machine by at most
+    `launch_settle` (the bound the relaunch rule rests on). A list sent after that which
+    does not show it says it is gone: a process restarted after a mass teardown does not
+    ask for each machine it never listed by id."""
+    ready_at = ctx.request.status.ready_at
+    if ready_at is None or not _current_attempt_was_ready(ctx):
+        return None
+    return ready_at + ctx.settings.launch_settle
+
+
 async def _recorded(ctx: Ctx, driver: Driver) -> Instance | None:
     """The recorded machine while the cloud still has it; None once it is gone."""
     assert ctx.status.instance is not None
     try:
-        current = await driver.get(ctx.status.instance.id, since=_since(ctx))
+        current = await driver.get(
+            ctx.status.instance.id, since=_since(ctx), listed_by=_listed_by(ctx)
+        )
     except NotFoundError:
         return None
     # Only TERMINATED is gone for good: a preempted machine can still bill until terminated.

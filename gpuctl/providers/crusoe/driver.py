@@ -368,7 +368,13 @@ class CrusoeDriver(DriverIdentity):
             name, project, operation_id, operation.state, operation.result, wait=0
         )
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         project = await self._project()
         found = await self._transport.call(operations.get_instance, project, instance_id)

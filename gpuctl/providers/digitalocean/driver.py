@@ -297,7 +297,13 @@ class DigitalOceanDriver(DriverIdentity):
             outbound_rules=outbound,
         )
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         if not instance_id.isdigit():
             raise NotFoundError(f"digitalocean: no Droplet {instance_id!r}", provider=self.name)

@@ -360,7 +360,13 @@ class HyperstackDriver(DriverIdentity):
                 return sorted(names)
             page = _next_page(page, self.name)
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         # Every look asks the cloud: an answer to a call of its own is fresher than `since`.
         vm_id = _vm_id(instance_id)
         if vm_id is None:

@@ -229,10 +229,16 @@ class LambdaDriver(DriverIdentity):
             return models.LaunchInstanceRequestImage(family=options["imageFamily"])
         return None
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         """`since` given: served from the shared list of every instance (`Snapshots`)."""
         if since is not None:
-            return await self._snapshots.get(instance_id, since)
+            return await self._snapshots.get(instance_id, since, listed_by)
         return await self._get(instance_id)
 
     async def _get(self, instance_id: str) -> Instance:

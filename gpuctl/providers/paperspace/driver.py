@@ -290,7 +290,13 @@ class PaperspaceDriver(DriverIdentity):
                 return sorted(found, key=lambda t: t.name, reverse=True)  # newest release first
             after = page.next_page
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         """The machine; while it provisions, its create event too: Paperspace reports a
         failed provisioning there (state `error`), not in the machine's state, which stays
         `provisioning`. Such a machine is FAILED at once rather than after the

@@ -265,10 +265,16 @@ class RunPodDriver(DriverIdentity):
             volume_in_gb=self._volume,
         )
 
-    async def get(self, instance_id: str, *, since: datetime.datetime | None = None) -> Instance:
+    async def get(
+        self,
+        instance_id: str,
+        *,
+        since: datetime.datetime | None = None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
         """`since` given: served from the shared list of every pod (`Snapshots`)."""
         if since is not None:
-            return await self._snapshots.get(instance_id, since)
+            return await self._snapshots.get(instance_id, since, listed_by)
         return await self._get(instance_id)
 
     async def _get(self, instance_id: str) -> Instance:
