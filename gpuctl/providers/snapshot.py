@@ -36,10 +36,12 @@ The rules that keep the answers exact:
   list's time: every machine with exactly that name in any state but gone.
 
 Rate limits: inside `ratelimit.nonblocking()` (the controllers' reconciles) the list
-runs under its own holder, `snapshot/<provider>`: a list that must wait for a slot
-raises `RateLimitedError` to every caller waiting on it and keeps ONE reserved slot,
-claimed by whichever caller comes back first; every caller that comes back before
-the list's answer joins it. Inside `spare_only()` the list goes only with a spare
+runs under its own holder, `snapshot/<provider>`, as a `priority()` call (one list
+answers every look waiting on it: it goes ahead of the queued terminates and polls,
+each of which waits one slot longer): a list that must wait for a slot raises
+`RateLimitedError` to every caller waiting on it and keeps ONE reserved slot, claimed
+by whichever caller comes back first; every caller that comes back before the list's
+answer joins it. Inside `spare_only()` the list goes only with a spare
 token (callers joining it then come back when one is spare). In blocking mode the
 list waits for its token inside the shared call. A look inside a reconcile waits at
 most `JOIN_WAIT` for a list in flight and is then put off like a rate-limited call
@@ -57,7 +59,7 @@ import attrs
 
 from gpuctl.providers.base import Instance, NotFoundError, RateLimitedError
 from gpuctl.providers.errors import preferred
-from gpuctl.providers.ratelimit import current_holder, nonblocking
+from gpuctl.providers.ratelimit import current_holder, nonblocking, priority
 
 Clock = Callable[[], datetime.datetime]
 # Inside a reconcile, how long a look waits for a list in flight before it is put off
@@ -197,7 +199,7 @@ class Snapshots:
             if current_holder() is None:
                 instances = await self._fetch()
             else:
-                with nonblocking(f"snapshot/{self.provider}"):
+                with nonblocking(f"snapshot/{self.provider}"), priority():
                     instances = await self._fetch()
             listing = Listing(sent, self.clock(), {i.id: i for i in instances if i.id})
             self._record(listing)

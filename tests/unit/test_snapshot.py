@@ -24,7 +24,7 @@ from gpuctl.providers.base import (
     NotFoundError,
     RateLimitedError,
 )
-from gpuctl.providers.ratelimit import current_holder, nonblocking
+from gpuctl.providers.ratelimit import _PRIORITY, current_holder, nonblocking
 from gpuctl.providers.snapshot import Snapshots
 from tests.unit import test_spare_polls as spare_polls
 from tests.unit.test_billing_bounds import Client, Drivers, make_ctx, request_obj
@@ -48,13 +48,13 @@ class Cloud:
         self.now = T0
         self.lists = 0
         self.gets: list[str] = []
-        self.holders: list[str | None] = []
+        self.holders: list[tuple[str | None, bool]] = []  # (holder, priority)
         self.release: asyncio.Event | None = None  # set: lists wait for it
         self.refuse: RateLimitedError | None = None
 
     async def fetch(self) -> list[Instance]:
         self.lists += 1
-        self.holders.append(current_holder())
+        self.holders.append((current_holder(), _PRIORITY.get()))
         if self.refuse is not None:
             raise self.refuse
         if self.release is not None:
@@ -149,11 +149,12 @@ async def test_lists_run_under_their_own_holder_and_a_refusal_reaches_every_call
         looks = [asyncio.ensure_future(snapshots.get(i, T0)) for i in ("a", "b")]
         results = await asyncio.gather(*looks, return_exceptions=True)
     assert all(isinstance(r, RateLimitedError) and r.delay == 7.0 for r in results)
-    # One list, one slot reserved, for the snapshot (whoever comes back first claims it).
-    assert cloud.lists == 1 and cloud.holders == ["snapshot/p"]
+    # One list, one slot reserved, for the snapshot (whoever comes back first claims
+    # it), ahead of the queue: it answers every look waiting on it.
+    assert cloud.lists == 1 and cloud.holders == [("snapshot/p", True)]
     cloud.refuse = None
     assert (await snapshots.get("a", T0)).id == "a"  # blocking: no holder
-    assert cloud.holders == ["snapshot/p", None]
+    assert cloud.holders == [("snapshot/p", True), (None, False)]
 
 
 async def _state(rig: Rig, instance_id: str, since: datetime.datetime) -> InstanceState | None:
