@@ -218,3 +218,26 @@ async def test_gpuctl_offers_shows_crusoe(sim: Simulator, tmp_path: Path) -> Non
         ("crusoe", "a100-80gb.1x"),
         ("crusoe", "a100-80gb.8x"),
     }
+
+
+async def test_a_create_abandoned_while_following_its_operation_sends_no_second_post(
+    sim: Simulator, session: aiohttp.ClientSession
+) -> None:
+    """The launch step cancels a create at its deadline (`launch.create_within`): the
+    operation it was following is kept, and the next create reads it, no second POST."""
+    crusoe = driver(sim, session, operationWaitSeconds="600")
+    sim.state.set_list_lag("crusoe", 60)
+    request = LaunchRequest(name="c-abandoned", offer=OFFER)
+    task = asyncio.ensure_future(crusoe.create(request))
+    for _ in range(2000):  # until the POST was answered (no wall-clock bound asserted)
+        if any(e.operation == "createInstance" for e in sim.ledger):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.4)  # the VM boots in 0.3 s: its operation then SUCCEEDED
+    again = await crusoe.create(request)
+    assert again.name == "c-abandoned"
+    assert len([e for e in sim.ledger if e.operation == "createInstance"]) == 1

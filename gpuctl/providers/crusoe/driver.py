@@ -39,12 +39,13 @@ STATE_CRASHED, STATE_BLOCKED -> FAILED; STATE_DELETED -> TERMINATED; else UNKNOW
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from urllib.parse import unquote
 
@@ -293,7 +294,19 @@ class CrusoeDriver(DriverIdentity):
         with errors.create_guard(CLOUD, CREATE, self.name):
             operation = answer.operation
             operation_id, state = operation.operation_id, operation.state
-        return await self._settle(request.name, project, operation_id, state, operation.result)
+        with self._kept_if_abandoned(request.name, project, operation_id):
+            return await self._settle(request.name, project, operation_id, state, operation.result)
+
+    @contextlib.contextmanager
+    def _kept_if_abandoned(self, name: str, project: str, operation_id: str) -> Iterator[None]:
+        """A create abandoned while its operation is followed (the launch step cancels a
+        create at its deadline) leaves the operation in `_in_flight`: the next create
+        reads it instead of sending a second POST while the first VM may be coming."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            self._in_flight[name] = (project, operation_id)
+            raise
 
     async def _settle(
         self,
@@ -351,6 +364,10 @@ class CrusoeDriver(DriverIdentity):
         while its operation runs, the outcome stays unknown (no second VM is asked for);
         once it ended, it is settled as if it had just ended."""
         project, operation_id = self._in_flight.pop(name)
+        with self._kept_if_abandoned(name, project, operation_id):
+            return await self._follow_earlier(name, project, operation_id)
+
+    async def _follow_earlier(self, name: str, project: str, operation_id: str) -> Instance:
         try:
             operation = await self._transport.call(
                 operations.get_compute_v_ms_instances_operation, project, operation_id
