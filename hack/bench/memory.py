@@ -12,8 +12,19 @@ On a real local control plane (`gpuctl.dev.controlplane.ControlPlane`, etcd quot
    write; a known type (e.g. H100-80GB) keeps them Pending with OfferAvailable False
    (NoOffer) instead. The Nodes look like the simulated kubelet's (labels including
    `gpuctl.io/instance-name` and `gpuctl.io/request` naming a request, provider ID,
-   taint, capacity, conditions, addresses, node info, a few images); no kubelet runs
-   behind them;
+   taint, capacity, conditions, addresses, node info, a few images, the labels a
+   kubelet sets, beta ones included). No kubelet runs behind them, so the control
+   plane runs with a node-monitor grace period of `NODE_MONITOR_GRACE` (1 h, longer
+   than a run): they stay Ready as Nodes whose kubelets heartbeat do. With the tests'
+   20 s, kube-controller-manager's node-lifecycle controller marks every one Unknown
+   and taints it, a few Nodes a second, and each such change is a real one the request
+   controller is told of (docs/benchmarks.md, "Issue 13, third pass"). The API
+   server's TaintNodesByCondition admission gives every new Node the
+   `node.kubernetes.io/not-ready` NoSchedule taint, which the node-lifecycle
+   controller takes off a Ready Node once: about 9 Nodes a second at 10,000 Nodes (its
+   client is throttled), 19 minutes in all. The bench takes it off itself
+   (`untaint_nodes`, as that controller would) until no Node has it, so the operator
+   starts on Nodes in their settled state;
 3. loaded: start the operator again; read VmRSS at /readyz (the informers hold every
    object, nothing is reconciled yet), wait for the first pass (every request's first
    status write, from `gpuctl_status_writes_total`) and for the work it leaves to drain
@@ -50,7 +61,7 @@ from typing import Any
 
 import attrs
 
-from bench.cluster import bounded, create_quietly, prepare_cluster, wait_until
+from bench.cluster import bounded, create_quietly, prepare_cluster, retrying, wait_until
 from bench.figures import Section, fmt_bytes, note, render_table, to_json
 from bench.host import Machine, load_average, machine_rows
 from bench.processes import OperatorProcess
@@ -61,7 +72,7 @@ from gpuctl.controllers.request.nodes import INSTANCE_INDEX, REQUEST_INDEX
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.dev.controlplane import ControlPlane
 from gpuctl.dev.pki import ca_public_key_hash
-from gpuctl.runtime.client import Client
+from gpuctl.runtime.client import ApiError, Client, is_conflict, is_not_found
 from gpuctl.runtime.informer import Informer, Transform
 from gpuctl.runtime.kubeclient import api_client
 from gpuctl.runtime.resources import NODES, Resource
@@ -76,6 +87,9 @@ UNKNOWN_GPU = "NO-SUCH-GPU"
 # No kubelet heartbeats the bench's Nodes: this grace period keeps kube-controller-manager
 # from marking them Unknown (and tainting them) while the benchmark runs.
 NODE_MONITOR_GRACE = "1h"
+# What the TaintNodesByCondition admission puts on every new Node and the node-lifecycle
+# controller takes off a Ready one.
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 SIZE_SAMPLE = 200  # objects listed to measure the mean object size
 IMAGES = (
     "registry.k8s.io/kube-proxy:v1.37.2",
@@ -234,6 +248,7 @@ class MemoryReport:
     workdir: str
     errors: list[str] = attrs.field(factory=list)
     profile: list[CacheProfile] = attrs.field(factory=list)
+    untainted: Creation | None = None  # Nodes whose not-ready taint the bench removed
 
     @property
     def objects(self) -> int:
@@ -255,6 +270,8 @@ def render(report: MemoryReport) -> str:
         ("objects", [
             ("GPUNodeRequests created", _creation(report.requests_created)),
             ("Nodes created", _creation(report.nodes_created)),
+            ("Nodes' not-ready taint removed (as the node-lifecycle controller does)",
+             "-" if report.untainted is None else _creation(report.untainted)),
             ("request spec.gpu.type / GPUProviders", f"{o.gpu_type} / none"),
             ("operator workers / joining poll",
              f"{o.workers} / {o.joining_poll or 'default'}"),
@@ -417,6 +434,38 @@ async def create_many(api: Client, resource: Resource, bodies: Sequence[JSON],
     started = time.monotonic()
     await bounded(bodies, create, concurrency)
     return Creation(len(bodies), time.monotonic() - started)
+
+
+async def untaint_nodes(api: Client, concurrency: int, timeout: float) -> Creation:  # noqa: ASYNC109
+    """Remove the not-ready taint from every Node that has it (each patch guarded by its
+    resourceVersion: one kube-controller-manager changed meanwhile is looked at again),
+    until a list shows none: the Nodes as the node-lifecycle controller leaves Ready ones."""
+    started, patched = time.monotonic(), 0
+
+    async def untaint(node: JSON) -> None:
+        nonlocal patched
+        taints = [t for t in node["spec"].get("taints") or () if t.get("key") != NOT_READY_TAINT]
+        meta = node["metadata"]
+        body = {
+            "metadata": {"resourceVersion": meta["resourceVersion"]},
+            "spec": {"taints": taints},
+        }
+        try:
+            await retrying(lambda: api.patch(NODES, meta["name"], body))
+            patched += 1
+        except ApiError as err:
+            if not (is_conflict(err) or is_not_found(err)):
+                raise
+
+    while tainted := [n for n in (await api.list(NODES))["items"] if _not_ready(n)]:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{len(tainted)} Nodes still have {NOT_READY_TAINT}")
+        await bounded(tainted, untaint, concurrency)
+    return Creation(patched, time.monotonic() - started)
+
+
+def _not_ready(node: JSON) -> bool:
+    return any(t.get("key") == NOT_READY_TAINT for t in node.get("spec", {}).get("taints") or ())
 
 
 async def mean_sizes(api: Client) -> Sizes:
@@ -689,6 +738,8 @@ async def run(options: Options) -> MemoryReport:
         nodes = await create_many(
             api, NODES, [node_body(i) for i in range(options.nodes)], options.concurrency
         )
+        untainted = await untaint_nodes(api, options.concurrency, options.timeout)
+        note(f"not-ready taint removed from {untainted.count} Nodes in {untainted.seconds:.1f} s")
         sizes = await mean_sizes(api)
         note(f"loaded: the operator with {options.requests + options.nodes} objects")
         loaded = await measure_operator(
@@ -713,6 +764,7 @@ async def run(options: Options) -> MemoryReport:
             workdir=str(workdir),
             errors=errors,
             profile=profile,
+            untainted=untainted,
         )
     raise AssertionError("unreachable")
 
