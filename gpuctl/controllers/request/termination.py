@@ -17,9 +17,9 @@ happened unseen (`launch.uncertain_since`), look-ups continue for
 `Settings.launch_settle` before the machine is taken not to exist. Terminate is sent
 once per poll (the drivers remember it). Every look of a teardown asks for an answer
 sent after the teardown began in this process (`_since`), not for a call of its own:
-requests torn down together share one list of the provider's machines where the driver
-keeps one (`providers.snapshot`; RunPod), and the look-up by name after the machine is
-gone is served by the list that saw it go. Then what the clouds keep besides the
+requests torn down together share one list of the provider's machines where the
+driver keeps one (`providers.snapshot`; RunPod, Lambda), and the look-up by name after
+the machine is gone is served by the list that saw it go. Then what the clouds keep besides the
 machines (Paperspace startup scripts), the Node and the bootstrap tokens, of every
 attempt, are deleted. If the provider cannot be reached or configured, the request
 stays Terminating (with an Event saying why): never drop a finalizer while a paid
