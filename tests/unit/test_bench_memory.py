@@ -122,3 +122,28 @@ def test_report_table_and_json() -> None:
         "peak while listing 9.0 MiB |" in lines
     )
     assert json.loads(json.dumps(to_json(report), default=str))["loaded"]["rss"] == 110 * 2**20
+
+
+async def test_untaint_nodes_takes_the_not_ready_taint_off_until_none_has_it() -> None:
+    """As the node-lifecycle controller does for a Ready Node (the admission put it on)."""
+    node = memory.node_body(0)
+    node["metadata"]["resourceVersion"] = "5"
+    node["spec"]["taints"].append({"key": memory.NOT_READY_TAINT, "effect": "NoSchedule"})
+
+    class Api:
+        patches: list[dict[str, object]] = []
+
+        async def list(self, resource: object) -> dict[str, object]:
+            return {"items": [node] if not self.patches else []}
+
+        async def patch(self, resource: object, name: str, body: dict[str, object]) -> None:
+            self.patches.append(body)
+
+    api = Api()
+    done = await memory.untaint_nodes(api, 4, 60.0)  # type: ignore[arg-type]
+    assert done.count == 1 and api.patches == [
+        {
+            "metadata": {"resourceVersion": "5"},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+        }
+    ]
