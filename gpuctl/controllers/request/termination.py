@@ -199,11 +199,19 @@ async def _delete_tokens(ctx: Ctx) -> None:
 
 
 def _current_attempt_was_ready(ctx: Ctx) -> bool:
+    """Whether the current attempt's machine was Ready: `readyAt` (kept when the machine
+    is cleared from status once seen gone) is no older than its launch, or, with the
+    machine cleared, than the attempt's start (an earlier attempt's Ready came before
+    the failover that began this one). Without the second case a teardown's last pass,
+    after the write that cleared the machine, deleted the Ready attempt's token again
+    (a DELETE answered 404: one per teardown in the lifecycle benchmark)."""
     before = ctx.request.status  # as read: the machine may be cleared from the copy
-    instance = before.instance
-    if before.ready_at is None or instance is None or instance.launched_at is None:
+    if before.ready_at is None:
         return False
-    return before.ready_at >= instance.launched_at
+    instance = before.instance
+    if instance is not None and instance.launched_at is not None:
+        return before.ready_at >= instance.launched_at
+    return before.ready_at >= launch.attempt_started(ctx)
 
 
 async def release(ctx: Ctx) -> None:
