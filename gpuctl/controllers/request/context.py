@@ -81,6 +81,9 @@ class LaunchMemory:
     # answered the create: a launch retried (rate limited, transient error) uses them
     # without a GET. Dropped once the attempt has a machine (no launch needs it any more).
     tokens: dict[tuple[str, int], tuple[Token, Mapping[str, Any]]] = attrs.field(factory=dict)
+    # The monotonic time of the rate-limit slot an attempt's create is waiting for: until
+    # then a wake-up (the watch event of the request's own write) sends nothing.
+    slots: dict[tuple[str, int], float] = attrs.field(factory=dict)
 
     def nothing_there(self, key: tuple[str, int]) -> bool:
         """Certainly no machine under the attempt's name: settled, and none recorded."""
@@ -97,11 +100,13 @@ class LaunchMemory:
     def record_machine(self, key: tuple[str, int]) -> None:
         self.machines.add(key)
         self.tokens.pop(key, None)
+        self.slots.pop(key, None)
 
     def forget(self, uid: str) -> None:
         self.settled = {k for k in self.settled if k[0] != uid}
         self.tokens = {k: v for k, v in self.tokens.items() if k[0] != uid}
         self.machines = {k for k in self.machines if k[0] != uid}
+        self.slots = {k: v for k, v in self.slots.items() if k[0] != uid}
         for key in [k for k in self.uncertain if k[0] == uid]:
             del self.uncertain[key]
 
