@@ -132,6 +132,26 @@ class Snapshots:
 
     # -- looks --------------------------------------------------------------------------
 
+    async def look(
+        self,
+        instance_id: str,
+        since: datetime.datetime | None,
+        listed_by: datetime.datetime | None = None,
+    ) -> Instance:
+        """A driver's `get`: with `since`, from a shared list (`get`); without, a call of
+        its own (the driver's GET)."""
+        if since is None:
+            return await self._fallback(instance_id)
+        return await self.get(instance_id, since, listed_by)
+
+    async def list_every(self) -> list[Instance]:
+        """A list of every machine the driver sends itself, in the caller's context (not
+        shared): recorded as a snapshot too, so later looks can use it."""
+        sent = self.clock()
+        every = await self._fetch()
+        self.observe(sent, every)
+        return every
+
     async def get(
         self,
         instance_id: str,

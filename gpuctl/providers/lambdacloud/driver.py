@@ -237,9 +237,7 @@ class LambdaDriver(DriverIdentity):
         listed_by: datetime.datetime | None = None,
     ) -> Instance:
         """`since` given: served from the shared list of every instance (`Snapshots`)."""
-        if since is not None:
-            return await self._snapshots.get(instance_id, since, listed_by)
-        return await self._get(instance_id)
+        return await self._snapshots.look(instance_id, since, listed_by)
 
     async def _get(self, instance_id: str) -> Instance:
         answer = await self._transport.call(operations.get_instance, instance_id)
@@ -258,9 +256,7 @@ class LambdaDriver(DriverIdentity):
         return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
-        sent = self._snapshots.clock()
-        every = await self._all()
-        self._snapshots.observe(sent, every)  # a list of every instance: a snapshot too
+        every = await self._snapshots.list_every()  # a snapshot too
         return [i for i in _live(every) if i.name.startswith(name_prefix)]
 
     async def _list(self) -> list[Instance]:

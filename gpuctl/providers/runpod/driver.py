@@ -273,9 +273,7 @@ class RunPodDriver(DriverIdentity):
         listed_by: datetime.datetime | None = None,
     ) -> Instance:
         """`since` given: served from the shared list of every pod (`Snapshots`)."""
-        if since is not None:
-            return await self._snapshots.get(instance_id, since, listed_by)
-        return await self._get(instance_id)
+        return await self._snapshots.look(instance_id, since, listed_by)
 
     async def _get(self, instance_id: str) -> Instance:
         pod = await self._v1.call(operations_v1.get_pod, instance_id, include_machine=True)
@@ -294,9 +292,7 @@ class RunPodDriver(DriverIdentity):
         return found[0] if found else None
 
     async def list_instances(self, name_prefix: str) -> list[Instance]:
-        sent = self._snapshots.clock()
-        pods = await self._pods()
-        self._snapshots.observe(sent, pods)  # a list of every pod: a snapshot too
+        pods = await self._snapshots.list_every()  # a snapshot too
         return [i for i in _live(pods) if i.name.startswith(name_prefix)]
 
     async def _list(self, name: str | None = None) -> list[Instance]:
