@@ -210,9 +210,14 @@ async def test_agent_joins_ready_with_gpus_and_runs_a_gpu_pod(
                 return None
             raise
         conditions = {c.type: c.status for c in node.status.conditions or []}
-        return node if conditions.get("Ready") == "True" else None
+        if conditions.get("Ready") != "True":
+            return None
+        # A device plugin's resources reach the Node with a later status update of the
+        # kubelet than the first Ready one (up to its 10 s node-status period): as
+        # gpuctl does before it calls a request Ready, wait for them.
+        return node if "nvidia.com/gpu" in (node.status.capacity or {}) else None
 
-    node = await eventually(ready, f"Node {machine.name} Ready")
+    node = await eventually(ready, f"Node {machine.name} Ready with its GPUs")
     assert node.status.node_info.kubelet_version == "v1.37.2"
     assert node.status.capacity["nvidia.com/gpu"] == "8"
     assert node.status.capacity["cpu"] == "26"
