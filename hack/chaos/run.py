@@ -483,7 +483,7 @@ async def measure_run(run: Run, torn_down: bool) -> Result:
 def _dump(run: Run, billing: Sequence[JSON], entries: Sequence[Any], calls: Sequence[JSON]) -> None:
     """Per request, everything behind the figures (workdir/requests.json): its ledger
     entry, the machines the clouds billed for it, its observed states, and the cloud
-    calls that named its machines."""
+    calls that named its machines; and every cloud call (workdir/calls.json)."""
     by_uid = {e.uid: e.to_json() for e in entries}
     requests = []
     for name, uid in sorted(run.uids.items()):
@@ -508,6 +508,12 @@ def _dump(run: Run, billing: Sequence[JSON], entries: Sequence[Any], calls: Sequ
             }
         )
     (run.workdir / "requests.json").write_text(json.dumps(requests, default=str, indent=1))
+    # Every cloud call, also those naming no machine (lists, catalogs): what spent a
+    # rate-limited cloud's budget, minute by minute.
+    every = [
+        {k: c.get(k) for k in ("cloud", "method", "path", "status", "fault", "time")} for c in calls
+    ]
+    (run.workdir / "calls.json").write_text(json.dumps(every, default=str))
 
 
 def _moved(before: JSON, after: JSON) -> bool:
