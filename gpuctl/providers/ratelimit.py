@@ -50,7 +50,16 @@ raises `RateLimitedError` and takes and reserves nothing. The request controller
 a Ready machine whose Node is Ready this way: those polls use what launches, teardowns
 and other polls leave, instead of queueing ahead of them (under RunPod's 60 calls a
 minute, 60 machines polled every 30 s took the whole budget and launches waited a
-minute for their slot).
+minute for their slot). A window the server announces (`RateLimit-Policy`) keeps half
+its quota from spare-only calls (`TokenBucket.keep`): a restarted operator starts with
+the window's bucket full and met every Ready machine at once; its polls spent the
+cloud's minute, and the launches reconciled a moment later waited for the next one.
+(A bucket of a per-second rate keeps nothing: it refills within a second or two.)
+
+The server's own count wins: a `RateLimit` member's remaining `r` lowers the bucket of
+its window to `r` (never raises it: reservations already took their tokens). A
+restarted operator's fresh bucket says 60 while the cloud's minute may be nearly spent
+by the process before it.
 
 A fourth, for calls a request waits on (`priority()`, inside `nonblocking()`): the launch
 step's look-ups by name and its create. Such a call still takes its token from the
@@ -214,18 +223,27 @@ class TokenBucket:
     burst: float
     tokens: float
     last: float
+    keep: float = 0.0  # tokens a spare-only call leaves (module docstring)
 
     @classmethod
-    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
-        return cls(rate=rate, burst=burst, tokens=burst, last=now)
+    def full(cls, rate: float, burst: float, now: float, keep: float = 0.0) -> TokenBucket:
+        return cls(rate=rate, burst=burst, tokens=burst, last=now, keep=keep)
 
-    def reserve(self, now: float) -> float:
-        """Take one token; seconds until it is really there (0: now)."""
+    def refill(self, now: float) -> None:
         if now > self.last:
             self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
             self.last = now
+
+    def reserve(self, now: float) -> float:
+        """Take one token; seconds until it is really there (0: now)."""
+        self.refill(now)
         self.tokens -= 1
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
+
+    def spare_in(self, now: float) -> float:
+        """Seconds until a spare-only call may take a token and leave `keep` (0: now)."""
+        tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+        return max(0.0, (1.0 + self.keep - tokens) / self.rate)
 
 
 def bucket(per_second: float, now: float) -> TokenBucket:
@@ -342,10 +360,7 @@ class AccountLimiter:
         reservations took (0: one is spare now); nothing is taken."""
         buckets = [*([self._classes[op_class]] if op_class in self._classes else []),
                    *self._overall]  # fmt: skip
-        waits = [self._paused_until - now]
-        for b in buckets:
-            tokens = min(b.burst, b.tokens + max(0.0, now - b.last) * b.rate)
-            waits.append((1.0 - tokens) / b.rate)
+        waits = [self._paused_until - now, *(b.spare_in(now) for b in buckets)]
         return max(0.0, *waits)
 
     def _prune(self, now: float) -> None:
@@ -372,12 +387,22 @@ class AccountLimiter:
             if windows and windows != self._policy:
                 self._policy = windows
                 now = self._clock()
-                self._overall = [TokenBucket.full(q / w, q, now) for _, q, w in windows]
+                self._overall = [TokenBucket.full(q / w, q, now, q // 2) for _, q, w in windows]
         state = header(headers, "RateLimit")
         if state:
-            for _, p in parse_structured_list(state):
-                if _is_number(p.get("r")) and _is_number(p.get("t")) and float(p["r"]) <= 0:
+            for name, p in parse_structured_list(state):
+                if _is_number(p.get("r")):
+                    self._sync(name, float(p["r"]))
+                if _is_number(p.get("t")) and _is_number(p.get("r")) and float(p["r"]) <= 0:
                     self.pause(float(p["t"]))
+
+    def _sync(self, window: str, remaining: float) -> None:
+        """The server counts `remaining` calls left in `window`: the bucket holds no more."""
+        now = self._clock()
+        for (name, _, _), b in zip(self._policy, self._overall, strict=False):
+            if name == window:
+                b.refill(now)
+                b.tokens = min(b.tokens, max(0.0, remaining))
 
     @property
     def policy(self) -> tuple[tuple[str, int, float], ...]:

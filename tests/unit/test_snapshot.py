@@ -278,7 +278,10 @@ class PolledDriver(spare_polls.Driver):
 async def test_a_poll_accepts_a_list_sent_half_an_interval_before_it_was_due() -> None:
     driver = PolledDriver()
     ctx = spare_polls.ctx_for(driver, node_ready=True)
-    assert await liveness.reconcile(ctx) is None  # the first poll: an answer since now
-    ctx.now += 30 * SECOND  # `ready_poll` later
+    assert await liveness.reconcile(ctx) is None  # met unpolled: a moment is fixed
+    [seeded] = ctx.services.last_poll.values()
+    ctx.now = seeded + 30 * SECOND  # `ready_poll` after it
     assert await liveness.reconcile(ctx) is None
-    assert driver.since == [spare_polls.NOW, spare_polls.NOW + 15 * SECOND]
+    ctx.now += 30 * SECOND
+    assert await liveness.reconcile(ctx) is None
+    assert driver.since == [seeded + 15 * SECOND, seeded + 45 * SECOND]

@@ -116,6 +116,9 @@ def ctx_for(driver: Driver, *, node_ready: bool) -> Ctx:
 async def test_a_ready_machine_with_a_ready_node_is_polled_with_spare_tokens_only() -> None:
     driver = Driver(limited=True)
     ctx = ctx_for(driver, node_ready=True)
+    assert ctx.status.instance is not None
+    key = (ctx.name, ctx.status.instance.id)
+    ctx.services.last_poll[key] = NOW - datetime.timedelta(minutes=1)  # a poll is due
     assert await liveness.reconcile(ctx) is None  # skipped: no requeue for a slot
     assert driver.spare == [True]
     assert ctx.services.last_poll  # the next poll comes after `ready_poll`

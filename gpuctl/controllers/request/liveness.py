@@ -16,12 +16,23 @@ token the poll is skipped until the next `ready_poll`. A poll wants an answer to
 sent at most half an interval before it became due, not a call of its own: a driver
 that keeps one list of all its machines (`providers.snapshot`; RunPod, Lambda) serves
 many polls with one call.
+
+The poll throttle is in memory: a restarted operator meets every machine unpolled. A
+Ready machine whose Node is Ready is then taken as polled at a moment of the last
+`ready_poll` fixed by its key (`_spread`), so the first polls of a new process spread
+over the interval instead of all going at its start: under RunPod's 60 calls a minute
+and a restart every ~15 s (issue 12's chaos suite), each new process spent the cloud's
+minute on polls of machines its Nodes said were running, and launches waited for the
+next minute. Its state in status is then at most two intervals old (one before the
+restart, one after); the Node still says it runs, and a machine that stops takes its
+Node's heartbeat with it, after which it is polled every `joining_poll`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 
 from gpuctl.api import CapacityType, ConditionType, Phase
 from gpuctl.controllers.metrics import INTERRUPTIONS
@@ -56,12 +67,20 @@ def _due(ctx: Ctx) -> datetime.datetime | None:
     instance = ctx.status.instance
     assert instance is not None
     key = (ctx.name, instance.id)
-    last = ctx.services.last_poll.get(key)
     interval = datetime.timedelta(seconds=_interval(ctx))
+    last = ctx.services.last_poll.get(key)
+    if last is None and ctx.status.phase == Phase.READY and _node_healthy(ctx):
+        last = ctx.services.last_poll[key] = ctx.now - _spread(key, interval)
     if last is not None and ctx.now - last < interval:
         return None
     ctx.services.last_poll[key] = ctx.now
     return ctx.now if last is None else last + interval / 2
+
+
+def _spread(key: tuple[str, str], interval: datetime.timedelta) -> datetime.timedelta:
+    """A share of `interval` fixed by `key` (not random: every process spreads alike)."""
+    digest = hashlib.sha256("/".join(key).encode()).digest()
+    return interval * (int.from_bytes(digest[:8], "big") / 2**64)
 
 
 async def reconcile(ctx: Ctx) -> Result | None:

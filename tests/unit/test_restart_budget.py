@@ -1,0 +1,81 @@
+"""A restarted operator does not spend a rate-limited cloud's window on polls.
+
+Under RunPod's 60 calls a minute and a SIGKILL every ~15 s (issue 12's chaos suite),
+each new process started with a full client bucket and polled every Ready machine at
+once; the cloud's minute was spent, and launches waited for the next one. Three rules:
+a server-announced window keeps half its quota from spare-only calls; the server's
+remaining count lowers the bucket; and a new process spreads its first polls of Ready
+machines with a Ready Node over the poll interval.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from gpuctl.controllers.request import liveness
+from gpuctl.providers.base import RateLimitedError
+from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits, nonblocking, spare_only
+from tests.unit.test_providers_ratelimit import Clock
+from tests.unit.test_spare_polls import Driver, ctx_for
+
+POLICY = {"RateLimit-Policy": '"minute";q=60;w=60'}
+
+
+async def spare_calls(limiter: AccountLimiter) -> int:
+    """How many spare-only calls go now, one after the other."""
+    sent = 0
+    with nonblocking("poll"), spare_only():
+        while True:
+            try:
+                await limiter.acquire(OpClass.READ)
+            except RateLimitedError:
+                return sent
+            sent += 1
+
+
+async def test_spare_only_calls_leave_half_of_a_server_window() -> None:
+    limiter = AccountLimiter(RateLimits(overall_per_second=1.0, adaptive=True), clock=Clock())
+    limiter.observe(POLICY)
+    assert await spare_calls(limiter) == 30  # 60 -> 30: the rest is kept
+    with nonblocking("launch"):
+        await limiter.acquire(OpClass.LAUNCH)  # a call a request waits on goes at once
+
+
+async def test_the_servers_remaining_count_lowers_the_bucket() -> None:
+    clock = Clock()
+    limiter = AccountLimiter(RateLimits(overall_per_second=1.0, adaptive=True), clock=clock)
+    limiter.observe({**POLICY, "RateLimit": '"minute";r=3;t=40'})
+    assert await spare_calls(limiter) == 0  # 3 left: none to spare
+    with nonblocking("launch"):
+        for _ in range(3):
+            await limiter.acquire(OpClass.LAUNCH)
+    with nonblocking("launch"), pytest.raises(RateLimitedError) as fourth:
+        await limiter.acquire(OpClass.LAUNCH)
+    assert fourth.value.delay == pytest.approx(1.0)
+    limiter.observe({"RateLimit": '"minute";r=50;t=10'})  # never raised by the server's count
+    clock.now += 1.0
+    with nonblocking("launch"):
+        await limiter.acquire(OpClass.LAUNCH)  # the slot reserved above, not earlier
+
+
+async def test_a_new_process_spreads_its_first_polls_of_node_ready_machines() -> None:
+    driver = Driver(limited=False)
+    ctx = ctx_for(driver, node_ready=True)
+    assert await liveness.reconcile(ctx) is None
+    interval = datetime.timedelta(seconds=ctx.settings.ready_poll)
+    [seeded] = ctx.services.last_poll.values()
+    assert ctx.now - interval < seeded <= ctx.now and driver.spare == []  # not polled yet
+    again = ctx_for(driver, node_ready=True)
+    await liveness.reconcile(again)
+    assert list(again.services.last_poll.values()) == [seeded]  # the same in every process
+    due = ctx_for(driver, node_ready=True)
+    due.services.last_poll.update(ctx.services.last_poll)
+    due.now = seeded + interval
+    await liveness.reconcile(due)
+    assert driver.spare == [True]  # polled once its moment came
+    # A machine whose Node is not Ready is polled at once.
+    first = ctx_for(driver, node_ready=False)
+    await liveness.reconcile(first)
+    assert driver.spare == [True, False]
