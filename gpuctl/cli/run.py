@@ -71,6 +71,13 @@ def register(commands: Any) -> None:
         help="seconds to keep looking a machine up by name after a create with no answer "
         "(or a restart) before launching again or tearing down",
     )
+    add(
+        "--status-coalesce",
+        type=float,
+        default=60.0,
+        help="seconds news about a booting machine (running, Node registered) may wait to "
+        "go out with the next status write, Ready as a rule (0: at once; docs/operations.md)",
+    )
     add("--provider-refresh", type=float, default=300.0, help="seconds between catalog refreshes")
     add("--gc-interval", type=float, default=120.0, help="seconds between leak collections")
     add("--gc-grace", type=float, default=600.0, help="age in seconds before an orphan is taken")
@@ -148,6 +155,7 @@ async def _settings(args: argparse.Namespace) -> Settings:
         termination_poll=args.termination_poll,
         node_unhealthy_after=datetime.timedelta(seconds=args.node_unhealthy_after),
         launch_settle=datetime.timedelta(seconds=args.launch_settle),
+        status_coalesce=datetime.timedelta(seconds=args.status_coalesce),
     )
 
 

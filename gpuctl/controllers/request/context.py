@@ -57,6 +57,10 @@ class Settings:
     # finding nothing before the machine is taken not to exist (clouds list eventually
     # consistently); a relaunch or a teardown waits that long.
     launch_settle: datetime.timedelta = datetime.timedelta(seconds=15)
+    # News about a booting machine (seen running, its Node registered, waiting for its
+    # GPUs) is held back at most this long to go out with the next status write, Ready
+    # as a rule (`coalesce`); 0: written at once.
+    status_coalesce: datetime.timedelta = datetime.timedelta(seconds=60)
 
 
 @attrs.define

@@ -18,10 +18,15 @@ One reconcile:
    cost figure does not happen. Whoever shows cost (`gpuctl cost`, the dashboard, the
    ledger, `gpuctl_accrued_cost_usd`) adds price x (now - `cost.updatedAt`) while a
    machine is recorded, so the figure is current without it. The status is written
-   once, only if it changed, with optimistic concurrency;
+   once, only if it changed, with optimistic concurrency -- except news about a booting
+   machine (seen running, its Node registered, waiting for its GPUs), which is held
+   back for at most `status_coalesce` to go out with the next write, Ready as a rule
+   (`coalesce`: never a write money safety needs, never one with an Event);
 5. Events queued by the steps are recorded only after that write: one per transition
    that matters (a phase change no step explained gets a `PhaseChanged` Event, except
-   new -> Pending and Provisioning -> Joining, which the status tells).
+   new -> Pending, Provisioning -> Joining and -> Ready, which the status tells). The
+   way up has one Event, `Launched` (the money decision: cloud, instance, type,
+   region, price); Ready is the phase, the Ready condition and `readyAt`.
 A reconcile whose cached request is older than our own last status write of it does
 nothing: the watch brings the newer one (and the next reconcile) shortly. Nor does one
 whose cached request is the very copy whose finalizer this process released: that copy
@@ -39,7 +44,6 @@ an Event or back-off (and without holding a worker while waiting).
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -50,6 +54,7 @@ from gpuctl.api import FINALIZER, GPUNodeRequest, GPUNodeRequestStatus, ObjectEr
 from gpuctl.controllers import cost
 from gpuctl.controllers.drivers import ProviderUnavailableError
 from gpuctl.controllers.request import (
+    coalesce,
     initialization,
     launch,
     lifetime,
@@ -91,9 +96,16 @@ STEPS = (
 CHAINED_RUNS = 3
 
 
-# Phase changes the status alone tells well enough: a new request's first phase, and
-# the machine being up while its Node joins (the Registered condition dates it).
-_QUIET = {(None, Phase.PENDING), (Phase.PROVISIONING, Phase.JOINING)}
+# Phase changes the status alone tells well enough: a new request's first phase, the
+# machine being up while its Node joins (the Registered condition dates it), and the
+# machine Ready (the way up's one Event is `Launched`: the Ready condition dates Ready,
+# `readyAt` and the message say how long after the launch it took).
+_QUIET = {
+    (None, Phase.PENDING),
+    (Phase.PROVISIONING, Phase.JOINING),
+    (Phase.PROVISIONING, Phase.READY),
+    (Phase.JOINING, Phase.READY),
+}
 
 
 def _unexplained(before: Phase | None, after: Phase | None) -> bool:
@@ -108,10 +120,13 @@ class RequestReconciler:
         self.status_writer = status
         # key -> resourceVersion of the copy whose finalizer this process released
         self._released: LRUCache[str, str] = LRUCache(REMEMBERED_RELEASES)
+        # key -> a status held back (news about a booting machine: `coalesce`)
+        self.holds = coalesce.Holds()
 
     async def reconcile(self, key: str) -> Result:
         obj = self.requests.get(key)
         if obj is None:
+            self.holds.drop(key)
             return Result()  # gone: its finalizer already ran
         if self._released.get(key) == obj["metadata"].get("resourceVersion"):
             return Result()  # released: the API server has moved on, the watch follows
@@ -139,7 +154,8 @@ class RequestReconciler:
             ctx = Ctx(
                 obj=obj,
                 request=request,
-                status=copy.deepcopy(request.status),
+                # What this process holds back for it, if the cache has not moved on.
+                status=self.holds.start(request.name, obj, request),
                 now=self.services.clock(),
                 services=self.services,
                 # Our own last status write is what the cache holds: as fresh as a quorum read.
@@ -170,6 +186,7 @@ class RequestReconciler:
                             raise
                         return Result(requeue_after=0.2)  # stale copy: read again, then release
                     self._released[ctx.name] = ctx.obj["metadata"]["resourceVersion"]
+                    self.holds.drop(ctx.name)
                     liveness.forget(ctx)
                     await self._record_events(ctx)
                     return Result()
@@ -198,6 +215,11 @@ class RequestReconciler:
                 "PhaseChanged",
                 f"{before.phase or 'new'} -> {ctx.status.phase}: {ctx.status.message or ''}",
             )
+        held = self.holds.hold(ctx, error=error is not None)
+        if held is not None:
+            # News about a booting machine only: it goes out with the next write, or on
+            # its own when the window ends (come back then).
+            return merge_results(result, Result(requeue_after=held))
         crash_point("before-status-write")
         try:
             await self._write(ctx)
@@ -260,6 +282,8 @@ class RequestReconciler:
     async def _write(self, ctx: Ctx) -> None:
         status = attrs.evolve(ctx.request, status=ctx.status).status_to_dict()
         ctx.written = await self.status_writer.update_status(GPUNODEREQUESTS, ctx.obj, status)
+        if ctx.written is not None:
+            self.holds.drop(ctx.name)  # what was held went out with it
 
     async def _record_events(self, ctx: Ctx) -> None:
         for type_, reason, message in ctx.pending_events:

@@ -11,7 +11,11 @@ capacity type, GPU type). Taints: `spec.node.taints` added to whatever the Node 
 Provider ID: `gpuctl://<cloud>/<region>/<instance id>` when the kubelet set none.
 Both are patched only when missing, so re-running changes nothing. Once Ready,
 the Ready condition follows the Node's own readiness, and the attempt's bootstrap
-token is deleted: it served its one join and must not serve another.
+token is deleted: it served its one join and must not serve another. Ready records no
+Event of its own (the way up's one Event is `Launched`, the money decision): the
+phase, the Ready condition's lastTransitionTime, `readyAt` and the message ("Node X
+Ready 19s after launch") say it. Its write carries whatever news of the booting
+machine was held back (`coalesce`).
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     instance = ctx.status.instance
     took = (ctx.now - (instance.launched_at or ctx.now)).total_seconds()
     LAUNCH_TO_READY.labels(offer.provider).observe(took)
-    message = f"Node {node['metadata']['name']} Ready {took:.0f}s after launch"
-    ctx.status.message = message
-    ctx.event("Normal", "Ready", message)
+    # No Event: the way up's one is `Launched` (what was bought, at what price). Ready
+    # shows as the phase, the Ready condition (dated), `readyAt` and this message.
+    ctx.status.message = f"Node {node['metadata']['name']} Ready {took:.0f}s after launch"
     return None

@@ -6,11 +6,19 @@ cloud and machine size, so the timeout is per provider (GPUProvider
 `registrationTimeout`, else the cloud's default), overridable per request. On
 timeout the machine is terminated, its offer marked in the capacity cache, and a
 new attempt starts.
+
+The Registered condition is dated by the Node's creationTimestamp: its write may be
+held back a little (news about a booting machine goes out with the Ready write,
+`coalesce`), and `kubectl describe` still shows when the Node registered.
 """
 
 from __future__ import annotations
 
-from gpuctl.api import ConditionType, Phase, registration_timeout
+import datetime
+from typing import Any
+
+from gpuctl.api import ConditionType, Phase, registration_timeout, set_condition
+from gpuctl.api.convert import parse_time
 from gpuctl.controllers.request.context import Ctx, to_offer
 from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
@@ -27,7 +35,15 @@ async def reconcile(ctx: Ctx) -> Result | None:
     if node is not None:
         name = node["metadata"]["name"]
         ctx.status.node_name = name
-        ctx.condition(ConditionType.REGISTERED, True, "Registered", f"Node {name} registered")
+        set_condition(
+            ctx.status.conditions,
+            ConditionType.REGISTERED,
+            True,
+            "Registered",
+            f"Node {name} registered",
+            observed_generation=ctx.request.metadata.generation,
+            now=registered_at(ctx, node),
+        )
         if ctx.status.phase == Phase.PROVISIONING:
             ctx.status.phase = Phase.JOINING
         if is_ready(node):
@@ -39,6 +55,17 @@ async def reconcile(ctx: Ctx) -> Result | None:
     if left > 0:
         return Result(requeue_after=max(0.05, min(ctx.settings.joining_poll, left)))
     return await give_up(ctx, f"no Ready Node within {timeout} of launch")
+
+
+def registered_at(ctx: Ctx, node: dict[str, Any]) -> datetime.datetime:
+    """When the Node registered: its creationTimestamp (the kubelet creates it), so the
+    Registered condition tells the same time however late its write goes out; now, if
+    the Node does not say (or says a time to come: clocks differ)."""
+    try:
+        created = parse_time(node["metadata"].get("creationTimestamp"))
+    except ValueError:
+        return ctx.now
+    return min(created, ctx.now)
 
 
 async def give_up(ctx: Ctx, why: str) -> Result:
