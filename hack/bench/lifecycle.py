@@ -165,6 +165,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     add("--ready-poll", type=float, help="operator --ready-poll (default: gpuctl's)")
     add("--joining-poll", type=float, help="operator --joining-poll (default: gpuctl's)")
     add("--termination-poll", type=float, help="operator --termination-poll")
+    add(
+        "--status-coalesce",
+        type=float,
+        help="operator --status-coalesce (default: gpuctl's; 0: every status change at once)",
+    )
     add("--log-level", default="info", help="operator log level (info)")
     add("--json", type=Path, dest="json_path", help="also write the report as JSON here")
     add(
@@ -220,6 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         ready_poll=args.ready_poll,
         joining_poll=args.joining_poll,
         termination_poll=args.termination_poll,
+        status_coalesce=args.status_coalesce,
         log_level=args.log_level,
         json_path=args.json_path,
         hold=args.hold,
@@ -360,6 +366,7 @@ def operator_process(options: Options, cp: ControlPlane, workdir: Path) -> Opera
         ready_poll=options.ready_poll,
         joining_poll=options.joining_poll,
         termination_poll=options.termination_poll,
+        status_coalesce=options.status_coalesce,
         log_level=options.log_level,
     )
 

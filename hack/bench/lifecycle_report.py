@@ -77,6 +77,7 @@ class Options:
     ready_poll: float | None = None
     joining_poll: float | None = None
     termination_poll: float | None = None
+    status_coalesce: float | None = None  # operator --status-coalesce (None: gpuctl's)
     log_level: str = "info"
     json_path: Path | None = None
     hold: float = 30.0  # seconds idle after all Ready, to measure idle agents
@@ -234,6 +235,7 @@ def _run_rows(report: LifecycleReport) -> list[Row]:
         ("ready", o.ready_poll),
         ("joining", o.joining_poll),
         ("termination", o.termination_poll),
+        ("status coalesce", o.status_coalesce),
     )
     return [
         ("requests / clouds", f"{o.requests} / {', '.join(o.clouds)}"),
@@ -241,7 +243,10 @@ def _run_rows(report: LifecycleReport) -> list[Row]:
             "operator workers",
             str(o.workers) if o.workers else "gpuctl's default (sized from the limits)",
         ),
-        ("operator polls (s)", ", ".join(f"{k} {v or 'default'}" for k, v in polls)),
+        (
+            "operator polls, status coalesce (s)",
+            ", ".join(f"{k} {'default' if v is None else v}" for k, v in polls),
+        ),
         ("create and delete calls in flight", str(o.concurrency)),
         ("cloud faults", _faults_text() if o.faults else "none"),
         ("provider limits", f"{REQUESTS_PER_SECOND} req/s, {LAUNCHES_PER_MINUTE} launches/min"),

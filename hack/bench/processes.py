@@ -126,6 +126,7 @@ class OperatorProcess:
     ready_poll: float | None = None
     joining_poll: float | None = None
     termination_poll: float | None = None
+    status_coalesce: float | None = None
     log_level: str = "info"
     port: int = attrs.field(factory=free_port)
     child: Child | None = None
@@ -146,6 +147,7 @@ class OperatorProcess:
             "--ready-poll": self.ready_poll,
             "--joining-poll": self.joining_poll,
             "--termination-poll": self.termination_poll,
+            "--status-coalesce": self.status_coalesce,
         }
         args += [f"{flag}={value}" for flag, value in polls.items() if value is not None]
         return gpuctl_argv(*args)
