@@ -64,11 +64,15 @@ by the process before it.
 A fourth, for calls a request waits on (`priority()`, inside `nonblocking()`): the launch
 step's look-ups by name and its create. Such a call still takes its token from the
 buckets (the rate is kept), but the slot it is given is the earliest one reserved by a
-caller that is not a priority call (of a class that takes from the same buckets); that
-caller and every later one move back by one slot, each to the next one's (the last to
-the slot the priority call was given). So a settle look-up or a launch waits for the
-calls already due and other priority calls, not behind a queue of teardowns and
-polls; each of those waits one slot longer per priority call that went ahead of it.
+caller that is not a priority call, of its own class, or of any class when its class's
+bucket has its token by then (a create under a launch interval takes a teardown's or a
+poll's slot, never one before its launch token); that caller and every later one move
+back by one slot, each to the next one's (the last to the slot the priority call was
+given). So a settle look-up or a launch waits for the calls already due and other
+priority calls, not behind a queue of teardowns and polls; each of those waits one slot
+longer per priority call that went ahead of it. (Before, a create went ahead of other
+creates only: after RunPod's minute ran out, the DELETEs and polls reserved during the
+pause went out at the next minute before it.)
 
 Accounts are shared: drivers built for the same cloud, endpoint, API key and limits get
 the same `AccountLimiter` (see `gpuctl.providers.registry`).
@@ -310,15 +314,16 @@ class AccountLimiter:
         key = (holder, op_class)
         slot = self._reserved.get(key)
         if slot is None:
-            slot = now + self._take(op_class, now)
-            self._reserved[key] = slot
+            wait, ready = self._take_parts(op_class, now)
+            slot = self._reserved[key] = now + wait
             if _PRIORITY.get():
-                slot = self._go_ahead(key, now)
+                slot = self._go_ahead(key, now, now + ready)
         return max(0.0, slot - now, self._paused_until - now)
 
-    def _go_ahead(self, key: tuple[str, OpClass], now: float) -> float:
+    def _go_ahead(self, key: tuple[str, OpClass], now: float, ready: float) -> float:
         """Give the priority reservation `key` the earliest later slot reserved by others
-        (not priority, same buckets); they move back one slot each. Its slot."""
+        (not priority; of its class, or of any once its class token is `ready`); they
+        move back one slot each. Its slot."""
         self._priority.add(key)
         mine = self._reserved[key]
         bucket_of = self._classes.get(key[1])
@@ -327,7 +332,7 @@ class AccountLimiter:
             for other, slot in self._reserved.items()
             if other not in self._priority
             and now < slot < mine
-            and self._classes.get(other[1]) is bucket_of
+            and (self._classes.get(other[1]) is bucket_of or slot >= ready)
         )
         if not ahead:
             return mine
@@ -348,12 +353,14 @@ class AccountLimiter:
         return len(self._reserved)
 
     def _take(self, op_class: OpClass, now: float) -> float:
-        # Every bucket the call needs gives its token now; the call goes when the
-        # last of them is there (and not before a pause ends).
-        buckets = [*([self._classes[op_class]] if op_class in self._classes else []),
-                   *self._overall]  # fmt: skip
-        waits = [b.reserve(now) for b in buckets]
-        return max([0.0, self._paused_until - now, *waits])
+        return self._take_parts(op_class, now)[0]
+
+    def _take_parts(self, op_class: OpClass, now: float) -> tuple[float, float]:
+        """Every bucket the call needs gives its token now: seconds until the last of
+        them is there (and a pause ends), and until its class's bucket's is."""
+        own = self._classes[op_class].reserve(now) if op_class in self._classes else 0.0
+        waits = [b.reserve(now) for b in self._overall]
+        return max([0.0, self._paused_until - now, own, *waits]), own
 
     def _spare(self, op_class: OpClass, now: float) -> float:
         """Seconds until every bucket `op_class` needs holds a whole token beyond what the

@@ -58,18 +58,25 @@ async def test_a_priority_call_takes_the_earliest_slot_and_the_rest_move_back_on
     assert await wait_of(limiter, "settle", OpClass.READ) == 0.0
 
 
-async def test_a_priority_call_does_not_take_a_slot_of_another_bucket() -> None:
-    # Lambda: a launch bucket of 1 per 12 s besides the overall 1/s. A launch swapped
-    # onto a look-up's slot would leave that look-up a slot the launch bucket paid for.
+async def test_a_priority_call_takes_another_buckets_slot_only_once_its_token_is_there() -> None:
+    # Lambda: a launch bucket of 1 per 12 s besides the overall 1/s.
     clock = Clock()
     limits = RateLimits(overall_per_second=1.0, launch_interval_seconds=12.0)
     limiter = AccountLimiter(limits, clock=clock)
     reads = [await wait_of(limiter, f"look-{i}", OpClass.READ) for i in range(3)]
     assert reads == pytest.approx([0.0, 1.0, 2.0])
-    assert await wait_of(limiter, "launch", OpClass.LAUNCH, first=True) == pytest.approx(3.0)
-    # Launches among themselves: the priority one goes first.
+    # Its launch token is there now: it takes a look-up's slot (look-1's), and the
+    # look-ups move back one slot each, the last to the launch's (an overall one).
+    assert await wait_of(limiter, "launch", OpClass.LAUNCH, first=True) == pytest.approx(1.0)
+    held = {k[0]: round(v - clock.now, 3) for k, v in limiter._reserved.items()}
+    assert held == {"launch": 1.0, "look-1": 2.0, "look-2": 3.0}
+    # The next launch token comes in 12 s: no earlier slot of a look-up is taken (it
+    # would leave that look-up a slot only the launch bucket needed), but launches
+    # among themselves: the priority one goes first.
+    assert await wait_of(limiter, "look-3", OpClass.READ) == pytest.approx(4.0)
     assert await wait_of(limiter, "launch-1", OpClass.LAUNCH) == pytest.approx(12.0)
     assert await wait_of(limiter, "launch-2", OpClass.LAUNCH, first=True) == pytest.approx(12.0)
+    assert round(limiter._reserved[("look-3", OpClass.READ)] - clock.now, 3) == 4.0
 
 
 def test_a_read_gives_up_sooner_than_a_create() -> None:

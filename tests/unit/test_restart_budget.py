@@ -2,10 +2,13 @@
 
 Under RunPod's 60 calls a minute and a SIGKILL every ~15 s (issue 12's chaos suite),
 each new process started with a full client bucket and polled every Ready machine at
-once; the cloud's minute was spent, and launches waited for the next one. Three rules:
+once; the cloud's minute was spent, and launches waited for the next one. The rules:
 a server-announced window keeps half its quota from spare-only calls; the server's
 remaining count lowers the bucket; and a new process spreads its first polls of Ready
-machines with a Ready Node over the poll interval.
+machines with a Ready Node over the poll interval. And a machine just launched is not
+polled at once: the create's answer is its first poll. Besides restarts: a shared list
+of every machine begins at most once per `spacing` (RunPod: 3 s); every look wanted a
+list sent after its own moment, and RunPod got one a second.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import datetime
 import pytest
 
 from gpuctl.controllers.request import liveness
-from gpuctl.providers.base import RateLimitedError
+from gpuctl.controllers.request.launch import record_instance
+from gpuctl.providers.base import Instance, InstanceState, RateLimitedError
 from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits, nonblocking, spare_only
+from gpuctl.providers.snapshot import Snapshots
 from tests.unit.test_providers_ratelimit import Clock
+from tests.unit.test_snapshot import SECOND, T0, Cloud, machine
 from tests.unit.test_spare_polls import Driver, ctx_for
 
 POLICY = {"RateLimit-Policy": '"minute";q=60;w=60'}
@@ -79,3 +85,35 @@ async def test_a_new_process_spreads_its_first_polls_of_node_ready_machines() ->
     first = ctx_for(driver, node_ready=False)
     await liveness.reconcile(first)
     assert driver.spare == [True, False]
+
+
+async def test_a_machine_just_launched_is_not_polled_at_once() -> None:
+    driver = Driver(limited=False)
+    ctx = ctx_for(driver, node_ready=False)
+    assert ctx.status.instance is not None
+    launched = Instance("i-new", ctx.status.instance.name, InstanceState.PENDING, "PENDING")
+    record_instance(ctx, launched)  # the create's answer is its first poll
+    assert await liveness.reconcile(ctx) is None and driver.spare == []
+    ctx.now += datetime.timedelta(seconds=ctx.settings.joining_poll)
+    await liveness.reconcile(ctx)
+    assert driver.spare == [False]
+
+
+async def test_shared_lists_are_spaced_inside_reconciles_only() -> None:
+    cloud = Cloud(machine("i-1"))
+    snapshots = Snapshots(
+        "p", cloud.fetch, lambda i: False, cloud.get, clock=lambda: cloud.now, spacing=3.0
+    )
+    with nonblocking("look-a"):
+        await snapshots.get("i-1", since=T0)
+    cloud.now = T0 + SECOND
+    with nonblocking("look-b"), pytest.raises(RateLimitedError) as put_off:
+        await snapshots.get("i-1", since=cloud.now)  # wants a newer list: not yet
+    assert put_off.value.delay == pytest.approx(2.0) and cloud.lists == 1
+    cloud.now = T0 + 3 * SECOND
+    with nonblocking("look-b"):
+        await snapshots.get("i-1", since=cloud.now)
+    cloud.now += SECOND / 2
+    assert cloud.lists == 2
+    await snapshots.listing(cloud.now)  # blocking mode (the collector, the CLI): at once
+    assert cloud.lists == 3

@@ -487,6 +487,10 @@ def record_instance(ctx: Ctx, instance: Instance) -> None:
     reports charging for it, where it does (RunPod's costPerHr, Paperspace's usageRate):
     the cost ledger bills what the cloud bills."""
     ctx.services.launches.record_machine(attempt_key(ctx))  # even if this write is lost
+    # The create's answer (or the list that found it) is this machine's first poll: a
+    # poll at once asked a rate-limited cloud again, most often by id (a shared list sent
+    # just before the create does not show it).
+    ctx.services.last_poll[(ctx.name, instance.id)] = ctx.now
     ctx.status.instance = InstanceStatus(
         id=instance.id,
         name=instance.name,

@@ -31,7 +31,10 @@ every caller, sent at or after T (`gpuctl.providers.snapshot`): under RunPod's 6
 a minute, a GET per pod per look took minutes of the budget in a mass teardown. RunPod's
 list shows pods in every `desiredStatus` (RUNNING, EXITED, TERMINATED); a pod a list
 showed and a later one does not is gone; a pod no list has shown yet is looked at by id.
-Without `since`, every call asks the cloud (`GET /pods/{id}`, `GET /pods?name=`).
+Without `since`, every call asks the cloud (`GET /pods/{id}`, `GET /pods?name=`). The
+shared list begins at most once per `LIST_SPACING` (3 s; a look inside a reconcile is
+put off until then), and the credential check's list is kept as one: looks at every
+second took a list a second, most of the minute's budget.
 
 Terminate: `DELETE /pods/{id}` once per poll; a 400 or 404 is confirmed with a GET
 (RunPod's spec answers 400 for an unknown pod).
@@ -84,6 +87,9 @@ CAPABILITIES = Capabilities(
     max_join_data_bytes=32 * 1024,  # no documented limit on env: a conservative bound
 )
 MAX_NAME = 191
+# The shared list of every pod begins at most once per this (`Snapshots.spacing`): at
+# most 20 of RunPod's 60 calls a minute, the rest for creates, deletes and the catalog.
+LIST_SPACING = datetime.timedelta(seconds=3)
 DEFAULT_SPOT_FACTOR = Decimal("0.6")
 
 STATES: dict[str, InstanceState] = {
@@ -142,6 +148,7 @@ class RunPodDriver(DriverIdentity):
             self._pods,
             lambda i: i.state is InstanceState.TERMINATED,
             self._get,
+            spacing=LIST_SPACING.total_seconds(),
         )
 
     # -- offers --------------------------------------------------------------------
