@@ -197,10 +197,17 @@ class Snapshots:
         return found
 
     async def find_all(self, name: str, since: datetime.datetime) -> list[Instance]:
-        """Every machine named `name` a list sent at or after `since` shows not gone."""
+        """Every machine named `name` a list sent at or after `since` shows not gone, and
+        not seen gone since: a list that waited for its rate-limit token inline (the leak
+        collector's) is recorded with the moment it began, so the latest list by that
+        moment may be older news than one recorded after it. Without this, a teardown
+        saw its machine gone, then found it live by name in the older list, recorded and
+        billed it again, and around (one request $1.02 over in chaos seed 5)."""
         listing = await self.listing(since)
         return preferred(
-            i for i in listing.instances.values() if i.name == name and not self._is_gone(i)
+            i
+            for i in listing.instances.values()
+            if i.name == name and not self._is_gone(i) and i.id not in self._gone
         )
 
     async def listing(self, since: datetime.datetime) -> Listing:

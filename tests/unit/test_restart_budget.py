@@ -8,7 +8,9 @@ remaining count lowers the bucket; and a new process spreads its first polls of 
 machines with a Ready Node over the poll interval. And a machine just launched is not
 polled at once: the create's answer is its first poll. Besides restarts: a shared list
 of every machine begins at most once per `spacing` (RunPod: 3 s); every look wanted a
-list sent after its own moment, and RunPod got one a second.
+list sent after its own moment, and RunPod got one a second. (The last test: with
+the collector's lists waiting longer for tokens, a teardown found its gone machine by
+name in an older list, and billed it again and again.)
 """
 
 from __future__ import annotations
@@ -117,3 +119,14 @@ async def test_shared_lists_are_spaced_inside_reconciles_only() -> None:
     assert cloud.lists == 2
     await snapshots.listing(cloud.now)  # blocking mode (the collector, the CLI): at once
     assert cloud.lists == 3
+
+
+async def test_a_machine_seen_gone_is_not_found_by_name_in_an_older_list() -> None:
+    cloud = Cloud(machine("i-1"))
+    snapshots = Snapshots(
+        "p", cloud.fetch, lambda i: i.state is InstanceState.TERMINATED, cloud.get
+    )
+    snapshots.observe(T0 + 10 * SECOND, [machine("i-1")])  # the latest list: live
+    # The leak collector's list, begun before it and answered after the terminate.
+    snapshots.observe(T0 + 5 * SECOND, [machine("i-1", InstanceState.TERMINATED)])
+    assert await snapshots.find_all("name-i-1", since=T0) == []
