@@ -16,14 +16,16 @@ name in an older list, and billed it again and again.)
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pytest
 
-from gpuctl.controllers.request import liveness
+from gpuctl.controllers.request import liveness, termination
 from gpuctl.controllers.request.launch import record_instance
-from gpuctl.providers.base import Instance, InstanceState, RateLimitedError
+from gpuctl.providers.base import Instance, InstanceState, RateLimitedError, TransientError
 from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits, nonblocking, spare_only
 from gpuctl.providers.snapshot import Snapshots
+from tests.unit.test_billing_bounds import Client, Drivers, make_ctx, request_obj
 from tests.unit.test_providers_ratelimit import Clock
 from tests.unit.test_snapshot import SECOND, T0, Cloud, machine
 from tests.unit.test_spare_polls import Driver, ctx_for
@@ -130,3 +132,27 @@ async def test_a_machine_seen_gone_is_not_found_by_name_in_an_older_list() -> No
     # The leak collector's list, begun before it and answered after the terminate.
     snapshots.observe(T0 + 5 * SECOND, [machine("i-1", InstanceState.TERMINATED)])
     assert await snapshots.find_all("name-i-1", since=T0) == []
+
+
+class FailingDeletes:
+    """A live machine whose terminate fails after it may have been sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def terminate(self, instance_id: str) -> None:
+        self.calls.append("terminate")
+        raise TransientError("HTTP 502", code="502", provider="p")
+
+    async def get(self, instance_id: str, since: Any = None, listed_by: Any = None) -> Any:
+        self.calls.append("get")
+        return Instance(instance_id, "n", InstanceState.RUNNING, "RUNNING")
+
+
+async def test_a_failed_terminate_is_looked_at_before_it_is_sent_again() -> None:
+    driver = FailingDeletes()
+    ctx = make_ctx(Client(None), T0, request_obj(deleted=True, instance=True), Drivers(driver))
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            await termination.machine_gone(ctx)
+    assert driver.calls == ["get", "terminate", "get", "terminate"]

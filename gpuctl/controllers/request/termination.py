@@ -38,7 +38,14 @@ from gpuctl.controllers.request.context import Ctx
 from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes
 from gpuctl.controllers.resources import GPUNODEREQUESTS
-from gpuctl.providers.base import Driver, Instance, InstanceState, NotFoundError
+from gpuctl.providers.base import (
+    Driver,
+    Instance,
+    InstanceState,
+    NotFoundError,
+    ProviderError,
+    RateLimitedError,
+)
 from gpuctl.runtime.client import is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.util.crashpoints import crash_point
@@ -135,9 +142,7 @@ async def machine_gone(ctx: Ctx) -> bool:
         owed = ctx.services.terminate_owed
         machine = (ctx.name, recorded.id)
         if machine in owed:
-            await driver.terminate(recorded.id)  # sent once per poll at most
-            owed.discard(machine)
-            crash_point("after-terminate")
+            await _terminate(ctx, driver, recorded.id)
             return False
         current = await _recorded(ctx, driver)
         if current is not None:
@@ -147,9 +152,7 @@ async def machine_gone(ctx: Ctx) -> bool:
                 )
             recorded.state = current.native_state
             owed.add(machine)
-            await driver.terminate(current.id)  # sent once per poll at most
-            owed.discard(machine)
-            crash_point("after-terminate")
+            await _terminate(ctx, driver, current.id)
             return False
         owed.discard(machine)
         # The recorded machine is gone: its billing stops now. Bill up to this moment and
@@ -185,6 +188,25 @@ async def machine_gone(ctx: Ctx) -> bool:
         return False
     ctx.services.launches.machines.discard(key)  # its machine is gone, no other exists
     return True
+
+
+async def _terminate(ctx: Ctx, driver: Driver, instance_id: str) -> None:
+    """The owed terminate (sent once per poll at most by the driver). Waiting for its
+    rate-limit slot it stays owed: it goes first on the next pass. Failed otherwise (a
+    5xx, a timeout: the cloud may have acted), the next pass looks first: a terminate
+    answered 502 after RunPod deleted the pod was sent again, answered 400, and the
+    GET confirming it waited out RunPod's minute (chaos seed 5: seen gone 64 s late,
+    1.2 cents over), where a shared list would have shown it gone at once."""
+    machine = (ctx.name, instance_id)
+    try:
+        await driver.terminate(instance_id)
+    except RateLimitedError:
+        raise
+    except ProviderError:
+        ctx.services.terminate_owed.discard(machine)
+        raise
+    ctx.services.terminate_owed.discard(machine)
+    crash_point("after-terminate")
 
 
 async def _delete_tokens(ctx: Ctx) -> None:
