@@ -184,11 +184,25 @@ async def test_news_with_nothing_after_it_goes_out_when_the_window_ends() -> Non
     assert events.recorded == [] and len(reconciler.holds) == 0
 
 
-async def test_a_newer_cached_copy_rederives_the_news_without_a_new_window() -> None:
+async def test_the_hold_survives_a_new_copy_with_the_same_status() -> None:
+    reconciler, _, writer, _, _ = setup()
+    await reconciler.reconcile("r1")
+    deleted = booting_request()
+    deleted["metadata"]["resourceVersion"] = "8"
+    deleted["metadata"]["deletionTimestamp"] = "2026-11-30T12:00:05Z"
+    request = GPUNodeRequest.from_dict(deleted)
+    status = reconciler.holds.start("r1", deleted, request)  # the teardown starts here
+    assert status.phase == Phase.JOINING and status.instance is not None
+    assert status.instance.state == "RUNNING"  # as seen: no TerminatingInstance Event
+    assert writer.written == []
+
+
+async def test_another_status_rederives_the_news_without_a_new_window() -> None:
     reconciler, _, writer, _, clock = setup(window=30.0)
     await reconciler.reconcile("r1")
     moved = booting_request()
-    moved["metadata"]["resourceVersion"] = "8"  # someone labelled it, say
+    moved["metadata"]["resourceVersion"] = "8"
+    moved["status"]["message"] = "written by someone else"
     reconciler.requests.add(moved)
     clock.at(29)
     await reconciler.reconcile("r1")  # polled again (due): held again, window kept

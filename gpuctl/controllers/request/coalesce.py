@@ -24,22 +24,25 @@ and carries whatever was held with it, so holding never delays a write money saf
 needs.
 
 Where a hold lives (`Holds`): by request key, with the request's uid, the attempt, the
-resourceVersion of the object the held status was computed from, and when the first
-change was held. A reconcile of that request starts from the held status while the
-cached object is still that version (the hold survives re-reads of the cache);
-another version (someone else changed the object) starts from the cached status and
-re-derives what was held -- the next poll sees the machine again, the Node is in the
-informer's cache -- without restarting the window. A new attempt, a deletion or a
-write ends the hold. A restart loses it and re-derives it the same way (the first poll
-after a restart is at once). A held reconcile requeues its key for the window's end
-(merged with the steps' own requeue, the soonest wins): the write is not left to a
-later event. The "written once, only if changed" rule is `StatusWriter`'s, unchanged.
+status the API server held when it was computed, and when the first change was held.
+A reconcile of that request starts from the held status while the cached status is
+still that one: the hold survives re-reads of the cache, and a change of metadata or
+spec alone (a label; the deletion's timestamp, so a teardown starts from what was
+seen and writes it with its first write). A cached status that differs (another
+writer) starts from the cache and re-derives what was held -- the next poll sees the
+machine again, the Node is in the informer's cache -- without restarting the window.
+A new attempt or a write ends the hold. A restart loses it and re-derives it the same
+way (the first poll after a restart is at once). A held reconcile requeues its key for
+the window's end (merged with the steps' own requeue, the soonest wins): the write is
+not left to a later event. The "written once, only if changed" rule is
+`StatusWriter`'s, unchanged.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+from typing import Any
 
 import attrs
 
@@ -55,7 +58,7 @@ _BOOTING = (Phase.PROVISIONING, Phase.JOINING)
 class Held:
     uid: str
     attempt: int
-    resource_version: str  # of the object `status` was computed from
+    base: Any  # the status (JSON) the API server held when `status` was computed
     status: GPUNodeRequestStatus  # what would have been written
     since: datetime.datetime  # when the attempt's first held change was seen
 
@@ -108,13 +111,11 @@ class Holds:
     def __len__(self) -> int:
         return len(self._held)
 
-    def start(
-        self, key: str, obj: dict[str, object], request: GPUNodeRequest
-    ) -> GPUNodeRequestStatus:
-        """The status a reconcile starts from: the held one while the cached object is
-        the version it was computed from, else a copy of the cached status."""
+    def start(self, key: str, obj: dict[str, Any], request: GPUNodeRequest) -> GPUNodeRequestStatus:
+        """The status a reconcile starts from: the held one while the cached status is
+        the one it was computed from, else a copy of the cached status."""
         held = self._current(key, request)
-        if held is not None and held.resource_version == _version(obj):
+        if held is not None and held.base == (obj.get("status") or {}):
             return copy.deepcopy(held.status)
         return copy.deepcopy(request.status)
 
@@ -140,7 +141,7 @@ class Holds:
         self._held[ctx.name] = Held(
             uid=ctx.request.metadata.uid or "",
             attempt=ctx.status.attempt,
-            resource_version=_version(ctx.obj),
+            base=ctx.obj.get("status") or {},  # shared with the object, not copied
             status=ctx.status,
             since=since,
         )
@@ -155,16 +156,7 @@ class Holds:
         held = self._held.get(key)
         if held is None:
             return None
-        if (
-            held.uid != (request.metadata.uid or "")
-            or held.attempt != request.status.attempt
-            or request.metadata.deletion_timestamp is not None
-        ):
+        if held.uid != (request.metadata.uid or "") or held.attempt != request.status.attempt:
             del self._held[key]
             return None
         return held
-
-
-def _version(obj: dict[str, object]) -> str:
-    metadata = obj.get("metadata")
-    return str(metadata.get("resourceVersion") or "") if isinstance(metadata, dict) else ""
