@@ -12,9 +12,12 @@ import datetime
 import enum
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import attrs
+
+if TYPE_CHECKING:  # ratelimit imports this module
+    from gpuctl.providers.ratelimit import AccountLimiter
 
 
 class CapacityType(enum.StrEnum):
@@ -229,12 +232,14 @@ class LaunchOutcomeUnknownError(TransientError):
 class DriverIdentity:
     """The part of `Driver` that is the same for every cloud: its GPUProvider's name,
     the cloud's name and capabilities (class constants), and a repr naming the endpoint.
-    Drivers subclass it and set `CLOUD`, `CAPABILITIES`, `_config` and `_endpoint`."""
+    Drivers subclass it and set `CLOUD`, `CAPABILITIES`, `_config`, `_endpoint` and
+    `_limiter` (the account's rate limiter their transports share)."""
 
     CLOUD: ClassVar[str]
     CAPABILITIES: ClassVar[Capabilities]
     _config: DriverConfig
     _endpoint: str
+    _limiter: AccountLimiter
 
     @property
     def name(self) -> str:
@@ -247,6 +252,9 @@ class DriverIdentity:
     @property
     def capabilities(self) -> Capabilities:
         return self.CAPABILITIES
+
+    def launch_slot(self) -> float:
+        return self._limiter.reserve_launch()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, endpoint={self._endpoint!r})"
@@ -276,6 +284,13 @@ class Driver(Protocol):
         Served from the driver's price cache (one catalog fetch per TTL, however many
         callers); covers every allowed region and both capacity types where supported.
         """
+        ...
+
+    def launch_slot(self) -> float:
+        """Reserve, for the enclosing reconcile (`ratelimit.nonblocking`), the rate-limit
+        slot this account's next launch call will claim; seconds until it is there (0:
+        now). No cloud call. Lets a launch wait for its slot before it makes anything
+        that dates the attempt (its bootstrap token)."""
         ...
 
     async def launch(self, request: LaunchRequest) -> Instance:

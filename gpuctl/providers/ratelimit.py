@@ -306,6 +306,13 @@ class AccountLimiter:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    def reserve_launch(self) -> float:
+        """Inside `nonblocking()`: reserve for its holder the slot its next launch call
+        will claim (`Driver.launch_slot`); seconds until the slot (0: now). Outside, 0
+        and nothing reserved: a blocking call waits for its token anyway."""
+        holder = _HOLDER.get()
+        return 0.0 if holder is None else self.reserve(OpClass.LAUNCH, holder)
+
     def reserve(self, op_class: OpClass, holder: str) -> float:
         """Seconds until `holder` may send one `op_class` call: the slot it reserved
         earlier, else a new one taken from the buckets now (0: at once)."""

@@ -141,6 +141,7 @@ class CrusoeDriver(DriverIdentity):
         else:
             self._bad_credential = ""
         endpoint = f"{config.endpoint.rstrip('/')}/v1" if config.endpoint else DEFAULT_ENDPOINT
+        self._limiter = limiter or AccountLimiter(limits_for(config))
         self._transport = HttpTransport(
             session=session,
             cloud=CLOUD,
@@ -148,7 +149,7 @@ class CrusoeDriver(DriverIdentity):
             base_url=endpoint,
             api_key=secret,  # never sent: only signatures made with it are
             error_mapper=errors.crusoe_error,
-            limiter=limiter or AccountLimiter(limits_for(config)),
+            limiter=self._limiter,
             retry=retry_policy_for(config),
             launch_operations={CREATE},
             signer=self._sign,

@@ -110,6 +110,7 @@ class DigitalOceanDriver(DriverIdentity):
         limiter: AccountLimiter | None = None,
     ) -> None:
         self._config = config
+        self._limiter = limiter or AccountLimiter(limits_for(config))
         self._transport = HttpTransport(
             session=session,
             cloud=CLOUD,
@@ -117,7 +118,7 @@ class DigitalOceanDriver(DriverIdentity):
             base_url=(config.endpoint or DEFAULT_ENDPOINT).rstrip("/"),
             api_key=config.api_key,
             error_mapper=errors.digitalocean_error,
-            limiter=limiter or AccountLimiter(limits_for(config)),
+            limiter=self._limiter,
             retry=retry_policy_for(config),
             launch_operations={CREATE},
         )

@@ -132,6 +132,7 @@ class HyperstackDriver(DriverIdentity):
         endpoint = f"{config.endpoint.rstrip('/')}/v1" if config.endpoint else DEFAULT_ENDPOINT
         key = config.api_key
         block = _seconds(config.options.get("rateLimitBlockSeconds"), "rateLimitBlockSeconds")
+        self._limiter = limiter or AccountLimiter(limits_for(config))
         self._transport = HttpTransport(
             session=session,
             cloud=CLOUD,
@@ -139,7 +140,7 @@ class HyperstackDriver(DriverIdentity):
             base_url=endpoint,
             api_key=key,
             error_mapper=functools.partial(errors.hyperstack_error, block_seconds=block),
-            limiter=limiter or AccountLimiter(limits_for(config)),
+            limiter=self._limiter,
             retry=retry_policy_for(config),
             launch_operations={CREATE},
             signer=lambda method, path, query: {"api_key": key},

@@ -91,6 +91,7 @@ class LambdaDriver(DriverIdentity):
         limiter: AccountLimiter | None = None,
     ) -> None:
         self._config = config
+        self._limiter = limiter or AccountLimiter(limits_for(config))
         self._transport = HttpTransport(
             session=session,
             cloud=CLOUD,
@@ -98,7 +99,7 @@ class LambdaDriver(DriverIdentity):
             base_url=(config.endpoint or DEFAULT_ENDPOINT).rstrip("/"),
             api_key=config.api_key,
             error_mapper=errors.lambda_error,
-            limiter=limiter or AccountLimiter(limits_for(config)),
+            limiter=self._limiter,
             retry=retry_policy_for(config),
             idempotent_operations={"terminateInstance"},
             launch_operations={LAUNCH},

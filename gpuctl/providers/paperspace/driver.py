@@ -113,6 +113,7 @@ class PaperspaceDriver(DriverIdentity):
     ) -> None:
         self._config = config
         endpoint = f"{config.endpoint.rstrip('/')}/v1" if config.endpoint else DEFAULT_ENDPOINT
+        self._limiter = limiter or AccountLimiter(limits_for(config))
         self._transport = HttpTransport(
             session=session,
             cloud=CLOUD,
@@ -120,7 +121,7 @@ class PaperspaceDriver(DriverIdentity):
             base_url=endpoint,
             api_key=config.api_key,
             error_mapper=errors.paperspace_error,
-            limiter=limiter or AccountLimiter(limits_for(config)),
+            limiter=self._limiter,
             retry=retry_policy_for(config),
             launch_operations={CREATE},
         )

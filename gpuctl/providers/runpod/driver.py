@@ -110,7 +110,7 @@ class RunPodDriver(DriverIdentity):
         limiter: AccountLimiter | None = None,
     ) -> None:
         self._config = config
-        limiter = limiter or AccountLimiter(limits_for(config))
+        limiter = self._limiter = limiter or AccountLimiter(limits_for(config))
         endpoint = config.endpoint.rstrip("/") if config.endpoint else None
 
         def transport(base_url: str, launches: frozenset[str] = frozenset()) -> HttpTransport:
