@@ -65,9 +65,11 @@ async def test_every_metric_is_exposed_and_moves(
 ) -> None:
     before = await scrape(operator)
     # A 500 on create moves provider errors (gpuctl settles the unknown outcome by
-    # look-ups, no reconcile error); 500s on every try of a poll move reconcile errors.
+    # look-ups, no reconcile error); 500s on every try of the interrupted pod's DELETE
+    # move reconcile errors (a poll no longer does: RunPod's polls are served by one
+    # shared list of the account's pods, which the leak collector and look-ups share).
     sim.faults.add("runpod", operation="CreatePod", kind="500", count=1)
-    sim.faults.add("runpod", operation="GetPod", kind="500", count=4)  # > the 4 tries
+    sim.faults.add("runpod", operation="DeletePod", kind="500", count=4)  # > the 4 tries
     name = await make_request(
         "metrics",
         {"gpu": {"type": "RTX-4090", "count": 1}, "capacityType": "spot",
