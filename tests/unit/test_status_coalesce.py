@@ -240,3 +240,21 @@ def test_only_news_about_the_same_booting_machine_is_held() -> None:
     assert not informational(before, after(observed_generation=2))  # the spec changed
     assert not informational(before, after(instance=attrs.evolve(before.instance, id="pod-2")))
     assert not informational(before, after(attempt=2))
+
+
+async def test_a_held_status_is_billed_once_when_written_not_at_every_reconcile() -> None:
+    reconciler, nodes, writer, _, clock = setup()
+    stamp = "2026-11-30T11:59:59Z"
+    obj = booting_request()
+    obj["status"]["cost"] = {"accruedUSD": "0.0000", "since": stamp, "updatedAt": stamp}
+    reconciler.requests.add(obj)
+    for second in range(20):  # reconciles of the hold: each rounded the figure (4 places)
+        clock.at(second)
+        await reconciler.reconcile("r1")
+    assert writer.written == []
+    nodes.add(node(ready=True))
+    clock.at(20)
+    await reconciler.reconcile("r1")
+    [status] = writer.written
+    # 21 s at $0.69/h = $0.0040250, rounded once (twenty-one roundings gave $0.0042).
+    assert status["cost"]["accruedUSD"] == "0.0040"

@@ -205,7 +205,8 @@ class RequestReconciler:
             error = err
             self._note(ctx, "ProviderError", f"{type(err).__name__}: {err.message}")
         ctx.status.observed_generation = ctx.request.metadata.generation
-        self._accrue(ctx, before)
+        if ctx.status.cost is None:
+            self._accrue(ctx, before)  # the first figure: the bill starts now, held or not
         if _unexplained(before.phase, ctx.status.phase) and not ctx.pending_events:
             # One Event per transition that matters: a step that moved the phase said why
             # in its own Event (Launched, Ready, Terminating, Interrupted, ...); this is
@@ -220,6 +221,9 @@ class RequestReconciler:
             # News about a booting machine only: it goes out with the next write, or on
             # its own when the window ends (come back then).
             return merge_results(result, Result(requeue_after=held))
+        # Billed only into a status that is written: a held one is not, and accruing into
+        # it rounded the figure (4 places) at every reconcile of the hold instead of once.
+        self._accrue(ctx, before)
         crash_point("before-status-write")
         try:
             await self._write(ctx)
