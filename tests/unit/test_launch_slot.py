@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gpuctl.controllers.request import launch
-from gpuctl.providers.base import RateLimitedError
+from gpuctl.providers.base import Instance, InstanceState, RateLimitedError
 from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits, nonblocking
 from tests.unit.test_billing_bounds import SECOND, T0, Client, make_ctx, request_obj
 
@@ -34,7 +34,9 @@ def test_the_slot_goes_with_its_attempt() -> None:
     ctx = make_ctx(Client(None), T0, request_obj())
     key = launch.attempt_key(ctx)
     launch.remember_slot(ctx, RateLimitedError("limited", retry_after=30.0))
-    ctx.services.launches.record_machine(key)
+    ctx.services.launches.record_machine(
+        key, Instance("i-1", "m", InstanceState.PENDING, "booting"), ctx.now
+    )
     assert ctx.services.launches.slots == {}
     launch.remember_slot(ctx, RateLimitedError("limited", retry_after=30.0))
     ctx.services.launches.forget(key[0])

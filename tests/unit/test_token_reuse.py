@@ -10,6 +10,7 @@ from typing import Any
 
 from gpuctl.api import GPUProvider
 from gpuctl.controllers.request import launch
+from gpuctl.providers.base import Instance, InstanceState
 from gpuctl.runtime.client import ApiError
 from tests.unit.test_billing_bounds import T0, make_ctx, request_obj
 from tests.unit.test_concurrency import provider
@@ -59,6 +60,9 @@ async def test_a_retried_launch_reuses_the_token_its_own_create_answered() -> No
     assert found == first and secrets.calls == ["create", "create", "get"]
 
 
+MACHINE = Instance("i-1", "m", InstanceState.PENDING, "booting")
+
+
 async def test_the_kept_token_goes_with_its_attempt() -> None:
     secrets = Secrets()
     gpus = GPUProvider.from_dict(provider("p", "lambda"))
@@ -68,5 +72,5 @@ async def test_the_kept_token_goes_with_its_attempt() -> None:
     await launch.delete_token(ctx, ctx.status.attempt)
     assert ctx.services.launches.tokens == {}
     await launch.ensure_token(ctx, gpus)
-    ctx.services.launches.record_machine(launch.attempt_key(ctx))
+    ctx.services.launches.record_machine(launch.attempt_key(ctx), MACHINE, T0)
     assert ctx.services.launches.tokens == {}

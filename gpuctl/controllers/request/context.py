@@ -30,7 +30,7 @@ from gpuctl.controllers import naming
 from gpuctl.controllers.bootstrap import Token
 from gpuctl.controllers.drivers import DriverPool
 from gpuctl.controllers.metrics import REQUEST_FAILURES
-from gpuctl.providers.base import CapacityType, Offer
+from gpuctl.providers.base import CapacityType, Instance, Offer
 from gpuctl.providers.capacity import CapacityCache
 from gpuctl.runtime.client import Client
 from gpuctl.runtime.events import EventRecorder
@@ -75,12 +75,18 @@ class LaunchMemory:
     machine (an earlier process may have crashed between the cloud's answer and the
     status write). An attempt in neither is met for the first time. `machines` are the
     attempts this process recorded a machine for (a create's answer, or found by name):
-    even if that record never reached the API server, a machine exists.
+    even if that record never reached the API server, a machine exists; `unwritten`
+    keeps each such machine with the start of its bill until a status read back holds it.
     """
 
     settled: set[tuple[str, int]] = attrs.field(factory=set)
     uncertain: dict[tuple[str, int], datetime.datetime] = attrs.field(factory=dict)
     machines: set[tuple[str, int]] = attrs.field(factory=set)
+    # The write recording a machine may be lost (a 409 on a stale copy), and the next
+    # look-up by name may not list it yet (a shared list sent before the create): the
+    # attempt is settled, so a second create went out under the same name (a duplicate
+    # seen in a clean-clone run). The launch step records the machine again from here.
+    unwritten: dict[tuple[str, int], tuple[Instance, datetime.datetime]] = attrs.field(factory=dict)
     # The token this process created for an attempt, with its Secret as the API server
     # answered the create: a launch retried (rate limited, transient error) uses them
     # without a GET. Dropped once the attempt has a machine (no launch needs it any more).
@@ -101,8 +107,12 @@ class LaunchMemory:
         self.settled.discard(key)
         self.uncertain[key] = since
 
-    def record_machine(self, key: tuple[str, int]) -> None:
+    def record_machine(
+        self, key: tuple[str, int], instance: Instance, start: datetime.datetime
+    ) -> None:
+        """A machine recorded for the attempt, billed from `start` (see `unwritten`)."""
         self.machines.add(key)
+        self.unwritten[key] = (instance, start)
         self.tokens.pop(key, None)
         self.slots.pop(key, None)
 
@@ -110,6 +120,7 @@ class LaunchMemory:
         self.settled = {k for k in self.settled if k[0] != uid}
         self.tokens = {k: v for k, v in self.tokens.items() if k[0] != uid}
         self.machines = {k for k in self.machines if k[0] != uid}
+        self.unwritten = {k: v for k, v in self.unwritten.items() if k[0] != uid}
         self.slots = {k: v for k, v in self.slots.items() if k[0] != uid}
         for key in [k for k in self.uncertain if k[0] == uid]:
             del self.uncertain[key]

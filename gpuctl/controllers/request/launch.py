@@ -482,11 +482,13 @@ def bill_found(ctx: Ctx, instance: Instance, start: datetime.datetime) -> None:
     ctx.status.cost = cost.add_interval(settled, price, start, ctx.now)
 
 
-def record_instance(ctx: Ctx, instance: Instance) -> None:
+def record_instance(ctx: Ctx, instance: Instance, start: datetime.datetime | None = None) -> None:
     """Write the machine into status. The offer's price becomes the rate the cloud
     reports charging for it, where it does (RunPod's costPerHr, Paperspace's usageRate):
-    the cost ledger bills what the cloud bills."""
-    ctx.services.launches.record_machine(attempt_key(ctx))  # even if this write is lost
+    the cost ledger bills what the cloud bills. `start`: when its bill starts (found by
+    name), else now (the status write that records it starts the bill)."""
+    # Remembered even if this write is lost: `record_again` records it from here.
+    ctx.services.launches.record_machine(attempt_key(ctx), instance, start or ctx.now)
     # The create's answer (or the list that found it) is this machine's first poll: a
     # poll at once asked a rate-limited cloud again, most often by id (a shared list sent
     # just before the create does not show it).
@@ -509,10 +511,30 @@ def record_found(ctx: Ctx, instance: Instance, start: datetime.datetime) -> None
     """Record a machine found by name (not from a create's answer) and bill its time so
     far; its launch time is the cloud's where reported, else the attempt's start."""
     bill_found(ctx, instance, start)
-    record_instance(ctx, instance)
+    record_instance(ctx, instance, start)
     assert ctx.status.instance is not None
     ctx.status.instance.launched_at = instance.launched_at or start
     ctx.services.launches.settle(attempt_key(ctx))  # what the create made is found
+
+
+def record_again(ctx: Ctx) -> Result | None:
+    """Record again the attempt's machine this process recorded in a status write that
+    was lost (`LaunchMemory.unwritten`), billed from when that write would have started
+    its bill; None when there is none. Dropped once a status read back holds it."""
+    memory, key = ctx.services.launches, attempt_key(ctx)
+    if ctx.request.status.instance is not None:  # as read: the record reached the server
+        memory.unwritten.pop(key, None)
+        return None
+    unwritten = memory.unwritten.get(key)
+    if unwritten is None or ctx.status.instance is not None:
+        return None
+    instance, start = unwritten
+    record_found(ctx, instance, start)
+    message = f"{instance.name} ({instance.id}): recorded again (the write recording it was lost)"
+    ctx.status.message = message
+    ctx.condition(ConditionType.LAUNCHED, True, "Launched", message)
+    ctx.event("Normal", "Launched", f"attempt {ctx.status.attempt}: {message}")
+    return ctx.stop()
 
 
 async def terminate_twins(
@@ -738,7 +760,12 @@ def slot_first(ctx: Ctx, driver: Driver) -> None:
 
 async def reconcile(ctx: Ctx) -> Result | None:
     offer = ctx.status.offer
-    if offer is None or ctx.status.instance is not None:
+    if offer is None:
+        return None
+    again = record_again(ctx)
+    if again is not None:
+        return again  # no look-up: one sent before the create would not list it
+    if ctx.status.instance is not None:
         return None
     await_slot(ctx)
     provider = ctx.services.drivers.provider(offer.provider)

@@ -127,6 +127,8 @@ async def machine_gone(ctx: Ctx) -> bool:
         return True  # earlier attempts were terminated when they failed over
     driver = ctx.services.drivers.get(offer.provider)
     recorded = ctx.status.instance
+    if launch.record_again(ctx) is not None:
+        return False  # a machine whose record was lost: terminated on the next pass
     if recorded is not None:
         # The attempt's create has a known outcome: the machine status recorded.
         ctx.services.launches.settle(launch.attempt_key(ctx))
