@@ -285,3 +285,47 @@ async def test_a_poll_accepts_a_list_sent_half_an_interval_before_it_was_due() -
     ctx.now += 30 * SECOND
     assert await liveness.reconcile(ctx) is None
     assert driver.since == [seeded + 15 * SECOND, seeded + 45 * SECOND]
+
+
+async def test_the_credential_check_the_collector_and_first_looks_share_one_list() -> None:
+    cloud = Cloud(machine("a"))
+    snapshots = cloud.snapshots()
+    cloud.release = asyncio.Event()
+    with nonblocking("gpunoderequest/r1"):  # a restarted process's first look
+        look = asyncio.ensure_future(snapshots.get("a", T0))
+    await asyncio.sleep(0)
+    cloud.now += SECOND  # the credential check and the leak collector, a moment later
+    every = [asyncio.ensure_future(snapshots.list_every()) for _ in range(2)]
+    await asyncio.sleep(0)
+    cloud.release.set()
+    assert (await look).id == "a"
+    assert [[i.id for i in e] for e in await asyncio.gather(*every)] == [["a"], ["a"]]
+    assert cloud.lists == 1
+    cloud.now += SECOND  # nothing in flight: a list of its own, not put off by spacing
+    snapshots.spacing = 10 * SECOND
+    await snapshots.list_every()
+    assert cloud.lists == 2
+
+
+async def test_a_collector_whose_joined_list_was_rate_limited_sends_its_own() -> None:
+    cloud = Cloud(machine("a"))
+    release = asyncio.Event()
+    refusals = [RateLimitedError("limited", retry_after=5.0)]
+
+    async def fetch() -> list[Instance]:  # the first list waits, then is refused
+        if refusals:
+            await release.wait()
+            raise refusals.pop()
+        return await cloud.fetch()
+
+    snapshots = Snapshots("p", fetch, lambda i: False, cloud.get, clock=lambda: cloud.now)
+    with nonblocking("gpunoderequest/r1"):
+        look = asyncio.ensure_future(snapshots.get("a", T0))
+    await asyncio.sleep(0)
+    collector = asyncio.ensure_future(snapshots.list_every())  # outside a reconcile: joins
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(RateLimitedError):
+        await look
+    assert [i.id for i in await collector] == ["a"]  # its own list, once refused
+    assert cloud.lists == 1

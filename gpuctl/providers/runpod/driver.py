@@ -32,7 +32,7 @@ a minute, a GET per pod per look took minutes of the budget in a mass teardown. 
 list shows pods in every `desiredStatus` (RUNNING, EXITED, TERMINATED); a pod a list
 showed and a later one does not is gone; a pod no list has shown yet is looked at by id.
 Without `since`, every call asks the cloud (`GET /pods/{id}`, `GET /pods?name=`). The
-shared list begins at most once per `LIST_SPACING` (3 s; a look inside a reconcile is
+shared list begins at most once per `LIST_SPACING` (5 s; a look inside a reconcile is
 put off until then), and the credential check's list is kept as one: looks at every
 second took a list a second, most of the minute's budget.
 
@@ -88,8 +88,10 @@ CAPABILITIES = Capabilities(
 )
 MAX_NAME = 191
 # The shared list of every pod begins at most once per this (`Snapshots.spacing`): at
-# most 20 of RunPod's 60 calls a minute, the rest for creates, deletes and the catalog.
-LIST_SPACING = datetime.timedelta(seconds=3)
+# most 12 of RunPod's 60 calls a minute, the rest for creates, deletes and the catalog
+# (at 3 s, lists took 20-31 a minute under restarts in chaos seed 6, and a request went
+# 154 s without a create); a look waits at most this long for its list.
+LIST_SPACING = datetime.timedelta(seconds=5)
 DEFAULT_SPOT_FACTOR = Decimal("0.6")
 
 STATES: dict[str, InstanceState] = {
