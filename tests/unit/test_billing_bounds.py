@@ -2,7 +2,7 @@
 
 - Start, for a machine found by name (its create's answer lost, or the process that
   sent it killed before recording it): the earliest moment the create that made it can
-  have gone out, as the API server holds it (`launch.persisted_bound`): the attempt's
+  have gone out, as the API server holds it (`settle.persisted_bound`): the attempt's
   start, its token's creation, or the `gpuctl.io/creates-from` moment written on the
   request just before a create that followed creates known to have made nothing (a
   refused create retried, a lost answer settled). A later process, which knows none of
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gpuctl.api import FINALIZER, GPUNodeRequest
-from gpuctl.controllers.request import launch, termination
+from gpuctl.controllers.request import settle, termination
 from gpuctl.controllers.request.context import Ctx, Services, Settings
 from gpuctl.providers.base import Instance, InstanceState, NotFoundError, RateLimitedError
 from gpuctl.providers.capacity import CapacityCache
@@ -112,7 +112,7 @@ def secret(made: datetime.datetime) -> Any:
 
 
 def annotated(obj: dict[str, Any], value: str) -> dict[str, Any]:
-    obj["metadata"]["annotations"] = {launch.CREATES_FROM: value}
+    obj["metadata"]["annotations"] = {settle.CREATES_FROM: value}
     return obj
 
 
@@ -134,24 +134,24 @@ def make_ctx(client: Any, now: datetime.datetime, obj: dict[str, Any], drivers: 
 async def test_a_found_machine_is_billed_from_the_latest_bound_the_api_server_holds() -> None:
     obj = request_obj()
     # No token: the attempt's start.
-    assert await launch.billing_start(make_ctx(Client(None), T0 + 300 * SECOND, obj)) == T0
+    assert await settle.billing_start(make_ctx(Client(None), T0 + 300 * SECOND, obj)) == T0
     # The token, made 40 s into the attempt (a create waited for it).
     made = T0 + 40 * SECOND
     ctx = make_ctx(Client(secret(made)), T0 + 300 * SECOND, obj)
-    assert await launch.billing_start(ctx) == made
+    assert await settle.billing_start(ctx) == made
     # Creates refused or settled after a lost answer: the moment written before the
     # create that followed. Any process reads it (nothing of this one's memory is used).
     later = T0 + 180 * SECOND
     obj = annotated(request_obj(), f"1 {stamp(later)}")
     ctx = make_ctx(Client(secret(made)), T0 + 300 * SECOND, obj)
-    assert await launch.billing_start(ctx) == later
+    assert await settle.billing_start(ctx) == later
     # Twins: a create taken to have made nothing did; back to the token's creation.
-    assert await launch.billing_start(ctx, twins=True) == made
+    assert await settle.billing_start(ctx, twins=True) == made
     # Written for another attempt: not this one's; unreadable: ignored.
     for value in (f"2 {stamp(later)}", "1 yesterday", "1 2026-11-29T12:03:00"):
         obj = annotated(request_obj(), value)
         ctx = make_ctx(Client(secret(made)), T0 + 300 * SECOND, obj)
-        assert await launch.billing_start(ctx) == made
+        assert await settle.billing_start(ctx) == made
 
 
 async def test_the_bound_is_written_before_a_create_only_when_it_moved() -> None:
@@ -159,8 +159,8 @@ async def test_the_bound_is_written_before_a_create_only_when_it_moved() -> None
     # The first create, right after its token: nothing written.
     client = Client(secret(made), request_obj())
     assert client.obj is not None
-    await launch.persist_bound(
-        make_ctx(client, made + launch.BOUND_SLACK, client.obj), secret(made)
+    await settle.persist_bound(
+        make_ctx(client, made + settle.BOUND_SLACK, client.obj), secret(made)
     )
     assert client.patches == []
     # A create retried (or sent after a settle) a minute later: the moment goes on the
@@ -168,17 +168,17 @@ async def test_the_bound_is_written_before_a_create_only_when_it_moved() -> None
     # finds the machine bills from here; this reconcile goes on from the patched object.
     now = made + 60 * SECOND
     ctx = make_ctx(client, now, copy.deepcopy(client.obj))
-    await launch.persist_bound(ctx, secret(made))
+    await settle.persist_bound(ctx, secret(made))
     assert [p["metadata"]["annotations"] for p in client.patches] == [
-        {launch.CREATES_FROM: f"1 {stamp(now)}"}
+        {settle.CREATES_FROM: f"1 {stamp(now)}"}
     ]
     assert ctx.obj["metadata"]["resourceVersion"] == "8"
     fresh = make_ctx(Client(secret(made)), now + 120 * SECOND, copy.deepcopy(client.obj))
-    assert await launch.billing_start(fresh) == now
+    assert await settle.billing_start(fresh) == now
     # A stale copy: no write, read again (never a bound the server did not check).
     stale = make_ctx(client, now + 60 * SECOND, request_obj())
-    with pytest.raises(launch.StaleCacheError):
-        await launch.persist_bound(stale, secret(made))
+    with pytest.raises(settle.StaleCacheError):
+        await settle.persist_bound(stale, secret(made))
 
 
 class GoneDriver:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuctl.controllers.request import launch
+from gpuctl.controllers.request import launch, settle
 from gpuctl.providers.base import Instance, InstanceState, RateLimitedError
 from gpuctl.providers.ratelimit import AccountLimiter, OpClass, RateLimits, nonblocking
 from tests.unit.test_billing_bounds import SECOND, T0, Client, make_ctx, request_obj
@@ -32,7 +32,7 @@ def test_the_slot_come_lets_the_create_claim_it() -> None:
 
 def test_the_slot_goes_with_its_attempt() -> None:
     ctx = make_ctx(Client(None), T0, request_obj())
-    key = launch.attempt_key(ctx)
+    key = settle.attempt_key(ctx)
     launch.remember_slot(ctx, RateLimitedError("limited", retry_after=30.0))
     ctx.services.launches.record_machine(
         key, Instance("i-1", "m", InstanceState.PENDING, "booting"), ctx.now
@@ -63,7 +63,7 @@ def test_a_new_attempt_waits_for_its_slot_before_its_token() -> None:
     with nonblocking("gpunoderequest/r2"), pytest.raises(RateLimitedError) as caught:
         launch.slot_first(ctx, driver)  # type: ignore[arg-type]
     assert 11.0 < caught.value.delay <= 12.0
-    assert launch.attempt_key(ctx) in ctx.services.launches.slots  # a wake-up waits
+    assert settle.attempt_key(ctx) in ctx.services.launches.slots  # a wake-up waits
     # At the slot: the reservation is this holder's, the create will claim it at once.
     driver.now[0] += 12.0
     with nonblocking("gpunoderequest/r2"):
@@ -78,7 +78,7 @@ def test_an_older_attempt_or_one_with_its_token_takes_no_slot_first() -> None:
         launch.slot_first(older, driver)  # type: ignore[arg-type]
     assert driver.limiter.reserved == 0
     ctx = make_ctx(Client(None), T0, request_obj())
-    ctx.services.launches.tokens[launch.attempt_key(ctx)] = (None, {})  # type: ignore[assignment]
+    ctx.services.launches.tokens[settle.attempt_key(ctx)] = (None, {})  # type: ignore[assignment]
     with nonblocking("gpunoderequest/r1"):
         launch.slot_first(ctx, driver)  # type: ignore[arg-type]
     assert driver.limiter.reserved == 0

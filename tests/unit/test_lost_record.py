@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from gpuctl.api import GPUNodeRequest
-from gpuctl.controllers.request import launch, termination
+from gpuctl.controllers.request import launch, settle, termination
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.providers.base import Instance, InstanceState
 from tests.unit.test_billing_bounds import SECOND, T0, Client, Drivers, make_ctx, request_obj
@@ -65,7 +65,7 @@ async def test_a_status_read_back_with_the_machine_ends_the_memory() -> None:
     obj["status"]["phase"] = "Provisioning"
     assert await launch.reconcile(again(first, obj, 5)) is None
     assert first.services.launches.unwritten == {}
-    assert launch.attempt_key(first) in first.services.launches.machines
+    assert settle.attempt_key(first) in first.services.launches.machines
 
 
 async def test_a_teardown_records_the_lost_machine_before_it_looks_anything_up() -> None:

@@ -3,7 +3,7 @@
 An attempt with a token and no recorded machine may have a create an earlier process
 sent and was killed before recording. Its settle window (look-ups by name finding
 nothing for `launch_settle`) starts where the API server's records say every create of
-the attempt had ended (`launch.creates_quiet`: the bound + slack + the clock's grain +
+the attempt had ended (`settle.creates_quiet`: the bound + slack + the clock's grain +
 the create budget), or at the process's first look, whichever is earlier. Both
 directions: no create while one may still be unlisted; no needless wait when the last
 create is long past. And a create's own lost answer counts from when it failed.
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gpuctl.api import GPUProvider
-from gpuctl.controllers.request import launch
+from gpuctl.controllers.request import launch, settle, tokens
 from gpuctl.providers.base import (
     Capabilities,
     Instance,
@@ -37,13 +37,13 @@ SECOND = datetime.timedelta(seconds=1)
 SETTLE = 15 * SECOND
 # Token made at T0 + 10 s; the default request timeout is 30 s, two per create.
 MADE = T0 + 10 * SECOND
-QUIET = MADE + launch.BOUND_SLACK + launch.CLOCK_GRAIN + 60 * SECOND
+QUIET = MADE + settle.BOUND_SLACK + settle.CLOCK_GRAIN + 60 * SECOND
 
 
 def token(made: datetime.datetime = MADE, *, marked: bool = True) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": "bootstrap-token-x", "creationTimestamp": stamp(made)}
     if marked:
-        metadata["annotations"] = {launch.BOUND_MARK: "1"}
+        metadata["annotations"] = {tokens.BOUND_MARK: "1"}
     data = {"token-id": "YWJjZGVm", "token-secret": "MDEyMzQ1Njc4OWFiY2RlZg=="}
     return {"metadata": metadata, "data": data}
 
@@ -52,11 +52,11 @@ GPUS = GPUProvider.from_dict(provider("p", "lambda"))
 
 
 def quiet(now: datetime.datetime, obj: dict[str, Any], secret: Any) -> Any:
-    return launch.creates_quiet(make_ctx(None, now, obj), GPUS, secret)
+    return settle.creates_quiet(make_ctx(None, now, obj), GPUS, secret)
 
 
 def test_the_quiet_moment_is_the_bound_plus_slack_grain_and_create_budget() -> None:
-    assert launch.create_budget(GPUS) == 60.0  # 2 x the default 30 s request timeout
+    assert settle.create_budget(GPUS) == 60.0  # 2 x the default 30 s request timeout
     assert quiet(T0 + 300 * SECOND, request_obj(), token()) == QUIET
     # A create written on the request later (refused creates retried, a settle): from it.
     later = T0 + 200 * SECOND
@@ -80,8 +80,8 @@ def test_no_quiet_moment_where_the_records_cannot_say() -> None:
 def met(now: datetime.datetime, obj: dict[str, Any], secret: Any) -> float:
     """Seconds a process meeting the attempt now (its first look found nothing) waits."""
     ctx = make_ctx(None, now, obj)
-    since = launch.uncertain_since(ctx, launch.creates_quiet(ctx, GPUS, secret))
-    return launch.settle_wait(ctx, since)
+    since = settle.uncertain_since(ctx, settle.creates_quiet(ctx, GPUS, secret))
+    return settle.settle_wait(ctx, since)
 
 
 def test_an_attempt_whose_last_create_is_long_past_is_settled_by_one_look() -> None:
@@ -184,7 +184,7 @@ async def test_a_restarted_process_creates_after_one_look_when_the_bound_is_old(
     assert cloud.calls == ["find_all", "create"]
     assert ctx.status.instance is not None
     # The create went out long after the bound: written first, for the next process.
-    assert api.patches == [{launch.CREATES_FROM: f"1 {stamp(QUIET + SETTLE)}"}]
+    assert api.patches == [{settle.CREATES_FROM: f"1 {stamp(QUIET + SETTLE)}"}]
 
 
 async def test_a_restarted_process_waits_while_the_last_create_may_be_at_work() -> None:
@@ -205,8 +205,8 @@ async def test_a_lost_answer_is_settled_from_when_it_failed_not_from_the_reconci
     assert cloud.calls == ["find_all", "create", "find_all"]
     # The create hung 31 s: the window runs from its failure (rounded up), so the
     # machine it may have made just before is given its full listing time.
-    failed = now + 31 * SECOND + launch.CLOCK_GRAIN
-    assert ctx.services.launches.uncertain[launch.attempt_key(ctx)] == failed
+    failed = now + 31 * SECOND + settle.CLOCK_GRAIN
+    assert ctx.services.launches.uncertain[settle.attempt_key(ctx)] == failed
 
 
 async def test_a_create_that_does_not_end_by_its_deadline_is_an_unknown_outcome() -> None:
@@ -228,7 +228,7 @@ async def test_a_token_made_again_for_an_attempt_older_than_a_token_lives_is_not
     # create may have gone out with it, so the new token does not say "nothing sent".
     young = make_ctx(Secrets(), T0 + 60 * SECOND, request_obj())
     await launch.ensure_token(young, GPUS)
-    assert young.services.launches.nothing_there(launch.attempt_key(young))
+    assert young.services.launches.nothing_there(settle.attempt_key(young))
     old = make_ctx(Secrets(), T0 + datetime.timedelta(hours=10), request_obj())
     await launch.ensure_token(old, GPUS)
-    assert not old.services.launches.nothing_there(launch.attempt_key(old))
+    assert not old.services.launches.nothing_there(settle.attempt_key(old))

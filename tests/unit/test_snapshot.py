@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpuctl.controllers.request import launch, liveness, termination
+from gpuctl.controllers.request import liveness, settle, termination
 from gpuctl.controllers.request.context import Ctx
 from gpuctl.providers import registry, snapshot
 from gpuctl.providers.base import (
@@ -251,7 +251,7 @@ async def test_requests_torn_down_together_share_the_lists() -> None:
     request = type(first.request).from_dict(other)
     contexts.append(Ctx(other, request, request.status, T0, first.services))
     for ctx in contexts:  # this process launched them: their names are looked up after
-        ctx.services.launches.record_machine(launch.attempt_key(ctx), machine("i-1"), ctx.now)
+        ctx.services.launches.record_machine(settle.attempt_key(ctx), machine("i-1"), ctx.now)
     for ctx in contexts:  # one list for both looks; each live: terminated
         assert not await termination.machine_gone(ctx)
     assert (cloud.lists, driver.deletes) == (1, ["i-1", "i-2"])

@@ -92,6 +92,12 @@ def booting_request() -> dict[str, Any]:
     status["observedGeneration"] = 1
     status["instance"]["state"] = "PENDING"
     status["instance"]["launchedAt"] = "2026-11-30T11:59:59Z"
+    # Billed since the launch (a status without a figure is written at once: its first).
+    status["cost"] = {
+        "accruedUSD": "0.0000",
+        "since": "2026-11-30T11:59:59Z",
+        "updatedAt": "2026-11-30T11:59:59Z",
+    }
     status["conditions"] = [
         {
             "type": "Launched",
@@ -258,3 +264,13 @@ async def test_a_held_status_is_billed_once_when_written_not_at_every_reconcile(
     [status] = writer.written
     # 21 s at $0.69/h = $0.0040250, rounded once (twenty-one roundings gave $0.0042).
     assert status["cost"]["accruedUSD"] == "0.0040"
+
+
+async def test_a_status_without_a_cost_figure_is_written_at_once_with_its_first() -> None:
+    reconciler, _, writer, _, _ = setup()
+    obj = booting_request()
+    del obj["status"]["cost"]
+    reconciler.requests.add(obj)
+    await reconciler.reconcile("r1")
+    assert len(writer.written) == 1 and len(reconciler.holds) == 0
+    assert writer.written[0]["cost"]["accruedUSD"] == "0.0000"

@@ -9,7 +9,7 @@ import copy
 from typing import Any
 
 from gpuctl.api import GPUProvider
-from gpuctl.controllers.request import launch
+from gpuctl.controllers.request import launch, settle, tokens
 from gpuctl.providers.base import Instance, InstanceState
 from gpuctl.runtime.client import ApiError
 from tests.unit.test_billing_bounds import T0, make_ctx, request_obj
@@ -68,9 +68,9 @@ async def test_the_kept_token_goes_with_its_attempt() -> None:
     gpus = GPUProvider.from_dict(provider("p", "lambda"))
     ctx = make_ctx(secrets, T0, request_obj())
     await launch.ensure_token(ctx, gpus)
-    assert launch.attempt_key(ctx) in ctx.services.launches.tokens
-    await launch.delete_token(ctx, ctx.status.attempt)
+    assert settle.attempt_key(ctx) in ctx.services.launches.tokens
+    await tokens.delete_token(ctx, ctx.status.attempt)
     assert ctx.services.launches.tokens == {}
     await launch.ensure_token(ctx, gpus)
-    ctx.services.launches.record_machine(launch.attempt_key(ctx), MACHINE, T0)
+    ctx.services.launches.record_machine(settle.attempt_key(ctx), MACHINE, T0)
     assert ctx.services.launches.tokens == {}

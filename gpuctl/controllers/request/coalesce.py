@@ -130,6 +130,7 @@ class Holds:
             or ctx.pending_events
             or ctx.request.metadata.deletion_timestamp is not None
             or ctx.status == before
+            or ctx.status.cost is None  # the first figure: the bill starts with this write
             or not informational(before, ctx.status)
         ):
             return None

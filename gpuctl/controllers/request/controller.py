@@ -62,6 +62,7 @@ from gpuctl.controllers.request import (
     nodehealth,
     offer,
     registration,
+    settle,
     termination,
 )
 from gpuctl.controllers.request.context import NOW, Ctx, Services
@@ -192,7 +193,7 @@ class RequestReconciler:
                     return Result()
             else:
                 result = await self._steps(ctx)
-        except launch.StaleCacheError:
+        except settle.StaleCacheError:
             return Result(requeue_after=0.5)
         except RateLimitedError as err:
             # Not an error: come back when the provider's token is ours (it is reserved).
@@ -205,8 +206,6 @@ class RequestReconciler:
             error = err
             self._note(ctx, "ProviderError", f"{type(err).__name__}: {err.message}")
         ctx.status.observed_generation = ctx.request.metadata.generation
-        if ctx.status.cost is None:
-            self._accrue(ctx, before)  # the first figure: the bill starts now, held or not
         if _unexplained(before.phase, ctx.status.phase) and not ctx.pending_events:
             # One Event per transition that matters: a step that moved the phase said why
             # in its own Event (Launched, Ready, Terminating, Interrupted, ...); this is

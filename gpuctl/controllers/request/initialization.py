@@ -26,8 +26,8 @@ from gpuctl.api import ConditionType, Phase
 from gpuctl.api.constants import GPU_RESOURCE_NVIDIA
 from gpuctl.controllers.metrics import LAUNCH_TO_READY
 from gpuctl.controllers.request.context import Ctx
-from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import find_node, is_ready, node_labels
+from gpuctl.controllers.request.tokens import delete_token
 from gpuctl.providers import catalog
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import NODES

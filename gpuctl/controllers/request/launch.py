@@ -12,39 +12,19 @@ Idempotence, in order:
    follows its token, and every create this process sent got an answer or made the
    attempt uncertain), so nothing can exist under the name; whatever exists under it,
    in any state but terminated, is adopted — recorded with its time billed since the
-   earliest moment the create that made it can have gone out (`billing_start`) — and a
-   second machine under the same name (a twin) is terminated
-   at once, with a `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
-4. a create whose outcome is unknown (timeout, dropped connection, 5xx after sending,
-   unreadable answer, or the whole driver create abandoned after `CREATE_TIMEOUTS`
-   request timeouts) is looked up once more, then recorded in status as
+   earliest moment the create that made it can have gone out (`settle.billing_start`)
+   — and a second machine under the same name (a twin) is terminated at once, with a
+   `DuplicateInstance` Event and `gpuctl_duplicate_instances_total`;
+4. a create whose outcome is unknown is looked up once more, then recorded in status as
    `Launched=Unknown` (reason `LaunchOutcomeUnknown`, Event of the same name) before
-   anything else happens. No create is sent again for that attempt until look-ups by
-   name have found nothing for `Settings.launch_settle` (clouds list eventually
-   consistently) counted from when the create's answer failed; meanwhile the step lists
-   again five times per `launch_settle`, and adopts the machine at the first sighting.
-5. an attempt this process did not start itself, with a token but no recorded machine
-   (an earlier process may have been killed after its create), is uncertain too; its
-   settle window starts at the moment the API server's records say every create of the
-   attempt had ended (`creates_quiet`), or at this process's first look, whichever is
-   earlier. The argument (`creates_quiet`): every create is preceded by a check, at
-   wall time t, that the bound the API server holds (`persisted_bound`) is at least
-   t - `BOUND_SLACK` (else the create writes t first, `persist_bound`, and is sent only
-   once that write is confirmed); the clocks read whole seconds, so the check's true
-   time is below t + 1 s; and the create (its driver steps, its POST, reading its
-   answer) is abandoned `CREATE_TIMEOUTS` request timeouts after a moment taken before
-   the check (`create_within`). So every create of the attempt, in any process, was
-   done at the cloud before bound + `BOUND_SLACK` + 1 s + `CREATE_TIMEOUTS` x the
-   provider's request timeout, whenever the process sending it was SIGKILLed: killed
-   before the write is confirmed, it sent nothing; after it, the bound is already
-   there. The bound only grows within an attempt: the token's creation is fixed, the
-   annotation is rewritten only with a later time for the same attempt, and a process
-   reads it from a quorum read (`_check_fresh`). Where the bound is unknown the window
-   starts at the first look, as before: no token Secret, a `creates-from` of this
-   attempt that cannot be read, or a token made by an older version that did not keep
-   the bound (no `BOUND_MARK` on it; such a version may have sent a create long after
-   the token without writing anything). Clocks of the operator and the API server are
-   taken to agree to well under `launch_settle` (NTP).
+   anything else happens; no create is sent again for that attempt until look-ups by
+   name have found nothing for `Settings.launch_settle` (`settle`, rule 1);
+5. an attempt this process did not start itself, with a token but no recorded machine,
+   is uncertain too, from when the API server's records say every create of it had
+   ended (`settle`, rule 2: the argument);
+6. a machine this process recorded in a status write that was lost (a conflict) is
+   recorded again from memory (`record_again`), not looked up: a list sent before the
+   create does not show it.
 So a crash, a lost answer or a lagging list between the cloud's create and the status
 write leaves an instance the next reconcile adopts, not a second one.
 
@@ -58,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,14 +49,13 @@ from gpuctl.api import (
     GPUProvider,
     InstanceStatus,
     Phase,
-    get_condition,
     registration_timeout,
     set_condition,
 )
-from gpuctl.api.convert import format_time
 from gpuctl.controllers import bootstrap, cost, naming
-from gpuctl.controllers.drivers import ProviderUnavailableError, driver_config
+from gpuctl.controllers.drivers import ProviderUnavailableError
 from gpuctl.controllers.metrics import DUPLICATES, LAUNCHES
+from gpuctl.controllers.request import settle, tokens
 from gpuctl.controllers.request.context import Ctx, to_offer
 from gpuctl.controllers.request.nodes import node_labels
 from gpuctl.controllers.resources import GPUNODEREQUESTS
@@ -96,29 +74,14 @@ from gpuctl.providers.base import (
     QuotaError,
     RateLimitedError,
 )
-from gpuctl.providers.http import RetryPolicy, retry_policy_for
 from gpuctl.providers.ratelimit import INLINE_WAIT, priority
-from gpuctl.runtime.client import is_already_exists, is_conflict, is_not_found
+from gpuctl.runtime.client import is_already_exists, is_not_found
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import SECRETS
 from gpuctl.util.crashpoints import crash_point
 
 log = logging.getLogger(__name__)
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-# On the request, "<attempt> <time>": no create of that attempt that may have made a
-# machine went out before the time (`persist_bound`, `persisted_bound`).
-CREATES_FROM = "gpuctl.io/creates-from"
-# A create this much later than the bound the API server holds writes a new one first.
-BOUND_SLACK = datetime.timedelta(seconds=2)
-# The clocks read whole seconds (floored): a moment read as t came before t + 1 s.
-CLOCK_GRAIN = datetime.timedelta(seconds=1)
-# A driver create (its steps before the POST, the POST, reading the answer) is abandoned
-# this many of the provider's request timeouts after it began: its outcome is unknown.
-CREATE_TIMEOUTS = 2
-# On the token Secret: made by a version that keeps `creates-from` before every late
-# create, so the bound the API server holds says when the attempt's creates ended.
-BOUND_MARK = "gpuctl.io/creates-bound"
 # Errors that end an attempt (fail over to another offer): metric result, condition reason.
 _FAILOVER: tuple[tuple[type[ProviderError], str, str], ...] = (
     (CapacityError, "capacity", "CapacityError"),
@@ -135,34 +98,6 @@ def failover_kind(err: ProviderError) -> tuple[str, str] | None:
     return None
 
 
-class StaleCacheError(Exception):
-    """The cached request is behind the API server; retry once the cache catches up."""
-
-
-def token_id(uid: str, attempt: int) -> str:
-    """A deterministic bootstrap token id for (request, attempt); the secret part is random."""
-    digest = hashlib.sha256(f"{uid}/{attempt}".encode()).digest()
-    return "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:6])
-
-
-def token_secret_name(uid: str, attempt: int) -> str:
-    """The kube-system Secret holding the attempt's token (found again after a crash)."""
-    return bootstrap.Token(token_id(uid, attempt), "").secret_name
-
-
-async def delete_token(ctx: Ctx, attempt: int) -> None:
-    """Remove an attempt's bootstrap token: once its machine joined, or the attempt ended,
-    nothing may join with it any more (it would otherwise live until it expires)."""
-    uid = ctx.request.metadata.uid or ""
-    ctx.services.launches.tokens.pop((uid, attempt), None)
-    name = token_secret_name(uid, attempt)
-    try:
-        await ctx.services.client.delete(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-    except Exception as err:
-        if not is_not_found(err):
-            raise
-
-
 async def ensure_token(
     ctx: Ctx, provider: GPUProvider
 ) -> tuple[bootstrap.Token, Mapping[str, Any]]:
@@ -174,14 +109,14 @@ async def ensure_token(
     launch): no GET that answers 404 on every launch, no failed create on a retry."""
     client = ctx.services.client
     uid = ctx.request.metadata.uid or ""
-    name = token_secret_name(uid, ctx.status.attempt)
-    made_here = ctx.services.launches.tokens.get(attempt_key(ctx))
+    name = tokens.token_secret_name(uid, ctx.status.attempt)
+    made_here = ctx.services.launches.tokens.get(settle.attempt_key(ctx))
     if made_here is not None:
         # A launch retried (rate limited, transient error): this process made the token
         # and kept the create's answer. Only expired tokens are cleaned up, and the token
         # lives the registration timeout past the launch: it is still there.
         return made_here
-    if attempt_key(ctx) in ctx.services.launches.settled:
+    if settle.attempt_key(ctx) in ctx.services.launches.settled:
         # This process made the token but no longer holds it: read it.
         try:
             secret = await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
@@ -189,13 +124,15 @@ async def ensure_token(
         except Exception as err:
             if not is_not_found(err):
                 raise  # deleted meanwhile: make it again
-    token = bootstrap.Token(token_id(uid, ctx.status.attempt), bootstrap.Token.generate().secret)
+    token = bootstrap.Token(
+        tokens.token_id(uid, ctx.status.attempt), bootstrap.Token.generate().secret
+    )
     ttl = registration_timeout(ctx.request.spec, provider.spec) + ctx.settings.token_margin
     body = bootstrap.token_secret(
         token, request=ctx.name, attempt=ctx.status.attempt, expires=ctx.now + ttl
     )
     metadata: dict[str, Any] = body["metadata"]  # type: ignore[assignment]
-    metadata["annotations"] = {**metadata.get("annotations", {}), BOUND_MARK: "1"}
+    metadata["annotations"] = {**metadata.get("annotations", {}), tokens.BOUND_MARK: "1"}
     try:
         made = await client.create(SECRETS, body, namespace=bootstrap.TOKEN_NAMESPACE)
     except Exception as err:
@@ -209,23 +146,12 @@ async def ensure_token(
     # a token lives, the operator down meanwhile): then a create may have been sent
     # with it, and the attempt is looked up and settled as any uncertain one.
     if (
-        ctx.now - attempt_started(ctx) < ttl
-        and attempt_key(ctx) not in ctx.services.launches.uncertain
+        ctx.now - settle.attempt_started(ctx) < ttl
+        and settle.attempt_key(ctx) not in ctx.services.launches.uncertain
     ):
-        ctx.services.launches.settle(attempt_key(ctx))
-    ctx.services.launches.tokens[attempt_key(ctx)] = (token, made)
+        ctx.services.launches.settle(settle.attempt_key(ctx))
+    ctx.services.launches.tokens[settle.attempt_key(ctx)] = (token, made)
     return token, made
-
-
-async def token_exists(ctx: Ctx, attempt: int) -> bool:
-    name = token_secret_name(ctx.request.metadata.uid or "", attempt)
-    try:
-        await ctx.services.client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-    except Exception as err:
-        if is_not_found(err):
-            return False
-        raise
-    return True
 
 
 def _template(ctx: Ctx, provider: GPUProvider) -> str | None:
@@ -280,187 +206,10 @@ async def _check_fresh(ctx: Ctx) -> None:
         return
     fresh = await ctx.services.client.get(GPUNODEREQUESTS, ctx.name)
     if fresh["metadata"].get("resourceVersion") != ctx.obj["metadata"].get("resourceVersion"):
-        raise StaleCacheError(ctx.name)
+        raise settle.StaleCacheError(ctx.name)
 
 
 # -- what may exist at the cloud -----------------------------------------------------
-
-
-def attempt_key(ctx: Ctx) -> tuple[str, int]:
-    return (ctx.request.metadata.uid or "", ctx.status.attempt)
-
-
-def attempt_started(ctx: Ctx) -> datetime.datetime:
-    """The earliest moment a create of the current attempt can have gone out: when its
-    offer was chosen (OfferAvailable turned True) or, for a later attempt, when the last
-    one failed over, whichever is later. Billing a machine found by name from here never
-    under-reports it: not every cloud reports when a machine was created."""
-    times = []
-    chosen = get_condition(ctx.status.conditions, ConditionType.OFFER_AVAILABLE)
-    if chosen is not None and chosen.status == ConditionStatus.TRUE:
-        times.append(chosen.last_transition_time)
-    if ctx.status.failed_offers:
-        times.append(ctx.status.failed_offers[-1].at)
-    found = [t for t in times if t is not None]
-    return max(found) if found else ctx.now
-
-
-def _time(raw: object) -> datetime.datetime | None:
-    """An RFC 3339 time; None when absent or unreadable (an annotation someone edited)."""
-    if not raw:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
-def persisted_bound(ctx: Ctx, secret: Mapping[str, Any] | None) -> datetime.datetime:
-    """The earliest moment a create of the current attempt that may have made a machine
-    can have been sent, as the API server holds it (any process may read it):
-
-    - the attempt's start (`attempt_started`); with the token Secret gone (deleted with
-      the attempt's end) and nothing written, nothing tighter is known;
-    - when the attempt's bootstrap token was made: every create comes after it;
-    - the request's `gpuctl.io/creates-from` annotation for this attempt, when later:
-      written by `persist_bound` just before a create sent once every earlier create of
-      the attempt was known to have made nothing (refused by the cloud, or looked up by
-      name for `launch_settle` without a find: the rule that lets a create go out)."""
-    times = [attempt_started(ctx)]
-    made = _time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
-    if made is not None:
-        times.append(made)
-    annotations: Mapping[str, Any] = ctx.obj.get("metadata", {}).get("annotations") or {}
-    attempt, _, moment = str(annotations.get(CREATES_FROM) or "").partition(" ")
-    if attempt == str(ctx.status.attempt) and (written := _time(moment)) is not None:
-        times.append(min(written, ctx.now))  # never a bound in the future
-    return max(times)
-
-
-async def token_secret(ctx: Ctx) -> Mapping[str, Any] | None:
-    """The current attempt's token Secret; None once it is gone."""
-    name = token_secret_name(ctx.request.metadata.uid or "", ctx.status.attempt)
-    try:
-        secret: Mapping[str, Any] = await ctx.services.client.get(
-            SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE
-        )
-    except Exception as err:
-        if is_not_found(err):
-            return None
-        raise
-    return secret
-
-
-async def billing_start(ctx: Ctx, *, twins: bool = False) -> datetime.datetime:
-    """From when a machine found by name under the current attempt's name is billed: the
-    earliest moment the create that made it can have gone out (`persisted_bound`). This
-    never under-reports it, and a create that waited (rate limits, refused creates
-    retried, a lost answer looked up for `launch_settle`, a restart's settle) does not
-    bill the wait. With twins (two machines under one name) a create was taken to have
-    made nothing and did: the tighter bounds rest on that rule, so both are billed from
-    the attempt's start or its token's creation."""
-    secret = await token_secret(ctx)
-    if not twins:
-        return persisted_bound(ctx, secret)
-    made = _time(((secret or {}).get("metadata") or {}).get("creationTimestamp"))
-    start = attempt_started(ctx)
-    return max(start, made) if made is not None else start
-
-
-async def persist_bound(ctx: Ctx, secret: Mapping[str, Any]) -> None:
-    """Just before a create (every earlier create of the attempt is known to have made
-    nothing): write on the request that no create of this attempt that may make a
-    machine went out before now, so whichever process later finds the machine by name
-    bills it from here (`persisted_bound`), even if this one is killed before it records
-    the machine. Only when the bound the API server holds is more than `BOUND_SLACK`
-    older (creates refused and retried, an attempt settled after a lost answer or a
-    restart): the first create of an attempt, sent right after its token was made,
-    writes nothing. An annotation, guarded by resourceVersion, on an object gpuctl may
-    patch already (no permission to patch kube-system's Secrets); the status write at
-    the end of this reconcile goes on from the object the patch returned."""
-    now = ctx.services.clock()
-    if now - persisted_bound(ctx, secret) <= BOUND_SLACK:
-        return
-    metadata = ctx.obj["metadata"]
-    value = f"{ctx.status.attempt} {format_time(now)}"
-    patch = {
-        "metadata": {
-            "annotations": {CREATES_FROM: value},
-            "resourceVersion": metadata["resourceVersion"],
-        }
-    }
-    try:
-        ctx.obj = await ctx.services.client.patch(GPUNODEREQUESTS, ctx.name, patch)
-    except Exception as err:
-        if is_conflict(err):
-            raise StaleCacheError(ctx.name) from err
-        raise
-
-
-def request_timeout(provider: GPUProvider) -> float:
-    """The provider's HTTP request timeout in seconds (option `requestTimeoutSeconds`)."""
-    try:
-        return retry_policy_for(driver_config(provider, "")).timeout
-    except ProviderError:  # an unreadable option: the driver refuses to build anyway
-        return RetryPolicy().timeout
-
-
-def create_budget(provider: GPUProvider) -> float:
-    """Seconds a driver create may take in all before it is abandoned (`create_within`)."""
-    return CREATE_TIMEOUTS * request_timeout(provider)
-
-
-def creates_quiet(
-    ctx: Ctx, provider: GPUProvider, secret: Mapping[str, Any] | None
-) -> datetime.datetime | None:
-    """The moment after which no create of the current attempt, sent by any process,
-    can still be at work at the cloud, from what the API server holds: the bound
-    (`persisted_bound`) + `BOUND_SLACK` + `CLOCK_GRAIN` + the create budget (the
-    argument is in the module docstring, point 5). None when it cannot be known: no
-    token Secret, a token made by a version that did not keep the bound (no
-    `BOUND_MARK`), or a `creates-from` of this attempt that cannot be read."""
-    if secret is None:
-        return None
-    marks: Mapping[str, Any] = (secret.get("metadata") or {}).get("annotations") or {}
-    if BOUND_MARK not in marks:
-        return None
-    annotations: Mapping[str, Any] = ctx.obj.get("metadata", {}).get("annotations") or {}
-    attempt, _, moment = str(annotations.get(CREATES_FROM) or "").partition(" ")
-    if attempt == str(ctx.status.attempt) and _time(moment) is None:
-        return None  # this attempt's bound, unreadable: an earlier one would be unsafe
-    budget = datetime.timedelta(seconds=create_budget(provider))
-    return persisted_bound(ctx, secret) + BOUND_SLACK + CLOCK_GRAIN + budget
-
-
-def uncertain_since(ctx: Ctx, quiet: datetime.datetime | None = None) -> datetime.datetime | None:
-    """Since when the current attempt may have a machine nobody recorded (see
-    `LaunchMemory`); None when it certainly has none beyond what status says. An
-    attempt met for the first time is uncertain since `quiet` (`creates_quiet`: every
-    create of it had ended by then) or since now, whichever is earlier: an attempt
-    whose last create is long past is settled by one look-up that finds nothing."""
-    memory, key = ctx.services.launches, attempt_key(ctx)
-    if key in memory.uncertain:
-        return memory.uncertain[key]
-    if key in memory.settled:
-        return None
-    since = ctx.now if quiet is None else min(ctx.now, quiet)
-    memory.doubt(key, since)
-    return since
-
-
-def settle_wait(ctx: Ctx, since: datetime.datetime | None) -> float:
-    """Seconds still to wait before an attempt uncertain since `since` may be taken to
-    have no machine (look-ups by name found none for `launch_settle`); 0: done."""
-    if since is None:
-        return 0.0
-    return max(0.0, (since + ctx.settings.launch_settle - ctx.now).total_seconds())
-
-
-def recheck_interval(ctx: Ctx) -> float:
-    """Seconds between look-ups while an attempt is uncertain: five per `launch_settle`,
-    no more often than `joining_poll` (each is a list call, within the cloud's limits)."""
-    return max(ctx.settings.joining_poll, ctx.settings.launch_settle.total_seconds() / 5)
 
 
 def running_price(ctx: Ctx) -> Any:
@@ -488,7 +237,7 @@ def record_instance(ctx: Ctx, instance: Instance, start: datetime.datetime | Non
     the cost ledger bills what the cloud bills. `start`: when its bill starts (found by
     name), else now (the status write that records it starts the bill)."""
     # Remembered even if this write is lost: `record_again` records it from here.
-    ctx.services.launches.record_machine(attempt_key(ctx), instance, start or ctx.now)
+    ctx.services.launches.record_machine(settle.attempt_key(ctx), instance, start or ctx.now)
     # The create's answer (or the list that found it) is this machine's first poll: a
     # poll at once asked a rate-limited cloud again, most often by id (a shared list sent
     # just before the create does not show it).
@@ -514,14 +263,14 @@ def record_found(ctx: Ctx, instance: Instance, start: datetime.datetime) -> None
     record_instance(ctx, instance, start)
     assert ctx.status.instance is not None
     ctx.status.instance.launched_at = instance.launched_at or start
-    ctx.services.launches.settle(attempt_key(ctx))  # what the create made is found
+    ctx.services.launches.settle(settle.attempt_key(ctx))  # what the create made is found
 
 
 def record_again(ctx: Ctx) -> Result | None:
     """Record again the attempt's machine this process recorded in a status write that
     was lost (`LaunchMemory.unwritten`), billed from when that write would have started
     its bill; None when there is none. Dropped once a status read back holds it."""
-    memory, key = ctx.services.launches, attempt_key(ctx)
+    memory, key = ctx.services.launches, settle.attempt_key(ctx)
     if ctx.request.status.instance is not None:  # as read: the record reached the server
         memory.unwritten.pop(key, None)
         return None
@@ -614,7 +363,7 @@ async def _adopt(ctx: Ctx, driver: Driver, found: Sequence[Instance], how: str) 
     offer = ctx.status.offer
     assert offer is not None
     keep, twins = found[0], found[1:]
-    start = await billing_start(ctx, twins=bool(twins))
+    start = await settle.billing_start(ctx, twins=bool(twins))
     await terminate_twins(ctx, driver, keep, twins, start)
     record_found(ctx, keep, start)
     LAUNCHES.labels(offer.provider, offer.capacity_type.value, "adopted").inc()
@@ -629,10 +378,10 @@ def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
     """Record, before anything else happens, that a create of this attempt went out with
     no answer: status says Launched=Unknown since then, and no create is sent again
     until look-ups by name found nothing for `launch_settle`."""
-    settle = ctx.settings.launch_settle.total_seconds()
+    window = ctx.settings.launch_settle.total_seconds()
     message = (
         f"attempt {ctx.status.attempt}: the create of {ctx.instance_name} got no answer "
-        f"({err.message}); looking it up by name for {settle:g}s before any relaunch"
+        f"({err.message}); looking it up by name for {window:g}s before any relaunch"
     )
     set_condition(
         ctx.status.conditions,
@@ -646,12 +395,7 @@ def _outcome_unknown(ctx: Ctx, err: ProviderError) -> Result:
     ctx.status.message = message
     ctx.event("Warning", "LaunchOutcomeUnknown", message)
     ctx.stop()
-    return Result(requeue_after=min(settle, recheck_interval(ctx)))
-
-
-def answer_failed(ctx: Ctx) -> datetime.datetime:
-    """When a create's answer failed: now, rounded up (the clock reads whole seconds)."""
-    return max(ctx.now, ctx.services.clock() + CLOCK_GRAIN)
+    return Result(requeue_after=min(window, settle.recheck_interval(ctx)))
 
 
 async def create_within(driver: Driver, request: LaunchRequest, deadline: float) -> Instance:
@@ -677,7 +421,7 @@ async def _after_unknown_outcome(
     # Remembered before anything else can fail (the look-up may be rate limited). The
     # window counts from the failed answer, not from the reconcile's start: a create
     # that hung until its timeout may have made the machine just before it.
-    ctx.services.launches.doubt(attempt_key(ctx), answer_failed(ctx))
+    ctx.services.launches.doubt(settle.attempt_key(ctx), settle.answer_failed(ctx))
     try:
         with priority():  # it may be listed already: any list sent since the answer
             found = await driver.find_all(name, since=ctx.services.clock())
@@ -720,20 +464,24 @@ def await_slot(ctx: Ctx) -> None:
     (`persist_bound`), whose watch event woke it again, until the slot came (3.8 patches
     and 3.3 GETs per request in a 1,000-request burst). The reservation stays the
     holder's; the create at the slot's time claims it."""
-    slot = ctx.services.launches.slots.get(attempt_key(ctx))
+    slot = ctx.services.launches.slots.get(settle.attempt_key(ctx))
     if slot is None:
         return
     left = slot - time.monotonic()
     if left > INLINE_WAIT:
-        raise RateLimitedError(
-            f"the create of {ctx.instance_name} waits for its rate-limit slot",
-            retry_after=left,
-        )
-    del ctx.services.launches.slots[attempt_key(ctx)]
+        raise _waits_for_slot(ctx, left)
+    del ctx.services.launches.slots[settle.attempt_key(ctx)]
+
+
+def _waits_for_slot(ctx: Ctx, seconds: float) -> RateLimitedError:
+    """The create waits `seconds` for its slot: the controller requeues for then."""
+    return RateLimitedError(
+        f"the create of {ctx.instance_name} waits for its rate-limit slot", retry_after=seconds
+    )
 
 
 def remember_slot(ctx: Ctx, err: RateLimitedError) -> None:
-    ctx.services.launches.slots[attempt_key(ctx)] = time.monotonic() + err.delay
+    ctx.services.launches.slots[settle.attempt_key(ctx)] = time.monotonic() + err.delay
 
 
 def slot_first(ctx: Ctx, driver: Driver) -> None:
@@ -744,16 +492,14 @@ def slot_first(ctx: Ctx, driver: Driver) -> None:
     than that whenever the create waited for its slot: 51 patches in 100 launches). Not
     for an older attempt: one an earlier process began may still have to settle, and
     its reserved slot would go unused meanwhile."""
-    if attempt_key(ctx) in ctx.services.launches.tokens:
+    if settle.attempt_key(ctx) in ctx.services.launches.tokens:
         return
-    if ctx.now - attempt_started(ctx) > BOUND_SLACK:
+    if ctx.now - settle.attempt_started(ctx) > settle.BOUND_SLACK:
         return
     with priority():  # the slot the create would take: it claims this reservation
         wait = driver.launch_slot()
     if wait > INLINE_WAIT:
-        err = RateLimitedError(
-            f"the create of {ctx.instance_name} waits for its rate-limit slot", retry_after=wait
-        )
+        err = _waits_for_slot(ctx, wait)
         remember_slot(ctx, err)
         raise err
 
@@ -783,7 +529,7 @@ async def reconcile(ctx: Ctx) -> Result | None:
     labels = (offer.provider, offer.capacity_type.value)
     # A look-up lists the provider's machines (a cost that grows with them): skipped when
     # nothing can be there, as in the first launch of an attempt this process began.
-    nothing = ctx.services.launches.nothing_there(attempt_key(ctx))
+    nothing = ctx.services.launches.nothing_there(settle.attempt_key(ctx))
     # The look-ups and the create of a launch take the earliest rate-limit slot
     # reserved by others (`ratelimit.priority`): a request waits on them, not on polls
     # and teardowns queued at a rate-limited cloud. The look may be served by a list
@@ -794,20 +540,22 @@ async def reconcile(ctx: Ctx) -> Result | None:
         found = [] if nothing else await driver.find_all(request.name, since=ctx.now)
     if found:
         return await _adopt(ctx, driver, found, "found by name")
-    since = uncertain_since(ctx, creates_quiet(ctx, provider, secret))
-    wait = settle_wait(ctx, since)
+    since = settle.uncertain_since(ctx, settle.creates_quiet(ctx, provider, secret))
+    wait = settle.settle_wait(ctx, since)
     if since is not None and wait > 0:
         until = since + ctx.settings.launch_settle
         ctx.status.message = (
             f"attempt {ctx.status.attempt}: a create of {request.name} may have happened; "
             f"looking it up by name until {until:%H:%M:%S}Z before launching again"
         )
-        return Result(requeue_after=min(wait, recheck_interval(ctx)))
-    ctx.services.launches.settle(attempt_key(ctx))  # listed long enough: nothing exists
+        return Result(requeue_after=min(wait, settle.recheck_interval(ctx)))
+    ctx.services.launches.settle(settle.attempt_key(ctx))  # listed long enough: nothing exists
     if ctx.status.attempt > 1:  # the last attempt's machine is gone, or going: its leftovers
         await cleanup_attempts(ctx, [ctx.status.attempt - 1])
-    deadline = asyncio.get_running_loop().time() + create_budget(provider)  # before the check
-    await persist_bound(ctx, secret)
+    deadline = asyncio.get_running_loop().time() + settle.create_budget(
+        provider
+    )  # before the check
+    await settle.persist_bound(ctx, secret)
     crash_point("before-launch")
     try:
         with priority():

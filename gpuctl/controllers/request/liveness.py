@@ -37,8 +37,8 @@ import hashlib
 from gpuctl.api import CapacityType, ConditionType, Phase
 from gpuctl.controllers.metrics import INTERRUPTIONS
 from gpuctl.controllers.request.context import Ctx, to_offer
-from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
+from gpuctl.controllers.request.tokens import delete_token
 from gpuctl.providers.base import Instance, InstanceState, NotFoundError, RateLimitedError
 from gpuctl.providers.ratelimit import spare_only
 from gpuctl.runtime.reconcile import Result

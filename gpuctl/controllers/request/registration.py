@@ -20,8 +20,8 @@ from typing import Any
 from gpuctl.api import ConditionType, Phase, registration_timeout, set_condition
 from gpuctl.api.convert import parse_time
 from gpuctl.controllers.request.context import Ctx, to_offer
-from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes, find_node, is_ready
+from gpuctl.controllers.request.tokens import delete_token
 from gpuctl.runtime.reconcile import Result
 
 

@@ -9,11 +9,11 @@ its own, so a slow or failing rest of the teardown bills nothing more. Once it i
 (or when none was recorded: a crash or a lost status write between launch and
 record), the attempt's deterministic name is looked up, and anything found is first
 RECORDED — id, launch time, its time billed since the create that made it can have
-gone out (`launch.billing_start`) — in a status write, and terminated only on the next
+gone out (`settle.billing_start`) — in a status write, and terminated only on the next
 pass, so what it cost reaches the ledger whatever happens in between. A second
 machine under the name is a
 twin: billed, terminated at once and reported. When a create of the attempt may have
-happened unseen (`launch.uncertain_since`), look-ups continue for
+happened unseen (`settle.uncertain_since`), look-ups continue for
 `Settings.launch_settle` before the machine is taken not to exist. Terminate is sent
 once per poll (the drivers remember it). Every look of a teardown asks for an answer
 sent after the teardown began in this process (`_since`), not for a call of its own:
@@ -33,9 +33,8 @@ import datetime
 from gpuctl.api import FINALIZER, ConditionType, Phase
 from gpuctl.controllers import cost, ledger
 from gpuctl.controllers.pool.disruption.keys import DRAIN_FINALIZER
-from gpuctl.controllers.request import launch
+from gpuctl.controllers.request import launch, settle, tokens
 from gpuctl.controllers.request.context import Ctx
-from gpuctl.controllers.request.launch import delete_token
 from gpuctl.controllers.request.nodes import delete_request_nodes
 from gpuctl.controllers.resources import GPUNODEREQUESTS
 from gpuctl.providers.base import (
@@ -65,9 +64,9 @@ def _lookup_since(ctx: Ctx) -> datetime.datetime:
     """The look-up by name wants an answer sent after every create this process sent for
     the request: after the teardown began (no launch step runs once the request is
     deleted), rounded up, as the clock reads whole seconds. While a create may still be
-    unlisted (`launch.uncertain_since`) every pass wants a new answer, so that
+    unlisted (`settle.uncertain_since`) every pass wants a new answer, so that
     `launch_settle` of look-ups really looked."""
-    if launch.attempt_key(ctx) in ctx.services.launches.uncertain:
+    if settle.attempt_key(ctx) in ctx.services.launches.uncertain:
         return ctx.now + datetime.timedelta(seconds=1)
     return _since(ctx) + datetime.timedelta(seconds=1)
 
@@ -111,14 +110,14 @@ def _seen_gone(ctx: Ctx) -> datetime.datetime:
 async def _may_have_unrecorded(ctx: Ctx) -> bool:
     """Whether a create of the current attempt may have made a machine no look-up has
     shown yet: uncertain, and for less than `launch_settle`."""
-    key = launch.attempt_key(ctx)
+    key = settle.attempt_key(ctx)
     memory = ctx.services.launches
     met = key in memory.uncertain or key in memory.settled
     # Never met by this process: without a token no create was ever sent.
-    if not met and not await launch.token_exists(ctx, ctx.status.attempt):
+    if not met and not await tokens.token_exists(ctx, ctx.status.attempt):
         memory.settle(key)
         return False
-    return launch.settle_wait(ctx, launch.uncertain_since(ctx)) > 0
+    return settle.settle_wait(ctx, settle.uncertain_since(ctx)) > 0
 
 
 async def machine_gone(ctx: Ctx) -> bool:
@@ -131,7 +130,7 @@ async def machine_gone(ctx: Ctx) -> bool:
         return False  # a machine whose record was lost: terminated on the next pass
     if recorded is not None:
         # The attempt's create has a known outcome: the machine status recorded.
-        ctx.services.launches.settle(launch.attempt_key(ctx))
+        ctx.services.launches.settle(settle.attempt_key(ctx))
         # Each cloud call may wait for a rate-limit slot (the reconcile is requeued for
         # it). A look that showed the machine live is not made again before the
         # terminate it led to: that terminate goes first on the next pass (under
@@ -169,14 +168,14 @@ async def machine_gone(ctx: Ctx) -> bool:
     # look-up found nothing and no create can be unlisted, this process knows the
     # attempt has no machine: a requeue (a later teardown call waiting for its
     # rate-limit slot) does not list the provider's machines again.
-    key = launch.attempt_key(ctx)
+    key = settle.attempt_key(ctx)
     nothing = ctx.services.launches.nothing_there(key)
     listed = [] if nothing else await driver.find_all(ctx.instance_name, since=_lookup_since(ctx))
     found = [i for i in listed if recorded is None or i.id != recorded.id]
     if found:
         keep, twins = found[0], found[1:]
         # Beside a recorded machine, anything under its name is a twin.
-        start = await launch.billing_start(ctx, twins=bool(twins) or recorded is not None)
+        start = await settle.billing_start(ctx, twins=bool(twins) or recorded is not None)
         await launch.terminate_twins(ctx, driver, keep, twins, start)
         launch.record_found(ctx, keep, start)
         message = f"{keep.name} ({keep.id}, {keep.native_state}) found by name: recorded"
@@ -219,7 +218,7 @@ async def _delete_tokens(ctx: Ctx) -> None:
     if _current_attempt_was_ready(ctx):
         last -= 1
     for attempt in range(1, last + 1):
-        await delete_token(ctx, attempt)
+        await tokens.delete_token(ctx, attempt)
 
 
 def _current_attempt_was_ready(ctx: Ctx) -> bool:
@@ -235,7 +234,7 @@ def _current_attempt_was_ready(ctx: Ctx) -> bool:
     instance = before.instance
     if instance is not None and instance.launched_at is not None:
         return before.ready_at >= instance.launched_at
-    return before.ready_at >= launch.attempt_started(ctx)
+    return before.ready_at >= settle.attempt_started(ctx)
 
 
 async def release(ctx: Ctx) -> None:
@@ -274,7 +273,7 @@ async def reconcile(ctx: Ctx) -> tuple[Result, bool]:
             return Result(requeue=True), False  # its bill is written: go on at once
         poll = ctx.settings.termination_poll
         if ctx.status.instance is None:  # only looking the name up: as the launch step does
-            poll = max(poll, launch.recheck_interval(ctx))
+            poll = max(poll, settle.recheck_interval(ctx))
         return Result(requeue_after=poll), False
     # Every attempt's machine is gone: what the clouds keep besides machines goes too.
     await launch.cleanup_attempts(ctx, range(1, ctx.status.attempt + 1))
