@@ -301,8 +301,11 @@ async def test_the_credential_check_the_collector_and_first_looks_share_one_list
     assert (await look).id == "a"
     assert [[i.id for i in e] for e in await asyncio.gather(*every)] == [["a"], ["a"]]
     assert cloud.lists == 1
-    cloud.now += SECOND  # nothing in flight: a list of its own, not put off by spacing
-    snapshots.spacing = 10 * SECOND
+    snapshots.spacing = 5 * SECOND
+    cloud.now += 3 * SECOND  # a list sent less than `spacing` ago serves it
+    await snapshots.list_every()
+    assert cloud.lists == 1
+    cloud.now += 3 * SECOND  # nothing in flight or that new: its own, not put off
     await snapshots.list_every()
     assert cloud.lists == 2
 
