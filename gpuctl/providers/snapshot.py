@@ -127,12 +127,13 @@ class Snapshots:
         self._listed: dict[str, datetime.datetime] = {}  # id -> first listing answer showing it
         self._gone: dict[str, datetime.datetime] = {}  # id -> when it was seen gone
         self._terminated: dict[str, datetime.datetime] = {}  # id -> terminate accepted
+        self._last_terminated: datetime.datetime | None = None
 
     # -- what the driver tells ----------------------------------------------------------
 
     def terminated(self, instance_id: str) -> None:
         """The cloud accepted a terminate of `instance_id` now: older answers are stale."""
-        self._terminated[instance_id] = self.clock()
+        self._terminated[instance_id] = self._last_terminated = self.clock()
 
     def gone(self, instance_id: str) -> None:
         """The driver learnt otherwise that the cloud no longer has `instance_id`."""
@@ -165,7 +166,8 @@ class Snapshots:
         not overlap). A caller outside a reconcile waits for its token inline: a joined
         list that was rate limited is not its answer, it sends its own."""
         now = self.clock()
-        if self._latest is not None and now - self._latest.sent < self.spacing:
+        if self._recent(now):
+            assert self._latest is not None
             return list(self._latest.instances.values())
         since = self._inflight[0] if self._inflight is not None else now
         try:
@@ -178,6 +180,15 @@ class Snapshots:
             self.observe(sent, every)
             return every
         return list(listing.instances.values())
+
+    def _recent(self, now: datetime.datetime) -> bool:
+        """The latest list was sent less than `spacing` before `now`, and after our own
+        last terminate (never older news than that, module docstring: a leak collector
+        would count a machine torn down since as unowned)."""
+        latest = self._latest
+        if latest is None or now - latest.sent >= self.spacing:
+            return False
+        return self._last_terminated is None or self._last_terminated < latest.sent
 
     async def get(
         self,

@@ -308,6 +308,10 @@ async def test_the_credential_check_the_collector_and_first_looks_share_one_list
     cloud.now += 3 * SECOND  # nothing in flight or that new: its own, not put off
     await snapshots.list_every()
     assert cloud.lists == 2
+    cloud.now += SECOND
+    snapshots.terminated("a")  # never older news than our own terminate
+    await snapshots.list_every()
+    assert cloud.lists == 3
 
 
 async def test_a_collector_whose_joined_list_was_rate_limited_sends_its_own() -> None:
