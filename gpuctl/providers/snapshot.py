@@ -127,13 +127,12 @@ class Snapshots:
         self._listed: dict[str, datetime.datetime] = {}  # id -> first listing answer showing it
         self._gone: dict[str, datetime.datetime] = {}  # id -> when it was seen gone
         self._terminated: dict[str, datetime.datetime] = {}  # id -> terminate accepted
-        self._last_terminated: datetime.datetime | None = None
 
     # -- what the driver tells ----------------------------------------------------------
 
     def terminated(self, instance_id: str) -> None:
         """The cloud accepted a terminate of `instance_id` now: older answers are stale."""
-        self._terminated[instance_id] = self._last_terminated = self.clock()
+        self._terminated[instance_id] = self.clock()
 
     def gone(self, instance_id: str) -> None:
         """The driver learnt otherwise that the cloud no longer has `instance_id`."""
@@ -166,10 +165,10 @@ class Snapshots:
         not overlap). A caller outside a reconcile waits for its token inline: a joined
         list that was rate limited is not its answer, it sends its own."""
         now = self.clock()
-        if self._recent(now):
-            assert self._latest is not None
-            return list(self._latest.instances.values())
-        since = self._inflight[0] if self._inflight is not None else now
+        latest, inflight = self._latest, self._inflight
+        if latest is not None and now - latest.sent < self.spacing and self._news(latest.sent):
+            return list(latest.instances.values())
+        since = inflight[0] if inflight is not None and self._news(inflight[0]) else now
         try:
             listing = await self.listing(since, spaced=False)
         except RateLimitedError:
@@ -181,14 +180,11 @@ class Snapshots:
             return every
         return list(listing.instances.values())
 
-    def _recent(self, now: datetime.datetime) -> bool:
-        """The latest list was sent less than `spacing` before `now`, and after our own
-        last terminate (never older news than that, module docstring: a leak collector
+    def _news(self, sent: datetime.datetime) -> bool:
+        """A list sent at `sent` is newer than every terminate this driver had accepted
+        (never older news than our own terminate, module docstring: a leak collector
         would count a machine torn down since as unowned)."""
-        latest = self._latest
-        if latest is None or now - latest.sent >= self.spacing:
-            return False
-        return self._last_terminated is None or self._last_terminated < latest.sent
+        return all(accepted < sent for accepted in self._terminated.values())
 
     async def get(
         self,

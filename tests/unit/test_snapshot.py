@@ -314,6 +314,22 @@ async def test_the_credential_check_the_collector_and_first_looks_share_one_list
     assert cloud.lists == 3
 
 
+async def test_a_list_in_flight_since_before_our_terminate_is_not_joined() -> None:
+    cloud = Cloud(machine("a"))
+    snapshots = cloud.snapshots()
+    cloud.release = asyncio.Event()
+    with nonblocking("gpunoderequest/r1"):
+        look = asyncio.ensure_future(snapshots.get("a", T0))
+    await asyncio.sleep(0)
+    cloud.now += SECOND
+    snapshots.terminated("a")  # accepted after the list in flight began
+    every = asyncio.ensure_future(snapshots.list_every())
+    await asyncio.sleep(0)
+    cloud.release.set()
+    await asyncio.gather(look, every)
+    assert cloud.lists == 2
+
+
 async def test_a_collector_whose_joined_list_was_rate_limited_sends_its_own() -> None:
     cloud = Cloud(machine("a"))
     release = asyncio.Event()

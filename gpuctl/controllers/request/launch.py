@@ -75,7 +75,7 @@ from gpuctl.providers.base import (
     RateLimitedError,
 )
 from gpuctl.providers.ratelimit import INLINE_WAIT, priority
-from gpuctl.runtime.client import is_already_exists, is_not_found
+from gpuctl.runtime.client import is_already_exists
 from gpuctl.runtime.reconcile import Result
 from gpuctl.runtime.resources import SECRETS
 from gpuctl.util.crashpoints import crash_point
@@ -117,13 +117,11 @@ async def ensure_token(
         # lives the registration timeout past the launch: it is still there.
         return made_here
     if settle.attempt_key(ctx) in ctx.services.launches.settled:
-        # This process made the token but no longer holds it: read it.
-        try:
-            secret = await client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-            return bootstrap.Token.from_secret(secret), secret
-        except Exception as err:
-            if not is_not_found(err):
-                raise  # deleted meanwhile: make it again
+        # This process made the token but no longer holds it: read it (deleted
+        # meanwhile: make it again).
+        held = await tokens.token_secret(ctx)
+        if held is not None:
+            return bootstrap.Token.from_secret(held), held
     token = bootstrap.Token(
         tokens.token_id(uid, ctx.status.attempt), bootstrap.Token.generate().secret
     )

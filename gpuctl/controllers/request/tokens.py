@@ -48,19 +48,14 @@ async def delete_token(ctx: Ctx, attempt: int) -> None:
 
 
 async def token_exists(ctx: Ctx, attempt: int) -> bool:
+    return await token_secret(ctx, attempt) is not None
+
+
+async def token_secret(ctx: Ctx, attempt: int | None = None) -> Mapping[str, Any] | None:
+    """The token Secret of `attempt` (default: the current one); None once it is gone."""
+    if attempt is None:
+        attempt = ctx.status.attempt
     name = token_secret_name(ctx.request.metadata.uid or "", attempt)
-    try:
-        await ctx.services.client.get(SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE)
-    except Exception as err:
-        if is_not_found(err):
-            return False
-        raise
-    return True
-
-
-async def token_secret(ctx: Ctx) -> Mapping[str, Any] | None:
-    """The current attempt's token Secret; None once it is gone."""
-    name = token_secret_name(ctx.request.metadata.uid or "", ctx.status.attempt)
     try:
         secret: Mapping[str, Any] = await ctx.services.client.get(
             SECRETS, name, namespace=bootstrap.TOKEN_NAMESPACE
